@@ -1,0 +1,97 @@
+"""The public functions: od_solve (scores) and od_plan (transport plans)."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from . import backends
+from ._validate import check_inputs
+from .torch_backend import od_plan_from_potentials
+
+
+class ODInfo(NamedTuple):
+    """What the solver did, per (video, class) pair."""
+
+    iterations: torch.Tensor  # (B, A) int32: Sinkhorn iterations the pair ran
+    marginal_error: torch.Tensor  # (B, A): sum_i |sum_j P_ij - mu_i| after the last one
+    backend: str  # the backend that ran
+
+
+def _run(video, desc, eps, max_iter, tol, frame_mask, desc_mask, normalize, backend):
+    check_inputs(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, backend)
+    chosen = backends.resolve(backend, video.device, video.dtype)
+    out = chosen.solve(video, desc, frame_mask, desc_mask, float(eps), int(max_iter), float(tol), normalize)
+    return chosen.name, out
+
+
+def od_solve(
+    video: torch.Tensor,
+    desc: torch.Tensor,
+    *,
+    eps: float = 0.1,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    frame_mask: torch.Tensor | None = None,
+    desc_mask: torch.Tensor | None = None,
+    normalize: bool = True,
+    backend: str = "auto",
+    return_info: bool = False,
+):
+    """Optimal-transport score of every (video, class) pair: the OST "Optimal Descriptor Solver".
+
+    For video b and class a: sim_ij = cos(video[b, i], desc[a, j]), cost C = 1 - sim, P the
+    entropic OT plan (Sinkhorn, regularization eps) between uniform marginals over the valid
+    frames and descriptors, and score[b, a] = sum_ij P_ij * sim_ij.
+
+    Args:
+        video: (B, T, d) frame embeddings; float32, float16, bfloat16 or float64.
+        desc: (A, N, d) descriptor embeddings, same device and dtype.
+        eps: entropic regularization, > 0 (the paper uses 0.1).
+        max_iter: Sinkhorn iterations at most, >= 1.
+        tol: a pair stops once sum_i |sum_j P_ij - mu_i| <= tol; 0 runs exactly max_iter.
+        frame_mask: (B, T) bool, True = valid frame; None = all valid.
+        desc_mask: (A, N) bool, True = valid descriptor; None = all valid.
+        normalize: L2-normalize along d inside the op (cosine); False if already unit vectors.
+        backend: "auto", "triton", "cuda", "cpu" or "torch" (see ost_kernels.available_backends).
+        return_info: also return an ODInfo with per-pair iterations and marginal error.
+
+    Returns:
+        (B, A) scores, float64 for float64 inputs and float32 otherwise; differentiable with
+        respect to video and desc with the plan held constant (d score / d sim = P).
+        With return_info=True, (scores, ODInfo).
+    """
+    name, (scores, _f, _g, iterations, error) = _run(
+        video, desc, eps, max_iter, tol, frame_mask, desc_mask, normalize, backend
+    )
+    if return_info:
+        return scores, ODInfo(iterations, error, name)
+    return scores
+
+
+def od_plan(
+    video: torch.Tensor,
+    desc: torch.Tensor,
+    *,
+    eps: float = 0.1,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    frame_mask: torch.Tensor | None = None,
+    desc_mask: torch.Tensor | None = None,
+    normalize: bool = True,
+    backend: str = "auto",
+    return_info: bool = False,
+):
+    """The transport plans (B, A, T, N) that od_solve uses, for inspection and plots.
+
+    Same arguments as od_solve. Entries of masked frames or descriptors are 0. This
+    materializes B * A * T * N values: meant for small inputs. Not differentiable.
+    """
+    with torch.no_grad():
+        name, (_scores, f, g, iterations, error) = _run(
+            video, desc, eps, max_iter, tol, frame_mask, desc_mask, normalize, backend
+        )
+        plan = od_plan_from_potentials(video, desc, frame_mask, desc_mask, f, g, float(eps), normalize)
+    if return_info:
+        return plan, ODInfo(iterations, error, name)
+    return plan

@@ -1,0 +1,143 @@
+"""Backend registry and the "auto" choice.
+
+A backend is available or it is not, with a reason; asking for one that is not is an error
+that gives the reason. "auto" tries, in order: Triton then the CUDA extension for CUDA
+tensors, the C++ CPU kernel for CPU tensors, and the pure-PyTorch path everywhere.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from . import _extension, torch_backend
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend cannot run here; the message says why."""
+
+
+class _PythonBackendFunction(torch.autograd.Function):
+    """Autograd for backends written in Python: the plan is held constant (d score / d sim = P).
+
+    The potentials f, g are saved, B * A * (T + N) floats, so that backward rebuilds P in one
+    pass instead of solving again (benchmarks/test_bench_backward_strategy.py measures both).
+    """
+
+    @staticmethod
+    def forward(ctx, video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, module):
+        scores, f, g, iterations, error = module.od_forward(
+            video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize
+        )
+        ctx.save_for_backward(video, desc, frame_mask, desc_mask, f, g)
+        ctx.eps, ctx.normalize, ctx.module = eps, normalize, module
+        ctx.mark_non_differentiable(f, g, iterations, error)
+        return scores, f, g, iterations, error
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_scores, *_unused):
+        video, desc, frame_mask, desc_mask, f, g = ctx.saved_tensors
+        grad_video, grad_desc = ctx.module.od_backward(
+            grad_scores, video, desc, frame_mask, desc_mask, f, g, ctx.eps, ctx.normalize
+        )
+        return grad_video, grad_desc, None, None, None, None, None, None, None
+
+
+def _solve_torch(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize):
+    return _PythonBackendFunction.apply(
+        video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, torch_backend
+    )
+
+
+def _solve_extension(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize):
+    # Autograd for this op is registered in ost_kernels.ops_registration.
+    return torch.ops.ost_kernels.od_forward(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize)
+
+
+def _torch_reason(device: torch.device, dtype: torch.dtype) -> str | None:
+    return None
+
+
+def _extension_reason(name: str, kind: str, key: str, missing: str):
+    def reason(device: torch.device, dtype: torch.dtype) -> str | None:
+        if device.type != kind:
+            return f"backend {name!r} runs on {kind.upper()} tensors, but the inputs are on {device}"
+        why = _extension.unavailable_reason()
+        if why is not None:
+            return why
+        if not _extension.has_kernel("od_forward", key):
+            return missing
+        return None
+
+    return reason
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def _triton_reason(device: torch.device, dtype: torch.dtype) -> str | None:
+    if device.type != "cuda":
+        return f"backend 'triton' runs on CUDA tensors, but the inputs are on {device}"
+    if not _triton_installed():
+        return "Triton is not installed (pip install triton)"
+    return "this version of ost_kernels has no Triton kernel yet"
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    solve: Callable
+    reason: Callable[[torch.device, torch.dtype], str | None]
+
+
+BACKENDS = {
+    "triton": Backend("triton", _solve_extension, _triton_reason),
+    "cuda": Backend(
+        "cuda",
+        _solve_extension,
+        _extension_reason(
+            "cuda", "cuda", "CUDA",
+            "ost_kernels._C was built without CUDA kernels (no nvcc / CUDA_HOME at build time, "
+            "or OST_KERNELS_BUILD_CUDA=0)",
+        ),
+    ),
+    "cpu": Backend(
+        "cpu",
+        _solve_extension,
+        _extension_reason("cpu", "cpu", "CPU", "the built ost_kernels._C has no CPU kernel; rebuild it"),
+    ),
+    "torch": Backend("torch", _solve_torch, _torch_reason),
+}
+
+_AUTO_ORDER = {"cuda": ("triton", "cuda", "torch"), "cpu": ("cpu", "torch")}
+
+
+def unavailable_reason(name: str, device: torch.device, dtype: torch.dtype = torch.float32) -> str | None:
+    """None if backend `name` can run on tensors of this device and dtype, else why not."""
+    return BACKENDS[name].reason(torch.device(device), dtype)
+
+
+def resolve(name: str, device: torch.device, dtype: torch.dtype) -> Backend:
+    """The backend to run; for "auto" the first available one in the documented order."""
+    device = torch.device(device)
+    if name == "auto":
+        for candidate in _AUTO_ORDER.get(device.type, ()):
+            if BACKENDS[candidate].reason(device, dtype) is None:
+                return BACKENDS[candidate]
+        return BACKENDS["torch"]
+    why = BACKENDS[name].reason(device, dtype)
+    if why is not None:
+        raise BackendUnavailableError(f"od_solve: backend {name!r} is not available: {why}")
+    return BACKENDS[name]
+
+
+def available_backends(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, str | None]:
+    """{backend name: None if it can run on `device`, else the reason it cannot}."""
+    return {name: unavailable_reason(name, torch.device(device), dtype) for name in BACKENDS}

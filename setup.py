@@ -1,0 +1,59 @@
+"""Builds the C++ extension ``ost_kernels._C``.
+
+Environment variables:
+  OST_KERNELS_SKIP_EXTENSION=1  build nothing; the package then runs its pure-PyTorch backend.
+  OST_KERNELS_BUILD_CUDA=0      skip the CUDA sources even where CUDA_HOME / nvcc exist.
+  OST_KERNELS_CUDA_ARCHS        CUDA architectures, e.g. "80;90" (the default).
+"""
+import glob
+import os
+import shutil
+
+from setuptools import setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _sources(pattern: str) -> list[str]:
+    # Relative paths: setuptools refuses absolute source paths in editable builds.
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+
+
+def _want_cuda() -> bool:
+    if os.environ.get("OST_KERNELS_BUILD_CUDA", "1") == "0":
+        return False
+    if not _sources("csrc/cuda/*.cu"):
+        return False
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    return CUDA_HOME is not None and (
+        shutil.which("nvcc") is not None or os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc"))
+    )
+
+
+def extensions():
+    if os.environ.get("OST_KERNELS_SKIP_EXTENSION", "0") == "1":
+        return [], {}
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+
+    sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
+    cxx = ["-O3", "-fopenmp", "-DOST_KERNELS_WITH_CPU"]
+    kwargs = dict(extra_link_args=["-fopenmp"], include_dirs=[os.path.join(ROOT, "csrc")])
+    if _want_cuda():
+        archs = os.environ.get("OST_KERNELS_CUDA_ARCHS", "80;90").replace(",", ";").split(";")
+        nvcc = ["-O3", "--use_fast_math", "-lineinfo"]
+        for arch in filter(None, (a.strip() for a in archs)):
+            nvcc += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
+        ext = CUDAExtension(
+            "ost_kernels._C",
+            sources + _sources("csrc/cuda/*.cu"),
+            extra_compile_args={"cxx": cxx + ["-DOST_KERNELS_WITH_CUDA"], "nvcc": nvcc},
+            **kwargs,
+        )
+    else:
+        ext = CppExtension("ost_kernels._C", sources, extra_compile_args={"cxx": cxx}, **kwargs)
+    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = extensions()
+setup(ext_modules=ext_modules, cmdclass=cmdclass)
