@@ -12,13 +12,37 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from . import _extension, torch_backend
 
 
 class BackendUnavailableError(RuntimeError):
     """The requested backend cannot run here; the message says why."""
+
+
+class _RefuseDoubleBackward(torch.autograd.Function):
+    """Identity on a gradient, tied to the input it belongs to, whose own backward raises:
+    differentiating od_solve's gradient again fails loudly instead of returning zeros."""
+
+    @staticmethod
+    def forward(ctx, grad, _owner):
+        return grad.clone()
+
+    @staticmethod
+    def backward(ctx, *_):
+        raise RuntimeError(
+            "od_solve: double backward is not supported (the gradient holds the transport plan "
+            "constant; differentiating it again is not implemented)"
+        )
+
+
+def refuse_double_backward(grads, owners):
+    """Under create_graph=True, wrap each gradient so that a second backward raises."""
+    if not torch.is_grad_enabled():
+        return grads
+    return tuple(
+        _RefuseDoubleBackward.apply(g, o) if g is not None and o.requires_grad else g for g, o in zip(grads, owners)
+    )
 
 
 class _PythonBackendFunction(torch.autograd.Function):
@@ -39,12 +63,11 @@ class _PythonBackendFunction(torch.autograd.Function):
         return scores, f, g, iterations, error
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_scores, *_unused):
         video, desc, frame_mask, desc_mask, f, g = ctx.saved_tensors
-        grad_video, grad_desc = ctx.module.od_backward(
-            grad_scores, video, desc, frame_mask, desc_mask, f, g, ctx.eps, ctx.normalize
-        )
+        with torch.no_grad():
+            grads = ctx.module.od_backward(grad_scores, video, desc, frame_mask, desc_mask, f, g, ctx.eps, ctx.normalize)
+        grad_video, grad_desc = refuse_double_backward(grads, (video, desc))
         return grad_video, grad_desc, None, None, None, None, None, None, None
 
 

@@ -1,0 +1,94 @@
+"""Gradients: the plan is held constant, d score / d sim = P, chained through the cosine."""
+import pytest
+import torch
+
+from backends_under_test import BACKENDS, require
+from inputs import case
+from naive import od_reference
+from ost_kernels import od_solve
+
+GRAD_SHAPES = [(2, 3, 8, 4, 7), (3, 2, 17, 5, 64), (1, 4, 3, 2, 1), (2, 2, 32, 8, 16)]
+
+
+def _surrogate(video, desc, plans, normalize):
+    """sum_ij P_ij * sim_ij with P a fixed (detached) float64 plan: autograd of this is the
+    gradient od_solve promises."""
+    if normalize:
+        video = video / video.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        desc = desc / desc.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    sim = torch.einsum("btd,and->batn", video.double(), desc.double())
+    return (plans * sim).sum((-1, -2))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("masks", [False, True])
+@pytest.mark.parametrize("eps", [0.01, 0.1, 1.0])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("shape", GRAD_SHAPES, ids=lambda s: "B{}A{}T{}N{}d{}".format(*s))
+def test_gradients_match_fixed_plan(backend, shape, dtype, eps, masks, normalize, gen):
+    require(backend, dtype=dtype)
+    video, desc, fm, dm = case(*shape, gen, dtype=dtype, masks=masks)
+    video.requires_grad_(True)
+    desc.requires_grad_(True)
+    scores, info = od_solve(video, desc, frame_mask=fm, desc_mask=dm, eps=eps, normalize=normalize,
+                            backend=backend, return_info=True)
+    grad_out = torch.randn(scores.shape, generator=gen, dtype=scores.dtype)
+    gv, gd = torch.autograd.grad(scores, (video, desc), grad_out)
+    assert gv.dtype == dtype and gd.dtype == dtype
+
+    _, _, _, plans = od_reference(video.detach(), desc.detach(), fm, dm, eps=eps, normalize=normalize,
+                                  iterations=info.iterations.numpy())
+    v64 = video.detach().double().requires_grad_(True)
+    d64 = desc.detach().double().requires_grad_(True)
+    rv, rd = torch.autograd.grad(_surrogate(v64, d64, torch.from_numpy(plans), normalize), (v64, d64),
+                                 grad_out.double())
+    tol = 1e-9 if dtype == torch.float64 else 2e-5 * max(1.0, 0.1 / eps)
+    torch.testing.assert_close(gv.double(), rv, rtol=tol, atol=tol)
+    torch.testing.assert_close(gd.double(), rd, rtol=tol, atol=tol)
+    if masks:
+        # Masked frames and descriptors get no gradient.
+        assert (gv[~fm] == 0).all() and (gd[~dm] == 0).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("masks", [False, True])
+@pytest.mark.parametrize("shape", [(2, 3, 1, 4, 5), (3, 2, 6, 1, 4), (2, 2, 1, 1, 3)],
+                         ids=lambda s: "B{}A{}T{}N{}d{}".format(*s))
+def test_gradcheck_where_the_plan_is_fixed(backend, shape, masks, normalize, gen):
+    """With one frame or one descriptor the plan cannot move (P = nu or P = mu), so the
+    promised gradient is the true one and gradcheck applies to od_solve itself, end to end
+    through the normalization."""
+    require(backend, dtype=torch.float64)
+    video, desc, fm, dm = case(*shape, gen, dtype=torch.float64, masks=masks)
+    video.requires_grad_(True)
+    desc.requires_grad_(True)
+
+    def fn(v, d):
+        return od_solve(v, d, frame_mask=fm, desc_mask=dm, eps=0.1, normalize=normalize, backend=backend)
+
+    assert torch.autograd.gradcheck(fn, (video, desc), eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_zero_vector_gradient_is_finite(backend, gen):
+    require(backend, dtype=torch.float64)
+    video, desc, _, _ = case(2, 3, 4, 2, 8, gen, dtype=torch.float64)
+    video[0, 1] = 0
+    desc[2, 0] = 0
+    video.requires_grad_(True)
+    desc.requires_grad_(True)
+    od_solve(video, desc, backend=backend).sum().backward()
+    assert torch.isfinite(video.grad).all() and torch.isfinite(desc.grad).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_double_backward_is_refused(backend, gen):
+    require(backend)
+    video, desc, _, _ = case(2, 3, 4, 2, 8, gen)
+    video.requires_grad_(True)
+    scores = od_solve(video, desc, backend=backend)
+    (gv,) = torch.autograd.grad(scores.sum(), video, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice|double backward|not supported"):
+        gv.sum().backward()

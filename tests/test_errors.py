@@ -1,0 +1,83 @@
+"""Bad input gets a clear error naming the argument, raised before any work."""
+import pytest
+import torch
+
+from ost_kernels import BackendUnavailableError, od_plan, od_solve
+
+V = torch.randn(2, 3, 8)
+D = torch.randn(4, 5, 8)
+
+
+def call(fn=od_solve, video=V, desc=D, **kw):
+    return fn(video, desc, **kw)
+
+
+@pytest.mark.parametrize("fn", [od_solve, od_plan])
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(video=torch.randn(3, 8)), ValueError, r"`video` must be a 3-D tensor \(B, T, d\)"),
+        (dict(desc=torch.randn(1, 4, 5, 8)), ValueError, r"`desc` must be a 3-D tensor \(A, N, d\)"),
+        (dict(video=[[1.0]]), TypeError, r"`video` must be a torch.Tensor"),
+        (dict(desc=torch.randn(4, 5, 7)), ValueError, r"embedding sizes differ.*d=8.*d=7"),
+        (dict(desc=torch.randn(4, 5, 8, device="meta")), ValueError, r"`video` is on cpu but `desc` is on meta"),
+        (dict(video=torch.ones(2, 3, 8, dtype=torch.int64)), TypeError, r"`video` has dtype torch.int64"),
+        (dict(desc=torch.randn(4, 5, 8, dtype=torch.complex64)), TypeError, r"`desc` has dtype torch.complex64"),
+        (dict(desc=D.double()), TypeError, r"`video` is torch.float32 but `desc` is torch.float64"),
+        (dict(video=torch.randn(0, 3, 8)), ValueError, r"`video` \(B, T, d\) must have no zero-size"),
+        (dict(video=torch.randn(2, 0, 8)), ValueError, r"`video` \(B, T, d\) must have no zero-size"),
+        (dict(desc=torch.randn(0, 5, 8)), ValueError, r"`desc` \(A, N, d\) must have no zero-size"),
+        (dict(desc=torch.randn(4, 0, 8)), ValueError, r"`desc` \(A, N, d\) must have no zero-size"),
+        (dict(video=torch.randn(2, 3, 0), desc=torch.randn(4, 5, 0)), ValueError, r"`video` \(B, T, d\) must have no zero-size"),
+        (dict(frame_mask=torch.ones(2, 4, dtype=torch.bool)), ValueError, r"`frame_mask` must have shape \(B, T\) = \(2, 3\)"),
+        (dict(desc_mask=torch.ones(5, 4, dtype=torch.bool)), ValueError, r"`desc_mask` must have shape \(A, N\) = \(4, 5\)"),
+        (dict(frame_mask=torch.ones(2, 3)), TypeError, r"`frame_mask` must have dtype torch.bool"),
+        (dict(desc_mask=torch.ones(4, 5, dtype=torch.int64)), TypeError, r"`desc_mask` must have dtype torch.bool"),
+        (dict(frame_mask=[[True]]), TypeError, r"`frame_mask` must be a bool tensor"),
+        (dict(frame_mask=torch.tensor([[True, True, True], [False, False, False]])), ValueError,
+         r"`frame_mask` has rows with no valid entry.*rows \[1\]"),
+        (dict(desc_mask=torch.ones(4, 5, dtype=torch.bool).index_fill(0, torch.tensor([2]), False)), ValueError,
+         r"`desc_mask` has rows with no valid entry.*rows \[2\]"),
+        (dict(frame_mask=torch.ones(2, 3, dtype=torch.bool, device="meta")), ValueError, r"`frame_mask` is on meta"),
+        (dict(eps=0.0), ValueError, r"`eps` must be a finite number > 0, got 0.0"),
+        (dict(eps=-0.1), ValueError, r"`eps` must be a finite number > 0"),
+        (dict(eps=float("inf")), ValueError, r"`eps` must be a finite number > 0"),
+        (dict(eps=float("nan")), ValueError, r"`eps` must be a finite number > 0"),
+        (dict(eps="0.1"), TypeError, r"`eps` must be a positive float"),
+        (dict(max_iter=0), ValueError, r"`max_iter` must be >= 1, got 0"),
+        (dict(max_iter=2.5), TypeError, r"`max_iter` must be an int"),
+        (dict(max_iter=True), TypeError, r"`max_iter` must be an int"),
+        (dict(tol=-1e-3), ValueError, r"`tol` must be a finite number >= 0"),
+        (dict(tol=float("nan")), ValueError, r"`tol` must be a finite number >= 0"),
+        (dict(tol=None), TypeError, r"`tol` must be a float"),
+        (dict(normalize=1), TypeError, r"`normalize` must be a bool"),
+        (dict(backend="numpy"), ValueError, r"unknown `backend` 'numpy'; expected one of 'auto', 'triton'"),
+    ],
+)
+def test_bad_input(fn, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        call(fn, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "backend, match",
+    [
+        ("triton", r"backend 'triton' is not available: backend 'triton' runs on CUDA tensors, but the inputs are on cpu"),
+        ("cuda", r"backend 'cuda' is not available: backend 'cuda' runs on CUDA tensors, but the inputs are on cpu"),
+    ],
+)
+def test_unavailable_backend_says_why(backend, match):
+    with pytest.raises(BackendUnavailableError, match=match):
+        od_solve(V, D, backend=backend)
+
+
+def test_nothing_runs_before_validation(monkeypatch):
+    """The checks run before any backend is looked up or any work is done."""
+    import ost_kernels.backends as backends
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a backend was resolved before the arguments were checked")
+
+    monkeypatch.setattr(backends, "resolve", fail)
+    with pytest.raises(ValueError, match="`eps`"):
+        od_solve(V, D, eps=0)
