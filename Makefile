@@ -1,0 +1,34 @@
+# Quick start:  make bench  (the benchmark table)   make test  (the test suite)
+# Each creates .venv on first use, installs the torch 2.14.1 / torchvision 0.29.1 pair and
+# this package with its C++ extension, then runs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ost-kernels-installed
+BUILD_INPUTS := setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
+# torch guesses CUDA_HOME from the nvcc on PATH, which may be a wrapper; point it at the toolkit.
+export CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+
+.PHONY: install test bench clean
+
+install: $(STAMP)
+
+$(STAMP): $(BUILD_INPUTS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet --disable-pip-version-check "setuptools>=64" wheel ninja
+	# --no-build-isolation: the extension must build against the torch installed above.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation -e ".[dev]"
+	$(PY) -c "import ost_kernels, ost_kernels.backends as b; print('ost_kernels backends on cpu:', b.available_backends('cpu'))"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m pytest benchmarks --benchmark-only $(BENCH_ARGS)
+
+clean:
+	rm -rf build *.egg-info ost_kernels/_C*.so benchmarks/out .pytest_cache .benchmarks

@@ -1,0 +1,117 @@
+"""Benchmark options, result collection and the summary table printed at the end.
+
+    pytest benchmarks --benchmark-only                       # the default grid
+    pytest benchmarks --benchmark-only --bench-classes 51,400 --bench-batch 8
+
+The summary gives each provider's median time as a ratio to the einops reference and to the
+bare matmul (the floor), with peak extra memory; it is also written to benchmarks/out/.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+
+import pytest
+import torch
+
+OUT_DIR = os.path.join(os.path.dirname(__file__), "out")
+RESULTS: dict[str, dict[str, dict]] = defaultdict(dict)  # group -> provider -> record
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("ost-kernels benchmarks")
+    default_device = "cuda" if torch.cuda.is_available() else "cpu"
+    group.addoption("--bench-device", default=default_device, help="device to benchmark on (default: cuda if present)")
+    group.addoption("--bench-batch", type=int, default=32, help="videos per batch B (default 32)")
+    group.addoption("--bench-classes", default="51,101,160,400,10000",
+                    help="comma-separated class counts A (HMDB, UCF, K600 split, K400, large)")
+    group.addoption("--bench-frames", default="8,32", help="comma-separated frame counts T")
+    group.addoption("--bench-dtype", default="float32", help="input dtype: float32, bfloat16, float16")
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def pytest_generate_tests(metafunc):
+    cfg = metafunc.config
+    if "num_classes" in metafunc.fixturenames:
+        metafunc.parametrize("num_classes", _ints(cfg.getoption("--bench-classes")), ids=lambda a: f"A{a}")
+    if "num_frames" in metafunc.fixturenames:
+        metafunc.parametrize("num_frames", _ints(cfg.getoption("--bench-frames")), ids=lambda t: f"T{t}")
+
+
+@pytest.fixture(scope="session")
+def bench_device(pytestconfig) -> torch.device:
+    return torch.device(pytestconfig.getoption("--bench-device"))
+
+
+@pytest.fixture(scope="session")
+def bench_batch(pytestconfig) -> int:
+    return pytestconfig.getoption("--bench-batch")
+
+
+@pytest.fixture(scope="session")
+def bench_dtype(pytestconfig) -> torch.dtype:
+    return getattr(torch, pytestconfig.getoption("--bench-dtype"))
+
+
+def record(group: str, provider: str, benchmark, peak_bytes, **extra) -> None:
+    stats = getattr(benchmark, "stats", None)
+    median = stats.stats.median if stats is not None else None
+    benchmark.extra_info.update(peak_extra_mib=None if peak_bytes is None else peak_bytes / 2**20, **extra)
+    RESULTS[group][provider] = dict(median_s=median, peak_bytes=peak_bytes, **extra)
+
+
+def _fmt_time(s):
+    return "-" if s is None else (f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.2f} s")
+
+
+def _fmt_ratio(x, ref):
+    return "-" if x is None or not ref else f"{x / ref:.2f}x"
+
+
+def _fmt_mib(b):
+    return "-" if b is None else f"{b / 2**20:.1f}"
+
+
+def summary_lines() -> list[str]:
+    lines = ["| case | provider | median | vs einops | vs matmul | peak extra MiB | iters (mean) |",
+             "|---|---|---|---|---|---|---|"]
+    for group in sorted(RESULTS, key=_group_key):
+        recs = RESULTS[group]
+        ref = recs.get("einops", {}).get("median_s")
+        floor = recs.get("matmul", {}).get("median_s")
+        for provider, rec in sorted(recs.items(), key=lambda kv: _provider_key(kv[0])):
+            it = rec.get("mean_iterations")
+            lines.append(
+                f"| {group} | {provider} | {_fmt_time(rec['median_s'])} | {_fmt_ratio(rec['median_s'], ref)} | "
+                f"{_fmt_ratio(rec['median_s'], floor)} | {_fmt_mib(rec['peak_bytes'])} | "
+                f"{'-' if it is None else f'{it:.1f}'} |"
+            )
+    return lines
+
+
+def _group_key(group: str):
+    return tuple(int(tok[1:]) if tok[1:].isdigit() else tok for tok in group.split())
+
+
+def _provider_key(p: str):
+    order = ["einops", "matmul", "torch", "cpu", "cuda", "triton"]
+    return order.index(p) if p in order else len(order)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not RESULTS:
+        return
+    lines = summary_lines()
+    terminalreporter.write_sep("=", "od_solve benchmark summary (ratios: time / einops, time / bare matmul)")
+    for line in lines:
+        terminalreporter.write_line(line)
+    os.makedirs(OUT_DIR, exist_ok=True)
+    with open(os.path.join(OUT_DIR, "summary.md"), "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    with open(os.path.join(OUT_DIR, "results.json"), "w") as fh:
+        json.dump(RESULTS, fh, indent=1)
+    terminalreporter.write_line(f"(written to {os.path.relpath(OUT_DIR)}/summary.md and results.json)")

@@ -1,0 +1,36 @@
+"""Save the potentials for backward, or solve again in backward? Measured for backend "torch".
+
+Saving f (B, A, T) and g (B, A, N) costs B * A * (T + N) floats kept from forward to
+backward (for T = 32, N = 4: 36 floats a pair, 28% of one B * A * T * N plan tensor) and
+lets backward rebuild P in one pass. Recomputing keeps nothing but runs Sinkhorn a second
+time. od_solve saves; this benchmark shows what recomputing would cost.
+"""
+import pytest
+import torch
+
+from conftest import record
+from memory import peak_extra_bytes
+from ost_kernels import clip_like_inputs, torch_backend
+
+
+@pytest.mark.parametrize("stop", ["tol", "fixed100"])
+@pytest.mark.parametrize("strategy", ["save", "recompute"])
+def test_backward_strategy(benchmark, strategy, stop, bench_batch):
+    B, A, T, N, d = bench_batch, 400, 32, 4, 512
+    video, desc, _ = clip_like_inputs(B, A, T, N, d)
+    tol = 1e-3 if stop == "tol" else 0.0
+    grad = torch.ones(B, A)
+
+    def fwd_bwd():
+        _, f, g, _, _ = torch_backend.od_forward(video, desc, None, None, 0.1, 100, tol, True)
+        if strategy == "recompute":
+            del f, g  # what a recomputing backward would keep: nothing
+            _, f, g, _, _ = torch_backend.od_forward(video, desc, None, None, 0.1, 100, tol, True)
+        return torch_backend.od_backward(grad, video, desc, None, None, f, g, 0.1, True)
+
+    _, peak = peak_extra_bytes(fwd_bwd, torch.device("cpu"))
+    group = f"backward strategy A{A} T{T} {stop}"
+    benchmark.group = group
+    benchmark.pedantic(fwd_bwd, rounds=3, iterations=1, warmup_rounds=0)
+    saved = B * A * (T + N) * 4
+    record(group, strategy, benchmark, peak, saved_bytes=saved if strategy == "save" else 0)
