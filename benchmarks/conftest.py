@@ -94,7 +94,9 @@ def summary_lines() -> list[str]:
 
 
 def _group_key(group: str):
-    return tuple(int(tok[1:]) if tok[1:].isdigit() else tok for tok in group.split())
+    # "A400 T32 fwd tol" sorts by the numbers; other groups after, by name.
+    toks = group.split()
+    return tuple((0, int(t[1:]), "") if t[1:].isdigit() else (1, 0, t) for t in toks)
 
 
 def _provider_key(p: str):
@@ -105,13 +107,13 @@ def _provider_key(p: str):
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not RESULTS:
         return
+    os.makedirs(OUT_DIR, exist_ok=True)
+    with open(os.path.join(OUT_DIR, "results.json"), "w") as fh:
+        json.dump(RESULTS, fh, indent=1)
     lines = summary_lines()
     terminalreporter.write_sep("=", "od_solve benchmark summary (ratios: time / einops, time / bare matmul)")
     for line in lines:
         terminalreporter.write_line(line)
-    os.makedirs(OUT_DIR, exist_ok=True)
     with open(os.path.join(OUT_DIR, "summary.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
-    with open(os.path.join(OUT_DIR, "results.json"), "w") as fh:
-        json.dump(RESULTS, fh, indent=1)
     terminalreporter.write_line(f"(written to {os.path.relpath(OUT_DIR)}/summary.md and results.json)")
