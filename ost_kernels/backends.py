@@ -6,7 +6,6 @@ tensors, the C++ CPU kernel for CPU tensors, and the pure-PyTorch path everywher
 """
 from __future__ import annotations
 
-import functools
 import importlib.util
 from dataclasses import dataclass
 from typing import Callable
@@ -100,9 +99,14 @@ def _extension_reason(name: str, kind: str, key: str, missing: str):
     return reason
 
 
-@functools.lru_cache(maxsize=None)
+_triton_found: list[bool] = []
+
+
+@_extension.constant_for_compile
 def _triton_installed() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    if not _triton_found:
+        _triton_found.append(importlib.util.find_spec("triton") is not None)
+    return _triton_found[0]
 
 
 def _triton_reason(device: torch.device, dtype: torch.dtype) -> str | None:

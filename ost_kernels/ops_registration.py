@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from ._cosine import compute_dtype
+from .backends import refuse_double_backward
 
 _ops = torch.ops.ost_kernels
 
@@ -41,9 +42,9 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_scores, _grad_f, _grad_g, _grad_iterations, _grad_error):
     video, desc, frame_mask, desc_mask, f, g = ctx.saved_tensors
-    grad_video, grad_desc = _ops.od_backward(
-        grad_scores.contiguous(), video, desc, frame_mask, desc_mask, f, g, ctx.eps, ctx.normalize
-    )
+    with torch.no_grad():
+        grads = _ops.od_backward(grad_scores, video, desc, frame_mask, desc_mask, f, g, ctx.eps, ctx.normalize)
+    grad_video, grad_desc = refuse_double_backward(grads, (video, desc))
     return grad_video, grad_desc, None, None, None, None, None, None
 
 

@@ -5,7 +5,7 @@ import torch
 
 from ost_kernels.backends import unavailable_reason
 
-BACKENDS = ["torch"]
+BACKENDS = ["torch", "cpu"]
 
 
 def require(backend: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> None:

@@ -43,7 +43,10 @@ def test_gradients_match_fixed_plan(backend, shape, dtype, eps, masks, normalize
     d64 = desc.detach().double().requires_grad_(True)
     rv, rd = torch.autograd.grad(_surrogate(v64, d64, torch.from_numpy(plans), normalize), (v64, d64),
                                  grad_out.double())
-    tol = 1e-9 if dtype == torch.float64 else 2e-5 * max(1.0, 0.1 / eps)
+    # float32 rounding of sim is amplified by |sim| / eps in the exponent; unnormalized
+    # inputs here have |sim| up to ~9.
+    scale = 1.0 if normalize else float(torch.einsum("btd,and->batn", v64, d64).detach().abs().max())
+    tol = 1e-9 if dtype == torch.float64 else 2e-5 * max(1.0, 0.1 * scale / eps)
     torch.testing.assert_close(gv.double(), rv, rtol=tol, atol=tol)
     torch.testing.assert_close(gd.double(), rd, rtol=tol, atol=tol)
     if masks:

@@ -1,0 +1,96 @@
+// Input checks and helpers shared by the CPU and CUDA implementations of the ost_kernels ops.
+// The Python API checks everything first with friendlier messages; these guard direct
+// torch.ops.ost_kernels calls.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+
+namespace ost_kernels {
+
+constexpr double kNormEps = 1e-12;  // x / max(||x||, kNormEps), as in ost_kernels/_cosine.py
+
+inline at::ScalarType compute_type(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+inline void check_mask(const std::optional<at::Tensor>& mask, const char* name, int64_t rows, int64_t cols,
+                       const at::Tensor& like) {
+  if (!mask.has_value()) return;
+  TORCH_CHECK(mask->scalar_type() == at::kBool, "ost_kernels: ", name, " must be bool, got ", mask->scalar_type());
+  TORCH_CHECK(mask->dim() == 2 && mask->size(0) == rows && mask->size(1) == cols, "ost_kernels: ", name,
+              " must have shape (", rows, ", ", cols, "), got ", mask->sizes());
+  TORCH_CHECK(mask->device() == like.device(), "ost_kernels: ", name, " is on ", mask->device(),
+              " but the embeddings are on ", like.device());
+}
+
+inline void check_embeddings(const at::Tensor& video, const at::Tensor& desc,
+                             const std::optional<at::Tensor>& frame_mask,
+                             const std::optional<at::Tensor>& desc_mask) {
+  TORCH_CHECK(video.dim() == 3, "ost_kernels: video must be (B, T, d), got ", video.sizes());
+  TORCH_CHECK(desc.dim() == 3, "ost_kernels: desc must be (A, N, d), got ", desc.sizes());
+  TORCH_CHECK(video.size(2) == desc.size(2), "ost_kernels: video has d=", video.size(2), " but desc has d=",
+              desc.size(2));
+  TORCH_CHECK(video.numel() > 0 && desc.numel() > 0, "ost_kernels: zero-size inputs: video ", video.sizes(),
+              ", desc ", desc.sizes());
+  TORCH_CHECK(video.scalar_type() == desc.scalar_type(), "ost_kernels: video is ", video.scalar_type(),
+              " but desc is ", desc.scalar_type());
+  const auto t = video.scalar_type();
+  TORCH_CHECK(t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16,
+              "ost_kernels: unsupported dtype ", t, "; expected float32, float16, bfloat16 or float64");
+  TORCH_CHECK(video.device() == desc.device(), "ost_kernels: video is on ", video.device(), " but desc is on ",
+              desc.device());
+  check_mask(frame_mask, "frame_mask", video.size(0), video.size(1), video);
+  check_mask(desc_mask, "desc_mask", desc.size(0), desc.size(1), video);
+}
+
+inline void check_solver_args(double eps, int64_t max_iter, double tol) {
+  TORCH_CHECK(std::isfinite(eps) && eps > 0, "ost_kernels: eps must be finite and > 0, got ", eps);
+  TORCH_CHECK(max_iter >= 1, "ost_kernels: max_iter must be >= 1, got ", max_iter);
+  TORCH_CHECK(std::isfinite(tol) && tol >= 0, "ost_kernels: tol must be finite and >= 0, got ", tol);
+}
+
+inline void check_potentials(const at::Tensor& grad_scores, const at::Tensor& f, const at::Tensor& g,
+                             const at::Tensor& video, const at::Tensor& desc) {
+  const int64_t B = video.size(0), T = video.size(1), A = desc.size(0), N = desc.size(1);
+  const auto ct = compute_type(video.scalar_type());
+  TORCH_CHECK(grad_scores.dim() == 2 && grad_scores.size(0) == B && grad_scores.size(1) == A,
+              "ost_kernels: grad_scores must be (B, A) = (", B, ", ", A, "), got ", grad_scores.sizes());
+  TORCH_CHECK(f.dim() == 3 && f.size(0) == B && f.size(1) == A && f.size(2) == T,
+              "ost_kernels: f must be (B, A, T), got ", f.sizes());
+  TORCH_CHECK(g.dim() == 3 && g.size(0) == B && g.size(1) == A && g.size(2) == N,
+              "ost_kernels: g must be (B, A, N), got ", g.sizes());
+  TORCH_CHECK(f.scalar_type() == ct && g.scalar_type() == ct, "ost_kernels: potentials must be ", ct);
+  TORCH_CHECK(grad_scores.device() == video.device() && f.device() == video.device() &&
+                  g.device() == video.device(),
+              "ost_kernels: grad_scores, f and g must be on ", video.device());
+}
+
+// Embeddings in the compute dtype, L2-normalized along d when asked, zeroed where masked
+// (so whatever a masked row holds never reaches a score or a gradient); contiguous.
+inline at::Tensor unit_rows(const at::Tensor& x, bool normalize, const std::optional<at::Tensor>& mask) {
+  // Contiguous first, so that the norm reduces in the same order whatever the strides.
+  at::Tensor y = x.to(compute_type(x.scalar_type())).contiguous();
+  if (normalize) y = y / y.norm(2, {-1}, true).clamp_min(kNormEps);
+  if (mask.has_value()) y = y.masked_fill(mask->logical_not().unsqueeze(-1), 0);
+  return y.contiguous();
+}
+
+// Gradient of unit_rows(x) (without the mask) given the gradient of its output.
+inline at::Tensor unit_rows_backward(const at::Tensor& x, const at::Tensor& grad_unit, bool normalize) {
+  if (!normalize) return grad_unit.to(x.scalar_type());
+  const at::Tensor xc = x.to(grad_unit.scalar_type());
+  const at::Tensor n = xc.norm(2, {-1}, true);
+  const at::Tensor nc = n.clamp_min(kNormEps);
+  const at::Tensor u = xc / nc;
+  const at::Tensor radial = at::where(n > kNormEps, (u * grad_unit).sum(-1, true), at::zeros_like(n));
+  return ((grad_unit - u * radial) / nc).to(x.scalar_type());
+}
+
+inline std::optional<at::Tensor> narrow_mask(const std::optional<at::Tensor>& mask, int64_t start, int64_t len) {
+  if (!mask.has_value()) return std::nullopt;
+  return mask->narrow(0, start, len);
+}
+
+}  // namespace ost_kernels
