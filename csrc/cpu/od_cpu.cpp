@@ -51,7 +51,7 @@
 namespace ost_kernels::cpu {
 namespace {
 
-constexpr int kLanes = 8;                           // pairs per SIMD group (one AVX2 float vector)
+constexpr int kLanes = 16;                          // pairs per SIMD group (two AVX2 float vectors)
 constexpr double kMaxScaledRange = 64.0;            // scaling form while (hi - lo) / eps <= this
 
 int64_t ceil_div(int64_t x, int64_t m) { return (x + m - 1) / m; }
