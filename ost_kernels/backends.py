@@ -6,7 +6,9 @@ tensors, the C++ CPU kernel for CPU tensors, and the pure-PyTorch path everywher
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -99,22 +101,45 @@ def _extension_reason(name: str, kind: str, key: str, missing: str):
     return reason
 
 
-_triton_found: list[bool] = []
+_triton_load: list[str | None] = []
 
 
 @_extension.constant_for_compile
-def _triton_installed() -> bool:
-    if not _triton_found:
-        _triton_found.append(importlib.util.find_spec("triton") is not None)
-    return _triton_found[0]
+def _triton_ops_reason() -> str | None:
+    """None once ost_kernels.triton.ops (Triton and the ops it registers) has loaded."""
+    if not _triton_load:
+        if importlib.util.find_spec("triton") is None:
+            _triton_load.append("Triton is not installed (pip install triton)")
+        else:
+            try:
+                importlib.import_module("ost_kernels.triton.ops")
+                _triton_load.append(None)
+            except Exception as exc:  # a broken Triton install must not break the other backends
+                _triton_load.append(f"Triton failed to load ({type(exc).__name__}: {exc})")
+    return _triton_load[0]
+
+
+@_extension.constant_for_compile
+def _cuda_present() -> bool:
+    return torch.cuda.is_available()
 
 
 def _triton_reason(device: torch.device, dtype: torch.dtype) -> str | None:
-    if device.type != "cuda":
+    interpreted = os.environ.get("TRITON_INTERPRET", "0") == "1"
+    if device.type == "cpu" and not interpreted:
+        return "backend 'triton' runs on CUDA tensors (or on CPU tensors under TRITON_INTERPRET=1), but the inputs are on cpu"
+    if device.type not in ("cpu", "cuda"):
         return f"backend 'triton' runs on CUDA tensors, but the inputs are on {device}"
-    if not _triton_installed():
-        return "Triton is not installed (pip install triton)"
-    return "this version of ost_kernels has no Triton kernel yet"
+    if dtype == torch.float64:
+        return "the Triton kernels take float32, float16 and bfloat16 inputs; use backend 'cpu' or 'torch' for float64"
+    if device.type == "cuda" and not _cuda_present():
+        return "no CUDA device is available"
+    return _triton_ops_reason()
+
+
+def _solve_triton(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize):
+    # Autograd for this op is registered in ost_kernels.triton.ops.
+    return torch.ops.ost_kernels.od_forward_triton(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize)
 
 
 @dataclass(frozen=True)
@@ -125,7 +150,7 @@ class Backend:
 
 
 BACKENDS = {
-    "triton": Backend("triton", _solve_extension, _triton_reason),
+    "triton": Backend("triton", _solve_triton, _triton_reason),
     "cuda": Backend(
         "cuda",
         _solve_extension,
@@ -143,6 +168,8 @@ BACKENDS = {
     "torch": Backend("torch", _solve_torch, _torch_reason),
 }
 
+# Under TRITON_INTERPRET=1 "auto" still picks the C++ kernel for CPU tensors: the
+# interpreter is for testing the Triton code, not for speed.
 _AUTO_ORDER = {"cuda": ("triton", "cuda", "torch"), "cpu": ("cpu", "torch")}
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ._cosine import compute_dtype
-from .backends import refuse_double_backward
+from ._op_autograd import register
 
 _ops = torch.ops.ost_kernels
 
@@ -32,20 +32,4 @@ def _od_backward_fake(grad_scores, video, desc, frame_mask, desc_mask, f, g, eps
     return torch.empty_like(video), torch.empty_like(desc)
 
 
-def _setup_context(ctx, inputs, output):
-    video, desc, frame_mask, desc_mask, eps, _max_iter, _tol, normalize = inputs
-    _scores, f, g, _iterations, _error = output
-    ctx.save_for_backward(video, desc, frame_mask, desc_mask, f, g)
-    ctx.eps, ctx.normalize = eps, normalize
-    ctx.mark_non_differentiable(f, g, _iterations, _error)
-
-
-def _backward(ctx, grad_scores, _grad_f, _grad_g, _grad_iterations, _grad_error):
-    video, desc, frame_mask, desc_mask, f, g = ctx.saved_tensors
-    with torch.no_grad():
-        grads = _ops.od_backward(grad_scores, video, desc, frame_mask, desc_mask, f, g, ctx.eps, ctx.normalize)
-    grad_video, grad_desc = refuse_double_backward(grads, (video, desc))
-    return grad_video, grad_desc, None, None, None, None, None, None
-
-
-torch.library.register_autograd("ost_kernels::od_forward", _backward, setup_context=_setup_context)
+register("ost_kernels::od_forward", _ops.od_backward)

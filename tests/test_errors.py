@@ -62,13 +62,21 @@ def test_bad_input(fn, kwargs, exc, match):
 @pytest.mark.parametrize(
     "backend, match",
     [
-        ("triton", r"backend 'triton' is not available: backend 'triton' runs on CUDA tensors, but the inputs are on cpu"),
+        ("triton", r"backend 'triton' is not available: backend 'triton' runs on CUDA tensors \(or on CPU tensors "
+                   r"under TRITON_INTERPRET=1\), but the inputs are on cpu"),
         ("cuda", r"backend 'cuda' is not available: backend 'cuda' runs on CUDA tensors, but the inputs are on cpu"),
     ],
 )
-def test_unavailable_backend_says_why(backend, match):
+def test_unavailable_backend_says_why(backend, match, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # tests/test_triton_interpret.py sets it
     with pytest.raises(BackendUnavailableError, match=match):
         od_solve(V, D, backend=backend)
+
+
+def test_triton_refuses_float64(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # so that CPU tensors get past the device check
+    with pytest.raises(BackendUnavailableError, match="the Triton kernels take float32, float16 and bfloat16"):
+        od_solve(V.double(), D.double(), backend="triton")
 
 
 def test_nothing_runs_before_validation(monkeypatch):
