@@ -42,7 +42,7 @@ def extensions():
     kwargs = dict(extra_link_args=["-fopenmp"], include_dirs=[os.path.join(ROOT, "csrc")])
     if _want_cuda():
         archs = os.environ.get("OST_KERNELS_CUDA_ARCHS", "80;90").replace(",", ";").split(";")
-        nvcc = ["-O3", "--use_fast_math", "-lineinfo"]
+        nvcc = ["-O3", "-lineinfo"]
         for arch in filter(None, (a.strip() for a in archs)):
             nvcc += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
         ext = CUDAExtension(

@@ -87,15 +87,24 @@ def _torch_reason(device: torch.device, dtype: torch.dtype) -> str | None:
     return None
 
 
+@_extension.constant_for_compile
+def _cuda_present() -> bool:
+    return torch.cuda.is_available()
+
+
 def _extension_reason(name: str, kind: str, key: str, missing: str):
     def reason(device: torch.device, dtype: torch.dtype) -> str | None:
         if device.type != kind:
             return f"backend {name!r} runs on {kind.upper()} tensors, but the inputs are on {device}"
+        if kind == "cuda" and dtype == torch.float64:
+            return "the CUDA kernels take float32, float16 and bfloat16 inputs; use backend 'cpu' or 'torch' for float64"
         why = _extension.unavailable_reason()
         if why is not None:
             return why
         if not _extension.has_kernel("od_forward", key):
             return missing
+        if kind == "cuda" and not _cuda_present():
+            return "no CUDA device is available"
         return None
 
     return reason
@@ -117,11 +126,6 @@ def _triton_ops_reason() -> str | None:
             except Exception as exc:  # a broken Triton install must not break the other backends
                 _triton_load.append(f"Triton failed to load ({type(exc).__name__}: {exc})")
     return _triton_load[0]
-
-
-@_extension.constant_for_compile
-def _cuda_present() -> bool:
-    return torch.cuda.is_available()
 
 
 def _triton_reason(device: torch.device, dtype: torch.dtype) -> str | None:
