@@ -1,0 +1,402 @@
+// The lane-parallel Sinkhorn solver of the CPU kernel: groups of kLanes (video, class) pairs
+// solved at once, one pair per SIMD lane. Included by od_cpu.cpp only (hence the anonymous
+// namespace), which cuts the work into tiles and registers the ops.
+//
+// Every loop runs over the lanes innermost, so the compiler vectorizes across pairs and no
+// loop needs a horizontal reduction, whatever T and N are.
+//
+//   * Scaling form where it is safe: with hi / lo the pair's largest / smallest valid sim,
+//     K_ij = exp((sim_ij - hi) / eps) lies in [exp(-64), 1] whenever (hi - lo) / eps <= 64,
+//     so r = mu / (K c), c = nu / (K^T r) neither underflows nor overflows. This is the
+//     iteration of DESIGN.md section 3 with f_i = eps log r_i + (1 - hi), g_j = eps log c_j,
+//     with multiply-adds instead of exponentials in the loop.
+//   * Log domain otherwise (small eps with widely spread sims): that pair is solved on its
+//     own, exactly as DESIGN.md writes it.
+//
+// Per-pair stopping: a lane whose row-marginal error meets tol is frozen (its r and c are no
+// longer written) while the other lanes iterate on; the group ends when no lane is active.
+// Lanes never mix, and every choice is made from the pair's own data, so a pair's result does
+// not depend on the other pairs of its group or tile. The row sums that the stop rule needs
+// are r * (K c), and K c is what the next row update needs anyway.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "cpu/fast_math.h"
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+// One build that uses AVX2 + FMA where the CPU has them, chosen at load time.
+#define OST_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define OST_MULTIVERSION
+#endif
+#define OST_INLINE [[gnu::always_inline]] inline
+#define OST_LANES _Pragma("omp simd") for (int l = 0; l < kLanes; ++l)
+
+namespace ost_kernels::cpu {
+namespace {
+
+constexpr int kLanes = 16;                          // pairs per SIMD group (two AVX2 float vectors)
+constexpr double kMaxScaledRange = 64.0;            // scaling form while (hi - lo) / eps <= this
+
+int64_t ceil_div(int64_t x, int64_t m) { return (x + m - 1) / m; }
+
+// One tile: nb videos from b0, na classes from a0, stored with room for na_pad classes
+// (a multiple of kLanes; the padding holds zeros).
+template <typename scalar_t>
+struct Tile {
+  const scalar_t* sim;  // (nb * T, N * na_pad): sim[(b * T + i) * ld + j * na_pad + a]
+  int64_t nb, na, na_pad, T, N;
+  int64_t b0, a0, A;        // tile origin; A = classes in total (output strides)
+  const bool* frame_mask;   // (B, T) or nullptr
+  const bool* desc_valid;   // (N, na_pad) for this tile; padded classes read as valid
+  double eps;
+  int64_t max_iter;
+  double tol;
+  bool unit_sims;  // sims are cosines, in [-1, 1]
+  // forward outputs, full (B, A, ...) tensors
+  scalar_t *scores, *f, *g, *error;
+  int32_t* iterations;
+  // backward: tile-local inputs, transposed so classes are innermost, and the output weights
+  const scalar_t *grad_t, *f_t, *g_t;  // (nb, na_pad), (nb, T, na_pad), (nb, N, na_pad)
+  scalar_t* weights;                   // same layout as sim
+
+  int64_t ld() const { return N * na_pad; }
+  const scalar_t* sim_row(int64_t b, int64_t i, int64_t j) const { return sim + (b * T + i) * ld() + j * na_pad; }
+  bool frame_ok(int64_t b, int64_t i) const { return !frame_mask || frame_mask[(b0 + b) * T + i]; }
+};
+
+// Per-thread scratch for one group: k is (N, T, lanes), r and kc (T, lanes), c and nu (N, lanes).
+template <typename scalar_t>
+struct GroupScratch {
+  std::vector<scalar_t> k, r, kc, c, nu, acc, mu, s, nu_one;  // s, nu_one: one pair, for the log domain
+  GroupScratch(int64_t T, int64_t N)
+      : k(N * T * kLanes), r(T * kLanes), kc(T * kLanes), c(N * kLanes), nu(N * kLanes), acc(N * kLanes), mu(T),
+        s(T * N), nu_one(N) {}
+};
+
+template <typename scalar_t>
+OST_INLINE bool keep_going(scalar_t err, double tol) {
+  // NaN compares false, so a poisoned pair stops instead of running on (as backend "torch").
+  return tol <= 0 || err > scalar_t(tol);
+}
+
+// Log-sum-exp of z[q * stride] + add[q] over q < n; -inf when every term is -inf.
+template <typename scalar_t>
+OST_INLINE scalar_t strided_lse(const scalar_t* z, int64_t stride, int64_t n, const scalar_t* add) {
+  const scalar_t ninf = -std::numeric_limits<scalar_t>::infinity();
+  scalar_t m = ninf;
+  for (int64_t q = 0; q < n; ++q) m = std::max(m, z[q * stride] + add[q]);
+  if (!(m > ninf)) return m;
+  scalar_t s = 0;
+  for (int64_t q = 0; q < n; ++q) s += std::exp(z[q * stride] + add[q] - m);
+  return m + std::log(s);
+}
+
+// The log-domain iteration of DESIGN.md section 3 for one pair, whose sims (column-major,
+// s[j * T + i]) and marginal weights (mu over T, nu over N; 0 = masked) are given.
+template <typename scalar_t>
+void solve_log_domain(const Tile<scalar_t>& t, int64_t pair, const scalar_t* s, const scalar_t* mu,
+                      const scalar_t* nu) {
+  const int64_t T = t.T, N = t.N;
+  const scalar_t inv_eps = scalar_t(1.0 / t.eps), eps = scalar_t(t.eps);
+  const scalar_t ninf = -std::numeric_limits<scalar_t>::infinity();
+  std::vector<scalar_t> z(T * N), alpha(T), beta(N, scalar_t(0)), row_lse(T);
+  for (int64_t j = 0; j < N; ++j)
+    for (int64_t i = 0; i < T; ++i)
+      z[j * T + i] = (nu[j] > 0 && mu[i] > 0) ? (s[j * T + i] - scalar_t(1)) * inv_eps : ninf;
+  for (int64_t i = 0; i < T; ++i) row_lse[i] = strided_lse(z.data() + i, T, N, beta.data());
+  scalar_t err = 0;
+  int64_t it = 0;
+  while (it < t.max_iter) {
+    for (int64_t i = 0; i < T; ++i) alpha[i] = mu[i] > 0 ? std::log(mu[i]) - row_lse[i] : scalar_t(0);
+    for (int64_t j = 0; j < N; ++j)
+      beta[j] = nu[j] > 0 ? std::log(nu[j]) - strided_lse(z.data() + j * T, 1, T, alpha.data()) : scalar_t(0);
+    err = 0;
+    for (int64_t i = 0; i < T; ++i) {
+      row_lse[i] = strided_lse(z.data() + i, T, N, beta.data());
+      if (mu[i] > 0) err += std::abs(std::exp(alpha[i] + row_lse[i]) - mu[i]);
+    }
+    ++it;
+    if (!keep_going(err, t.tol)) break;
+  }
+  scalar_t score = 0;
+  for (int64_t j = 0; j < N; ++j)
+    for (int64_t i = 0; i < T; ++i)
+      if (nu[j] > 0 && mu[i] > 0) score += std::exp(z[j * T + i] + alpha[i] + beta[j]) * s[j * T + i];
+  for (int64_t i = 0; i < T; ++i) t.f[pair * T + i] = eps * alpha[i];
+  for (int64_t j = 0; j < N; ++j) t.g[pair * N + j] = eps * beta[j];
+  t.scores[pair] = score;
+  t.iterations[pair] = static_cast<int32_t>(it);
+  t.error[pair] = err;
+}
+
+// out[j] = sum_i k[j][i] * x[i] * (kExtra ? extra(i, j) : 1), lane by lane, for k laid out (N, T, lanes).
+// Columns go four at a time with their sums in local arrays, which the compiler keeps in
+// registers: four independent chains, no store-to-load round trips.
+template <bool kExtra, typename scalar_t, typename Extra>
+OST_INLINE void column_sums(const scalar_t* __restrict k, const scalar_t* __restrict x, int64_t T, int64_t N,
+                            scalar_t* __restrict out, Extra extra) {
+  int64_t j = 0;
+  for (; j + 4 <= N; j += 4) {
+    scalar_t a0[kLanes] = {}, a1[kLanes] = {}, a2[kLanes] = {}, a3[kLanes] = {};
+    for (int64_t i = 0; i < T; ++i) {
+      const scalar_t* xi = x + i * kLanes;
+      const scalar_t *k0 = k + (j * T + i) * kLanes, *k1 = k0 + T * kLanes, *k2 = k1 + T * kLanes,
+                     *k3 = k2 + T * kLanes;
+      const scalar_t *e0 = extra(i, j), *e1 = extra(i, j + 1), *e2 = extra(i, j + 2), *e3 = extra(i, j + 3);
+      OST_LANES {
+        a0[l] += k0[l] * xi[l] * (kExtra ? e0[l] : scalar_t(1));
+        a1[l] += k1[l] * xi[l] * (kExtra ? e1[l] : scalar_t(1));
+        a2[l] += k2[l] * xi[l] * (kExtra ? e2[l] : scalar_t(1));
+        a3[l] += k3[l] * xi[l] * (kExtra ? e3[l] : scalar_t(1));
+      }
+    }
+    OST_LANES {
+      out[j * kLanes + l] = a0[l];
+      out[(j + 1) * kLanes + l] = a1[l];
+      out[(j + 2) * kLanes + l] = a2[l];
+      out[(j + 3) * kLanes + l] = a3[l];
+    }
+  }
+  for (; j < N; ++j) {
+    scalar_t a0[kLanes] = {}, a1[kLanes] = {};  // two halves of the frames, two chains
+    int64_t i = 0;
+    for (; i + 2 <= T; i += 2) {
+      const scalar_t *k0 = k + (j * T + i) * kLanes, *x0 = x + i * kLanes;
+      const scalar_t *e0 = extra(i, j), *e1 = extra(i + 1, j);
+      OST_LANES {
+        a0[l] += k0[l] * x0[l] * (kExtra ? e0[l] : scalar_t(1));
+        a1[l] += k0[kLanes + l] * x0[kLanes + l] * (kExtra ? e1[l] : scalar_t(1));
+      }
+    }
+    if (i < T) {
+      const scalar_t *k0 = k + (j * T + i) * kLanes, *x0 = x + i * kLanes, *e0 = extra(i, j);
+      OST_LANES { a0[l] += k0[l] * x0[l] * (kExtra ? e0[l] : scalar_t(1)); }
+    }
+    OST_LANES { out[j * kLanes + l] = a0[l] + a1[l]; }
+  }
+}
+
+// Solves the pairs (b, a_first + l), l < kLanes, of a tile. Lanes past the tile's classes
+// are padding: they run along inactive and write nothing.
+template <typename scalar_t>
+OST_INLINE void solve_group(const Tile<scalar_t>& t, int64_t b, int64_t a_first, GroupScratch<scalar_t>& w) {
+  const int64_t T = t.T, N = t.N;
+  const scalar_t inv_eps = scalar_t(1.0 / t.eps), eps = scalar_t(t.eps);
+  const scalar_t inf = std::numeric_limits<scalar_t>::infinity();
+  const int64_t lanes = std::min<int64_t>(kLanes, t.na - a_first);
+  // Distinct buffers: __restrict lets the compiler keep partial sums in registers.
+  scalar_t* __restrict k = w.k.data();
+  scalar_t* __restrict r = w.r.data();
+  scalar_t* __restrict kc = w.kc.data();
+  scalar_t* __restrict c = w.c.data();
+  scalar_t* __restrict nu = w.nu.data();
+  scalar_t* __restrict acc = w.acc.data();
+  scalar_t* __restrict mu = w.mu.data();
+
+  // Marginals: the frame mask is the video's, shared by all lanes; the descriptor mask is per class.
+  int64_t tv = 0;
+  for (int64_t i = 0; i < T; ++i) tv += t.frame_ok(b, i);
+  for (int64_t i = 0; i < T; ++i) mu[i] = t.frame_ok(b, i) ? scalar_t(1) / scalar_t(tv) : scalar_t(0);
+  scalar_t nv[kLanes] = {};
+  for (int64_t j = 0; j < N; ++j) {
+    const bool* valid = t.desc_valid + j * t.na_pad + a_first;
+    OST_LANES { nv[l] += valid[l] ? scalar_t(1) : scalar_t(0); }
+  }
+  for (int64_t j = 0; j < N; ++j) {
+    const bool* valid = t.desc_valid + j * t.na_pad + a_first;
+    OST_LANES { nu[j * kLanes + l] = valid[l] ? scalar_t(1) / nv[l] : scalar_t(0); }
+  }
+
+  // The shift hi keeps K = exp((sim - hi) / eps) in [exp(-64), 1]. Cosines lie in [-1, 1],
+  // so hi = 1 does it for every pair once 2 / eps <= 64; otherwise each lane's own range of
+  // valid sims decides its form and gives its shift.
+  scalar_t lo[kLanes], hi[kLanes];
+  const bool fixed_shift = t.unit_sims && 2.0 / t.eps <= kMaxScaledRange;
+  OST_LANES { lo[l] = fixed_shift ? scalar_t(-1) : inf; hi[l] = fixed_shift ? scalar_t(1) : -inf; }
+  for (int64_t j = 0; j < N && !fixed_shift; ++j) {
+    for (int64_t i = 0; i < T; ++i) {
+      if (!(mu[i] > 0)) continue;
+      const scalar_t* src = t.sim_row(b, i, j) + a_first;
+      const scalar_t* nuj = nu + j * kLanes;
+      OST_LANES {
+        // Plain selects on values (std::min / max return references and defeat registers).
+        const bool ok = nuj[l] > 0;
+        const scalar_t v = src[l];
+        const scalar_t v_lo = ok ? v : inf, v_hi = ok ? v : -inf;
+        lo[l] = v_lo < lo[l] ? v_lo : lo[l];
+        hi[l] = v_hi > hi[l] ? v_hi : hi[l];
+      }
+    }
+  }
+  scalar_t active[kLanes], err[kLanes] = {};
+  int32_t iters[kLanes] = {};
+  bool log_domain[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    const bool scaled = (hi[l] - lo[l]) / t.eps <= kMaxScaledRange;  // false for NaN
+    log_domain[l] = l < lanes && !scaled;
+    active[l] = (l < lanes && scaled) ? scalar_t(1) : scalar_t(0);
+    if (!(active[l] > 0)) hi[l] = 0;  // keeps an idle lane's arithmetic finite
+  }
+
+  for (int64_t j = 0; j < N; ++j) {
+    const scalar_t* nuj = nu + j * kLanes;
+    for (int64_t i = 0; i < T; ++i) {
+      const scalar_t* src = t.sim_row(b, i, j) + a_first;
+      scalar_t* kij = k + (j * T + i) * kLanes;
+      const bool row = mu[i] > 0;
+      OST_LANES {
+        const scalar_t e = fast_exp((src[l] - hi[l]) * inv_eps);
+        kij[l] = (row && nuj[l] > 0) ? e : scalar_t(0);
+      }
+    }
+    OST_LANES { c[j * kLanes + l] = nuj[l] > 0 ? scalar_t(1) : scalar_t(0); }  // g = 0
+  }
+  // kc = K c, a row at a time: each row's short sum stays in a register.
+  auto k_times_c = [&] {
+    for (int64_t i = 0; i < T; ++i) {
+      scalar_t sum[kLanes] = {};
+      for (int64_t j = 0; j < N; ++j) {
+        const scalar_t *kij = k + (j * T + i) * kLanes, *cj = c + j * kLanes;
+        OST_LANES { sum[l] += kij[l] * cj[l]; }
+      }
+      OST_LANES { kc[i * kLanes + l] = sum[l]; }
+    }
+  };
+  auto no_extra = [](int64_t, int64_t) -> const scalar_t* { return nullptr; };
+  k_times_c();
+  std::fill(r, r + T * kLanes, scalar_t(0));
+
+  for (int64_t it = 0; it < t.max_iter; ++it) {
+    bool any = false;
+    for (int l = 0; l < kLanes; ++l) any |= active[l] > 0;
+    if (!any) break;
+    for (int64_t i = 0; i < T; ++i) {
+      if (!(mu[i] > 0)) continue;  // masked frames keep r = 0
+      scalar_t* ri = r + i * kLanes;
+      const scalar_t* kci = kc + i * kLanes;
+      const scalar_t m = mu[i];
+      OST_LANES { ri[l] = active[l] > 0 ? m / kci[l] : ri[l]; }
+    }
+    column_sums<false>(k, r, T, N, acc, no_extra);  // K^T r
+    for (int64_t j = 0; j < N; ++j) {
+      scalar_t* cj = c + j * kLanes;
+      const scalar_t *nuj = nu + j * kLanes, *accj = acc + j * kLanes;
+      OST_LANES { cj[l] = (active[l] > 0 && nuj[l] > 0) ? nuj[l] / accj[l] : cj[l]; }
+    }
+    k_times_c();
+    // Row-marginal error, summed in two halves of the frames: two chains instead of one.
+    scalar_t e[kLanes] = {}, e1[kLanes] = {};
+    int64_t i = 0;
+    for (; i + 2 <= T; i += 2) {
+      const scalar_t *ri = r + i * kLanes, *kci = kc + i * kLanes;
+      const scalar_t m0 = mu[i], m1 = mu[i + 1];
+      OST_LANES {
+        e[l] += std::abs(ri[l] * kci[l] - m0);
+        e1[l] += std::abs(ri[kLanes + l] * kci[kLanes + l] - m1);
+      }
+    }
+    if (i < T) {
+      const scalar_t *ri = r + i * kLanes, *kci = kc + i * kLanes;
+      const scalar_t m0 = mu[i];
+      OST_LANES { e[l] += std::abs(ri[l] * kci[l] - m0); }
+    }
+    OST_LANES { e[l] += e1[l]; }
+    for (int l = 0; l < kLanes; ++l) {
+      if (!(active[l] > 0)) continue;
+      err[l] = e[l];
+      ++iters[l];
+      if (!keep_going(e[l], t.tol)) active[l] = 0;
+    }
+  }
+
+  // Scores of the scaling-form lanes: sum_j c_j sum_i r_i K_ij sim_ij, frames outer so that
+  // the N column sums are independent.
+  column_sums<true>(k, r, T, N, acc, [&](int64_t i, int64_t j) { return t.sim_row(b, i, j) + a_first; });
+  scalar_t score[kLanes] = {};
+  for (int64_t j = 0; j < N; ++j) {
+    const scalar_t *cj = c + j * kLanes, *accj = acc + j * kLanes;
+    OST_LANES { score[l] += cj[l] * accj[l]; }
+  }
+  for (int64_t i = 0; i < T; ++i) {
+    scalar_t* ri = r + i * kLanes;
+    const bool row = mu[i] > 0;
+    OST_LANES { ri[l] = row ? eps * fast_log(ri[l]) + (scalar_t(1) - hi[l]) : scalar_t(0); }  // f, in place
+  }
+  for (int64_t j = 0; j < N; ++j) {
+    scalar_t* cj = c + j * kLanes;
+    const scalar_t* nuj = nu + j * kLanes;
+    OST_LANES { cj[l] = nuj[l] > 0 ? eps * fast_log(cj[l]) : scalar_t(0); }  // g, in place
+  }
+  for (int64_t l = 0; l < lanes; ++l) {
+    const int64_t pair = (t.b0 + b) * t.A + (t.a0 + a_first + l);
+    if (log_domain[l]) {
+      // Rare: small eps with widely spread sims. Solved alone, in the log domain.
+      for (int64_t j = 0; j < N; ++j) {
+        w.nu_one[j] = nu[j * kLanes + l];
+        for (int64_t i = 0; i < T; ++i) w.s[j * T + i] = t.sim_row(b, i, j)[a_first + l];
+      }
+      solve_log_domain(t, pair, w.s.data(), mu, w.nu_one.data());
+      continue;
+    }
+    for (int64_t i = 0; i < T; ++i) t.f[pair * T + i] = r[i * kLanes + l];
+    for (int64_t j = 0; j < N; ++j) t.g[pair * N + j] = c[j * kLanes + l];
+    t.scores[pair] = score[l];
+    t.iterations[pair] = iters[l];
+    t.error[pair] = err[l];
+  }
+}
+
+// Backward weights grad_scores * P for video b of the tile, in the sims' layout:
+// P_ij = exp((sim_ij - 1 + f_i + g_j) / eps), 0 where masked or padded.
+template <typename scalar_t>
+OST_INLINE void backward_video(const Tile<scalar_t>& t, int64_t b) {
+  const int64_t T = t.T, N = t.N, na_pad = t.na_pad;
+  const scalar_t inv_eps = scalar_t(1.0 / t.eps);
+  const scalar_t* grad = t.grad_t + b * na_pad;
+  for (int64_t i = 0; i < T; ++i) {
+    const bool row = t.frame_ok(b, i);
+    const scalar_t* fi = t.f_t + (b * T + i) * na_pad;
+    for (int64_t j = 0; j < N; ++j) {
+      const scalar_t* src = t.sim_row(b, i, j);
+      const scalar_t* gj = t.g_t + (b * N + j) * na_pad;
+      const bool* valid = t.desc_valid + j * na_pad;
+      scalar_t* out = t.weights + (b * T + i) * t.ld() + j * na_pad;
+#pragma omp simd
+      for (int64_t a = 0; a < na_pad; ++a) {
+        const scalar_t e = fast_exp((src[a] - scalar_t(1) + fi[a] + gj[a]) * inv_eps);
+        out[a] = (row && valid[a]) ? grad[a] * e : scalar_t(0);
+      }
+    }
+  }
+}
+
+template <typename scalar_t>
+OST_INLINE void forward_groups(const Tile<scalar_t>& t, int64_t begin, int64_t end) {
+  GroupScratch<scalar_t> w(t.T, t.N);
+  const int64_t groups_per_video = ceil_div(t.na, kLanes);
+  for (int64_t q = begin; q < end; ++q) solve_group(t, q / groups_per_video, (q % groups_per_video) * kLanes, w);
+}
+
+template <typename scalar_t>
+OST_INLINE void backward_videos(const Tile<scalar_t>& t, int64_t begin, int64_t end) {
+  for (int64_t b = begin; b < end; ++b) backward_video(t, b);
+}
+
+// Compiled twice (AVX2 + FMA and baseline x86-64) where target_clones is available.
+OST_MULTIVERSION void forward_groups_f32(const Tile<float>& t, int64_t b, int64_t e) { forward_groups(t, b, e); }
+OST_MULTIVERSION void forward_groups_f64(const Tile<double>& t, int64_t b, int64_t e) { forward_groups(t, b, e); }
+OST_MULTIVERSION void backward_videos_f32(const Tile<float>& t, int64_t b, int64_t e) { backward_videos(t, b, e); }
+OST_MULTIVERSION void backward_videos_f64(const Tile<double>& t, int64_t b, int64_t e) { backward_videos(t, b, e); }
+void run_forward(const Tile<float>& t, int64_t b, int64_t e) { forward_groups_f32(t, b, e); }
+void run_forward(const Tile<double>& t, int64_t b, int64_t e) { forward_groups_f64(t, b, e); }
+void run_backward(const Tile<float>& t, int64_t b, int64_t e) { backward_videos_f32(t, b, e); }
+void run_backward(const Tile<double>& t, int64_t b, int64_t e) { backward_videos_f64(t, b, e); }
+
+}  // namespace
+}  // namespace ost_kernels::cpu
