@@ -20,7 +20,7 @@ $(STAMP): $(BUILD_INPUTS)
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install --quiet --disable-pip-version-check "setuptools>=77" wheel ninja
 	# --no-build-isolation: the extension must build against the torch installed above.
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation -e ".[dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation -e ".[dev,train]"
 	$(PY) -c "import ost_kernels, ost_kernels.backends as b; print('ost_kernels backends on cpu:', b.available_backends('cpu'))"
 	touch $(STAMP)
 

@@ -1,0 +1,157 @@
+"""Class names and Spatio-Temporal Descriptors: loading, validation, saving.
+
+Files follow the OST paper's formats:
+  * label CSV with header `id,name`, ids 0..A-1 (one row per class);
+  * descriptor JSON: an object keyed by the class id as a string ("0", "1", ...) whose value
+    is the list of that class's descriptor strings.
+
+Classes may have different numbers of descriptors (the paper's own stated limitation);
+`DescriptorSet.padded` turns them into the padded list + (A, N_max) mask that
+`ost_kernels.od_solve` takes as `desc_mask`.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+KINDS = ("spatio", "temporal")
+
+
+class DescriptorError(ValueError):
+    """A label or descriptor file is malformed or does not match the classes."""
+
+
+def load_class_names(path: str | os.PathLike) -> list[str]:
+    """Class names from a label CSV (`id,name`), indexed by id; ids must be 0..A-1."""
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or [f.strip() for f in reader.fieldnames[:2]] != ["id", "name"]:
+            raise DescriptorError(f"{path}: expected a CSV with header 'id,name', got {reader.fieldnames}")
+        names: dict[int, str] = {}
+        for line, row in enumerate(reader, start=2):
+            try:
+                cid = int(row["id"])
+            except (TypeError, ValueError):
+                raise DescriptorError(f"{path}:{line}: class id {row['id']!r} is not an integer") from None
+            name = (row["name"] or "").strip()
+            if not name:
+                raise DescriptorError(f"{path}:{line}: class {cid} has an empty name")
+            if cid in names:
+                raise DescriptorError(f"{path}:{line}: class id {cid} appears twice")
+            names[cid] = name
+    if not names:
+        raise DescriptorError(f"{path}: no classes")
+    if sorted(names) != list(range(len(names))):
+        missing = sorted(set(range(max(names) + 1)) - set(names))[:5]
+        raise DescriptorError(f"{path}: class ids must be 0..{len(names) - 1} without gaps; missing e.g. {missing}")
+    return [names[i] for i in range(len(names))]
+
+
+def parse_descriptor_object(obj, num_classes: int | None, source: str = "descriptors") -> list[list[str]]:
+    """Validate a decoded descriptor JSON object; returns one list of strings per class id."""
+    if not isinstance(obj, dict):
+        raise DescriptorError(f"{source}: expected a JSON object keyed by class id, got {type(obj).__name__}")
+    by_id: dict[int, list[str]] = {}
+    for key, value in obj.items():
+        try:
+            cid = int(key)
+        except ValueError:
+            raise DescriptorError(f"{source}: key {key!r} is not a class id") from None
+        if str(cid) != key or cid < 0:
+            raise DescriptorError(f"{source}: key {key!r} is not a class id (expected '0', '1', ...)")
+        if not isinstance(value, list) or not value:
+            raise DescriptorError(f"{source}: class {cid} has no descriptors (expected a non-empty list of strings)")
+        for k, text in enumerate(value):
+            if not isinstance(text, str) or not text.strip():
+                raise DescriptorError(f"{source}: class {cid} descriptor {k} is not a non-empty string: {text!r}")
+        by_id[cid] = [t.strip() for t in value]
+    expected = num_classes if num_classes is not None else (max(by_id) + 1 if by_id else 0)
+    missing = sorted(set(range(expected)) - set(by_id))
+    extra = sorted(set(by_id) - set(range(expected)))
+    if extra:
+        raise DescriptorError(f"{source}: unknown class ids {extra[:10]} (there are {expected} classes)")
+    if missing:
+        raise DescriptorError(f"{source}: missing class ids {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+    return [by_id[i] for i in range(expected)]
+
+
+def load_descriptors(path: str | os.PathLike, num_classes: int | None = None) -> list[list[str]]:
+    """Descriptor lists per class from a JSON file in the paper's format."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            obj = json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise DescriptorError(f"{path}: not valid JSON ({exc})") from None
+    return parse_descriptor_object(obj, num_classes, str(path))
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    """Write JSON to a temporary file beside `path`, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=1, ensure_ascii=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_descriptors(path: str | os.PathLike, descriptors: list[list[str]]) -> None:
+    """Write descriptor lists (index = class id) in the paper's JSON format."""
+    obj = {str(i): list(d) for i, d in enumerate(descriptors)}
+    parse_descriptor_object(obj, len(descriptors), str(path))
+    atomic_write_json(path, obj)
+
+
+@dataclass
+class DescriptorSet:
+    """Class names with their Spatio and Temporal descriptors (index = class id)."""
+
+    class_names: list[str]
+    spatio: list[list[str]]
+    temporal: list[list[str]]
+
+    def __post_init__(self):
+        A = len(self.class_names)
+        for kind in KINDS:
+            got = len(getattr(self, kind))
+            if got != A:
+                raise DescriptorError(f"{kind} descriptors are given for {got} classes but there are {A} class names")
+            for cid, items in enumerate(getattr(self, kind)):
+                if not items:
+                    raise DescriptorError(f"{kind} descriptors: class {cid} ({self.class_names[cid]!r}) has none")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @classmethod
+    def from_files(cls, labels_csv, spatio_json, temporal_json) -> "DescriptorSet":
+        names = load_class_names(labels_csv)
+        return cls(names, load_descriptors(spatio_json, len(names)), load_descriptors(temporal_json, len(names)))
+
+    def save(self, spatio_json, temporal_json) -> None:
+        save_descriptors(spatio_json, self.spatio)
+        save_descriptors(temporal_json, self.temporal)
+
+    def padded(self, kind: str):
+        """(texts, mask): texts is A * N_max strings, row-major (class, descriptor), with ""
+        for padding; mask is an (A, N_max) bool list of lists, True = a real descriptor."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        lists = getattr(self, kind)
+        n_max = max(len(x) for x in lists)
+        texts = [t for items in lists for t in items + [""] * (n_max - len(items))]
+        mask = [[k < len(items) for k in range(n_max)] for items in lists]
+        return texts, mask

@@ -1,0 +1,222 @@
+"""The OST model on open_clip: per-frame video embeddings, descriptor embeddings, OD logits.
+
+Logits follow the paper's Eq. 13 as its code computes them. With s = CLIP's logit scale,
+v_bar the mean of a video's unit frame embeddings and d_bar the mean of a class's unit
+descriptor embeddings (neither renormalized), for each descriptor kind K (Spatio, Temporal):
+
+    term_K = s * (v_bar . d_bar_K) + s * OD_K          OD_K = od_solve(frames, descriptors_K)
+    logits = w_S * term_S + w_T * term_T               (w_S = w_T = 0.5 by default)
+
+Prompts default to the paper's code: Spatio descriptors as "This is a video about {descriptor}",
+Temporal ones conditioned on the class name, "A video of {class_name} usually includes
+{descriptor}".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ost_kernels import od_solve
+
+from .descriptors import KINDS, DescriptorSet
+
+SPATIO_PROMPT = "This is a video about {descriptor}"
+TEMPORAL_PROMPT = "A video of {class_name} usually includes {descriptor}"
+
+
+@dataclass
+class ODLogitsConfig:
+    """How the OD logits are formed; defaults follow the paper."""
+
+    spatio_weight: float = 0.5
+    temporal_weight: float = 0.5
+    use_pooled: bool = True  # the s * v_bar . d_bar term
+    use_ot: bool = True  # the s * od_solve term
+    eps: float = 0.1
+    max_iter: int = 100
+    tol: float = 1e-3
+    backend: str = "auto"
+
+
+@dataclass
+class DescriptorEmbeddings:
+    """Descriptor embeddings of A classes: for each kind, (A, N_max, d) and an (A, N_max) mask."""
+
+    spatio: torch.Tensor
+    spatio_mask: torch.Tensor
+    temporal: torch.Tensor
+    temporal_mask: torch.Tensor
+
+    @property
+    def dim(self) -> int:
+        return self.spatio.shape[-1]
+
+    @property
+    def num_classes(self) -> int:
+        return self.spatio.shape[0]
+
+    def select(self, class_ids: torch.Tensor) -> "DescriptorEmbeddings":
+        """The embeddings of the given classes, in that order (repeats allowed)."""
+        return DescriptorEmbeddings(self.spatio[class_ids], self.spatio_mask[class_ids],
+                                    self.temporal[class_ids], self.temporal_mask[class_ids])
+
+    def save(self, path) -> None:
+        torch.save({k: getattr(self, k).cpu() for k in ("spatio", "spatio_mask", "temporal", "temporal_mask")}, path)
+
+    @classmethod
+    def load(cls, path) -> "DescriptorEmbeddings":
+        return cls(**torch.load(path, map_location="cpu", weights_only=True))
+
+
+def _mean_unit(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over dim 1 of the unit rows of x (B, T, d), over valid rows only: (B, d)."""
+    u = F.normalize(x.float(), dim=-1)
+    if mask is None:
+        return u.mean(1)
+    w = mask.to(u.dtype)
+    return (u * w[..., None]).sum(1) / w.sum(1, keepdim=True)
+
+
+def od_logits(
+    frames: torch.Tensor,
+    desc: DescriptorEmbeddings,
+    logit_scale: torch.Tensor | float,
+    config: ODLogitsConfig = ODLogitsConfig(),
+    frame_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """OD logits (B, A) of frame embeddings (B, T, d) against descriptor embeddings of A classes."""
+    if frames.shape[-1] != desc.dim:
+        raise ValueError(
+            f"frame embeddings have d={frames.shape[-1]} but the descriptor embeddings have d={desc.dim}; "
+            "were the descriptor embeddings computed with another model?"
+        )
+    v_bar = _mean_unit(frames, frame_mask) if config.use_pooled else None
+    logits = 0.0
+    for kind, weight in (("spatio", config.spatio_weight), ("temporal", config.temporal_weight)):
+        if weight == 0:
+            continue
+        emb, mask = getattr(desc, kind), getattr(desc, f"{kind}_mask")
+        term = 0.0
+        if config.use_pooled:
+            term = term + v_bar @ _mean_unit(emb, mask).T
+        if config.use_ot:
+            term = term + od_solve(frames.float(), emb.float(), eps=config.eps, max_iter=config.max_iter,
+                                   tol=config.tol, frame_mask=frame_mask, desc_mask=mask, backend=config.backend)
+        logits = logits + weight * term
+    return logit_scale * logits
+
+
+class OSTModel(nn.Module):
+    """An open_clip CLIP with OST's descriptor-based classifier.
+
+    clip: any open_clip CLIP (from open_clip.create_model / create_model_and_transforms;
+    `pretrained` is the caller's choice); tokenizer: open_clip.get_tokenizer(name).
+    """
+
+    def __init__(self, clip: nn.Module, tokenizer, descriptors: DescriptorSet, *,
+                 config: ODLogitsConfig | None = None, spatio_prompt: str = SPATIO_PROMPT,
+                 temporal_prompt: str = TEMPORAL_PROMPT, text_batch_size: int = 256):
+        super().__init__()
+        self.clip = clip
+        self.tokenizer = tokenizer
+        self.descriptors = descriptors
+        self.config = config or ODLogitsConfig()
+        self.spatio_prompt = spatio_prompt
+        self.temporal_prompt = temporal_prompt
+        self.text_batch_size = text_batch_size
+        self._cache: DescriptorEmbeddings | None = None
+
+    # -- text --------------------------------------------------------------------------------
+    def prompts(self, kind: str) -> list[list[str]]:
+        """The text prompts of every descriptor of `kind`, per class."""
+        names = self.descriptors.class_names
+        if kind == "spatio":
+            return [[self.spatio_prompt.format(descriptor=d, class_name=names[a]) for d in items]
+                    for a, items in enumerate(self.descriptors.spatio)]
+        if kind == "temporal":
+            return [[self.temporal_prompt.format(descriptor=d, class_name=names[a]) for d in items]
+                    for a, items in enumerate(self.descriptors.temporal)]
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+    def encode_text(self, texts: list[str], progress: bool = False) -> torch.Tensor:
+        """(n,) texts -> (n, d) embeddings, in batches of text_batch_size."""
+        device = next(self.clip.parameters()).device
+        out = []
+        batches = range(0, len(texts), self.text_batch_size)
+        for i in tqdm(batches, desc="encoding descriptors", disable=not progress, leave=False):
+            out.append(self.clip.encode_text(self.tokenizer(texts[i : i + self.text_batch_size]).to(device)))
+        return torch.cat(out)
+
+    def encode_descriptors(self, class_ids: torch.Tensor | None = None, progress: bool = False) -> DescriptorEmbeddings:
+        """Embeddings of every descriptor of the given classes (all by default); differentiable."""
+        ids = range(self.descriptors.num_classes) if class_ids is None else [int(a) for a in class_ids]
+        parts = []
+        for kind in KINDS:
+            per_class = self.prompts(kind)
+            chosen = [per_class[a] for a in ids]
+            n_max = max(len(p) for p in chosen)
+            flat = [t for p in chosen for t in p]
+            emb = self.encode_text(flat, progress)
+            d = emb.shape[-1]
+            padded = emb.new_zeros(len(chosen), n_max, d)
+            mask = torch.zeros(len(chosen), n_max, dtype=torch.bool, device=emb.device)
+            rows = torch.tensor([a for a, p in enumerate(chosen) for _ in p], device=emb.device)
+            cols = torch.tensor([k for p in chosen for k in range(len(p))], device=emb.device)
+            padded = padded.index_put((rows, cols), emb)
+            mask[rows, cols] = True
+            parts += [padded, mask]
+        return DescriptorEmbeddings(*parts)
+
+    def descriptor_embeddings(self, progress: bool = False) -> DescriptorEmbeddings:
+        """All classes' descriptor embeddings. Outside training (or without grad) they are
+        computed once and cached, so evaluation encodes every descriptor once; train() clears it."""
+        if self.training and torch.is_grad_enabled():
+            return self.encode_descriptors(progress=progress)
+        if self._cache is None:
+            with torch.no_grad():
+                self._cache = self.encode_descriptors(progress=progress)
+        return self._cache
+
+    def set_descriptor_embeddings(self, emb: DescriptorEmbeddings) -> None:
+        """Use precomputed descriptor embeddings (e.g. DescriptorEmbeddings.load) as the cache."""
+        d = self.embed_dim
+        if emb.dim != d:
+            raise ValueError(f"cached descriptor embeddings have d={emb.dim} but the model's embedding size is {d}")
+        if emb.num_classes != self.descriptors.num_classes:
+            raise ValueError(f"cached descriptor embeddings cover {emb.num_classes} classes, the descriptor set "
+                             f"{self.descriptors.num_classes}")
+        self._cache = emb
+
+    def train(self, mode: bool = True):
+        self._cache = None  # the text encoder may change
+        return super().train(mode)
+
+    @property
+    def embed_dim(self) -> int:
+        """The joint embedding size d (from one text encoding, which works for every open_clip model)."""
+        with torch.no_grad():
+            return self.encode_text(["a"]).shape[-1]
+
+    # -- video -------------------------------------------------------------------------------
+    def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, H, W) frames -> (B, T, d) per-frame embeddings."""
+        if frames.dim() != 5:
+            raise ValueError(f"frames must be (B, T, 3, H, W), got shape {tuple(frames.shape)}")
+        B, T = frames.shape[:2]
+        return self.clip.encode_image(frames.flatten(0, 1)).view(B, T, -1)
+
+    def logits(self, frame_emb: torch.Tensor, desc: DescriptorEmbeddings,
+               frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return od_logits(frame_emb, desc, self.clip.logit_scale.exp(), self.config, frame_mask)
+
+    def forward(self, frames: torch.Tensor, class_ids: torch.Tensor | None = None,
+                frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, A) against all classes, or (B, len(class_ids)) against the given ones (the
+        in-batch contrastive setup of training encodes only the batch's classes)."""
+        frame_emb = self.encode_video(frames)
+        desc = self.encode_descriptors(class_ids) if class_ids is not None else self.descriptor_embeddings()
+        return self.logits(frame_emb, desc, frame_mask)
