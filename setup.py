@@ -7,11 +7,16 @@ Environment variables:
 """
 import glob
 import os
-import shutil
 
 from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+# torch guesses CUDA_HOME from the nvcc on PATH, which may be a wrapper outside the toolkit
+# (then the link fails: cannot find -lcudart); prefer the standard toolkit location. Must be
+# set before torch.utils.cpp_extension is imported.
+if "CUDA_HOME" not in os.environ and "CUDA_PATH" not in os.environ and os.path.exists("/usr/local/cuda/bin/nvcc"):
+    os.environ["CUDA_HOME"] = "/usr/local/cuda"
 
 
 def _sources(pattern: str) -> list[str]:
@@ -26,9 +31,13 @@ def _want_cuda() -> bool:
         return False
     from torch.utils.cpp_extension import CUDA_HOME
 
-    return CUDA_HOME is not None and (
-        shutil.which("nvcc") is not None or os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc"))
-    )
+    if CUDA_HOME is None or not os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc")):
+        return False
+    if not any(glob.glob(os.path.join(CUDA_HOME, lib, "libcudart.so*")) for lib in ("lib64", "lib")):
+        print(f"ost-kernels: {CUDA_HOME} has nvcc but no libcudart: building without the CUDA kernels "
+              "(set CUDA_HOME to the CUDA toolkit to build them)")
+        return False
+    return True
 
 
 def extensions():

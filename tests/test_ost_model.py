@@ -154,3 +154,20 @@ def test_ensembling_endpoints_are_exact_and_mismatches_are_refused():
         ensemble_state_dicts(a.state_dict(), sd, 0.2)
     with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
         ensemble_state_dicts(a.state_dict(), b.state_dict(), 1.5)
+
+
+def test_ensemble_command_line(tmp_path):
+    from ost.cli import main
+
+    a, _ = tiny_clip(seed=1)
+    b, _ = tiny_clip(seed=2)
+    torch.save(a.state_dict(), tmp_path / "zs.pt")
+    torch.save({"model": b.state_dict(), "step": 7}, tmp_path / "ft.pt")
+    assert main(["ensemble", "--zero-shot", str(tmp_path / "zs.pt"), "--finetuned", str(tmp_path / "ft.pt"),
+                 "--alpha", "0.2", "--out", str(tmp_path / "wise.pt")]) == 0
+    merged = torch.load(tmp_path / "wise.pt", weights_only=True)
+    want = ensemble_state_dicts(a.state_dict(), b.state_dict(), 0.2)
+    assert all(torch.equal(merged[k], want[k]) for k in want)
+    torch.save({"not": "a state dict"}, tmp_path / "bad.pt")
+    assert main(["ensemble", "--zero-shot", str(tmp_path / "bad.pt"), "--finetuned", str(tmp_path / "ft.pt"),
+                 "--out", str(tmp_path / "x.pt")]) == 2
