@@ -1,3 +1,10 @@
+import os
+
+# Triton reads TRITON_INTERPRET when it is first imported (other test modules' imports, e.g.
+# open_clip's, may import it early), so the interpreter for tests/test_triton_interpret.py
+# is switched on here, before anything else. No other test runs Triton kernels.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import zlib
 
 import pytest
