@@ -130,6 +130,15 @@ class OSTModel(nn.Module):
         self.text_batch_size = text_batch_size
         self._cache: DescriptorEmbeddings | None = None
 
+    @classmethod
+    def create(cls, model_name: str, descriptors: DescriptorSet, pretrained: str | None = None, **kwargs):
+        """(OSTModel, preprocess) for any open_clip model name; `pretrained` is passed through
+        (e.g. "openai"; None = random weights). Other keyword arguments go to OSTModel."""
+        import open_clip
+
+        clip, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
+        return cls(clip, open_clip.get_tokenizer(model_name), descriptors, **kwargs), preprocess
+
     # -- text --------------------------------------------------------------------------------
     def prompts(self, kind: str) -> list[list[str]]:
         """The text prompts of every descriptor of `kind`, per class."""

@@ -25,6 +25,11 @@ def model():
     return OSTModel(clip, tok, DESCS)
 
 
+def test_create_from_an_open_clip_name():
+    model, preprocess = OSTModel.create("RN50", DESCS, pretrained=None)
+    assert isinstance(model, OSTModel) and callable(preprocess) and model.embed_dim == 1024
+
+
 def test_prompts_follow_the_paper(model):
     assert model.prompts("spatio")[0][1] == "This is a video about target"
     assert model.prompts("temporal")[1][2] == "A video of juggling usually includes toss again"
