@@ -1,0 +1,91 @@
+"""`ost make-synthetic`: a small data set of short videos whose classes differ visibly
+(background colour, shape, direction of motion), with the label CSV, annotation lists and
+descriptor JSON files OST needs: for the demo and the end-to-end tests.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import av
+import numpy as np
+
+from .descriptors import save_descriptors
+
+COLOURS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (50, 70, 210), "yellow": (220, 200, 40),
+           "magenta": (190, 50, 190), "cyan": (40, 190, 200), "orange": (230, 130, 30), "grey": (120, 120, 120)}
+SHAPES = ("square", "circle")
+MOTIONS = {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1)}
+
+
+def class_spec(c: int):
+    colour = list(COLOURS)[c % len(COLOURS)]
+    shape = SHAPES[(c // len(COLOURS) + c) % len(SHAPES)]
+    motion = list(MOTIONS)[(c + c // 4) % len(MOTIONS)]
+    return colour, shape, motion
+
+
+def render(c: int, frames: int, size: int, rng: random.Random) -> np.ndarray:
+    """(frames, size, size, 3) uint8: a class-coloured background and a white shape moving."""
+    colour, shape, motion = class_spec(c)
+    bg = np.array(COLOURS[colour], dtype=np.float32)
+    dx, dy = MOTIONS[motion]
+    r = size // 6
+    x0, y0 = rng.uniform(r, size - r), rng.uniform(r, size - r)
+    speed = (size - 2 * r) / frames
+    yy, xx = np.mgrid[0:size, 0:size]
+    out = np.empty((frames, size, size, 3), dtype=np.uint8)
+    for t in range(frames):
+        cx = r + (x0 - r + dx * speed * t) % (size - 2 * r)
+        cy = r + (y0 - r + dy * speed * t) % (size - 2 * r)
+        if shape == "square":
+            inside = (np.abs(xx - cx) <= r) & (np.abs(yy - cy) <= r)
+        else:
+            inside = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+        img = bg * rng.uniform(0.85, 1.15) + rng.gauss(0, 6)
+        img = np.broadcast_to(img, (size, size, 3)).copy()
+        img[inside] = 245
+        out[t] = np.clip(img, 0, 255).astype(np.uint8)
+    return out
+
+
+def write_video(path, frames: np.ndarray, fps: int = 8) -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        for img in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def make_synthetic(out_dir, num_classes: int = 4, videos_per_class: int = 8, frames: int = 16, size: int = 64,
+                   val_fraction: float = 0.25, seed: int = 0) -> dict:
+    """Writes videos/, labels.csv, train.txt, val.txt, spatio.json, temporal.json under out_dir."""
+    if not 1 <= num_classes <= 32:
+        raise ValueError(f"num_classes must be 1..32, got {num_classes}")
+    out = Path(out_dir)
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    names, spatio, temporal, train, val = [], [], [], [], []
+    n_val = max(1, round(videos_per_class * val_fraction))
+    for c in range(num_classes):
+        colour, shape, motion = class_spec(c)
+        suffix = f" {c // 16}" if num_classes > 16 else ""
+        names.append(f"{colour} {shape} moving {motion}{suffix}")
+        spatio.append([f"a {colour} background", f"a white {shape}"])
+        temporal.append([f"the {shape} starts on one side", f"the {shape} moves {motion}",
+                         f"the {shape} keeps moving {motion}"][: 2 + c % 2])  # 2 or 3: counts differ
+        for v in range(videos_per_class):
+            rel = f"videos/class{c:02d}_{v:02d}.mp4"
+            write_video(out / rel, render(c, frames, size, rng))
+            (val if v < n_val else train).append(f"{rel} {c}")
+    (out / "labels.csv").write_text("id,name\n" + "".join(f"{i},{n}\n" for i, n in enumerate(names)))
+    (out / "train.txt").write_text("\n".join(train) + "\n")
+    (out / "val.txt").write_text("\n".join(val) + "\n")
+    save_descriptors(out / "spatio.json", spatio)
+    save_descriptors(out / "temporal.json", temporal)
+    return {"labels": out / "labels.csv", "train": out / "train.txt", "val": out / "val.txt",
+            "spatio": out / "spatio.json", "temporal": out / "temporal.json"}
