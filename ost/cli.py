@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -41,6 +42,56 @@ def _ensemble(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from .train import load_config, train
+
+    cfg = load_config(args.config, args.set or [])
+    result = train(cfg, resume=args.resume, progress=not args.quiet)
+    print(json.dumps(result))
+    return 0
+
+
+def _load_model(cfg, checkpoint):
+    import torch
+
+    from .descriptors import DescriptorSet
+    from .train import build_model
+
+    model = build_model(cfg, DescriptorSet.from_files(cfg.labels, cfg.spatio, cfg.temporal))
+    if checkpoint:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"] if "model" in state else state)
+    return model
+
+
+def _eval(args) -> int:
+    from .ensemble import ensemble_models
+    from .evaluate import Split, evaluate
+    from .train import load_config
+
+    cfg = load_config(args.config, args.set or [])
+    model = _load_model(cfg, args.checkpoint)
+    if args.ensemble_alpha is not None:
+        zero_shot = _load_model(cfg, args.zero_shot)  # default: the model as created (e.g. original CLIP)
+        model = ensemble_models(zero_shot, model, args.ensemble_alpha)
+    splits = [Split(*spec.split(",")) for spec in args.split] if args.split else [
+        Split(cfg.labels, args.list or cfg.train_list, cfg.spatio, cfg.temporal, cfg.root)]
+    result = evaluate(model, splits, cfg.frames, cfg.size, args.batch_size, progress=not args.quiet,
+                      out_path=args.out)
+    s = result["summary"]
+    print(f"top1 {100 * s['top1']['mean']:.2f} +- {100 * s['top1']['std']:.2f}  "
+          f"top5 {100 * s['top5']['mean']:.2f} +- {100 * s['top5']['std']:.2f}  ({len(splits)} split(s))")
+    return 0
+
+
+def _make_synthetic(args) -> int:
+    from .synthetic import make_synthetic
+
+    paths = make_synthetic(args.out, args.classes, args.videos_per_class, args.frames, args.size, seed=args.seed)
+    print(json.dumps({k: str(v) for k, v in paths.items()}))
+    return 0
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="ost", description="OST (CVPR'24) on open_clip with ost_kernels")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -68,6 +119,36 @@ def parse_args(argv=None):
     ens.add_argument("--alpha", type=float, default=0.2, help="weight of the zero-shot model (paper: 0.2)")
     ens.add_argument("--out", required=True)
     ens.set_defaults(func=_ensemble)
+
+    tr = sub.add_parser("train", help="fine-tune CLIP with OST (torchrun for several processes)")
+    tr.add_argument("--config", help="YAML file of settings (see ost.train.TrainConfig)")
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
+    tr.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoint.pt")
+    tr.add_argument("--quiet", action="store_true")
+    tr.set_defaults(func=_train)
+
+    ev = sub.add_parser("eval", help="top-1 / top-5 accuracy against all classes")
+    ev.add_argument("--config", help="the training YAML (model, frames, size, data)")
+    ev.add_argument("--set", action="append", metavar="KEY=VALUE")
+    ev.add_argument("--checkpoint", help="checkpoint or state dict (default: the model as created)")
+    ev.add_argument("--list", help="video list to evaluate (default: the config's train_list)")
+    ev.add_argument("--split", action="append", metavar="LABELS,LIST,SPATIO,TEMPORAL[,ROOT]",
+                    help="a split to evaluate (repeatable; results are averaged as mean +- std)")
+    ev.add_argument("--ensemble-alpha", type=float, help="weight-space ensemble with the zero-shot model first")
+    ev.add_argument("--zero-shot", help="zero-shot weights for --ensemble-alpha (default: the model as created)")
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--out", help="write the results as JSON here")
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=_eval)
+
+    syn = sub.add_parser("make-synthetic", help="write a small synthetic video data set")
+    syn.add_argument("--out", required=True)
+    syn.add_argument("--classes", type=int, default=4)
+    syn.add_argument("--videos-per-class", type=int, default=8)
+    syn.add_argument("--frames", type=int, default=16)
+    syn.add_argument("--size", type=int, default=64)
+    syn.add_argument("--seed", type=int, default=0)
+    syn.set_defaults(func=_make_synthetic)
     return parser.parse_args(argv)
 
 
