@@ -11,7 +11,7 @@ export CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install test bench clean
+.PHONY: install test bench clean gpu-wheels
 
 install: $(STAMP)
 
@@ -32,3 +32,9 @@ bench: $(STAMP)
 
 clean:
 	rm -rf build *.egg-info ost_kernels/_C*.so benchmarks/out .pytest_cache .benchmarks
+
+# Wheels the GPU machine's image lacks, for benchmarks/gpu_check.sh (carry .whl with the run).
+gpu-wheels:
+	grep -qx '/.whl/' .git/info/exclude || echo '/.whl/' >> .git/info/exclude
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux2014_x86_64 --platform any -d .whl open_clip_torch==3.3.0 ftfy wcwidth

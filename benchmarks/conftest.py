@@ -104,6 +104,45 @@ def _provider_key(p: str):
     return order.index(p) if p in order else len(order)
 
 
+def write_scaling_plot(path) -> bool:
+    """Time and peak memory against class count, forward at the default tol, one line per
+    provider and frame count. False when there is nothing to plot (a single class count)."""
+    series = defaultdict(list)  # (provider, T) -> [(A, seconds, MiB)]
+    for group, recs in RESULTS.items():
+        toks = group.split()
+        if len(toks) == 4 and toks[0][0] == "A" and toks[2:] == ["fwd", "tol"]:
+            for provider, rec in recs.items():
+                if rec["median_s"] is not None:
+                    mib = None if rec["peak_bytes"] is None else rec["peak_bytes"] / 2**20
+                    series[(provider, toks[1])].append((int(toks[0][1:]), rec["median_s"], mib))
+    if not series or max(len(v) for v in series.values()) < 2:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4))
+    for (provider, T), pts in sorted(series.items()):
+        pts.sort()
+        xs = [p[0] for p in pts]
+        ax_t.plot(xs, [p[1] * 1e3 for p in pts], marker="o", label=f"{provider} {T}")
+        if all(p[2] is not None for p in pts):
+            ax_m.plot(xs, [max(p[2], 0.1) for p in pts], marker="o", label=f"{provider} {T}")
+    for ax, ylabel in ((ax_t, "median time (ms)"), (ax_m, "peak extra memory (MiB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("classes A")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_t.legend(fontsize=7)
+    fig.suptitle("od_solve forward, default tol, against class count")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not RESULTS:
         return
@@ -117,3 +156,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     with open(os.path.join(OUT_DIR, "summary.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
     terminalreporter.write_line(f"(written to {os.path.relpath(OUT_DIR)}/summary.md and results.json)")
+    if write_scaling_plot(os.path.join(OUT_DIR, "scaling.png")):
+        terminalreporter.write_line(f"(plot of time and memory against class count: {os.path.relpath(OUT_DIR)}/scaling.png)")

@@ -92,6 +92,17 @@ def _make_synthetic(args) -> int:
     return 0
 
 
+def _plot_plan(args) -> int:
+    from .plots import plot_video_plans
+    from .train import load_config
+
+    cfg = load_config(args.config, args.set or [])
+    model = _load_model(cfg, args.checkpoint)
+    path = plot_video_plans(model, args.video, args.out, cfg.frames, cfg.size, top=args.top, kind=args.kind)
+    print(path)
+    return 0
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="ost", description="OST (CVPR'24) on open_clip with ost_kernels")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -149,6 +160,16 @@ def parse_args(argv=None):
     syn.add_argument("--size", type=int, default=64)
     syn.add_argument("--seed", type=int, default=0)
     syn.set_defaults(func=_make_synthetic)
+
+    pp = sub.add_parser("plot-plan", help="heatmaps of a video's transport plans against its top classes")
+    pp.add_argument("--config", help="the training YAML (model, frames, size, descriptors)")
+    pp.add_argument("--set", action="append", metavar="KEY=VALUE")
+    pp.add_argument("--checkpoint")
+    pp.add_argument("--video", required=True)
+    pp.add_argument("--top", type=int, default=3)
+    pp.add_argument("--kind", choices=["spatio", "temporal"], default="temporal")
+    pp.add_argument("--out", required=True, help="PNG file")
+    pp.set_defaults(func=_plot_plan)
     return parser.parse_args(argv)
 
 

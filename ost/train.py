@@ -27,7 +27,7 @@ import torch.distributed as dist
 import yaml
 from tqdm.auto import tqdm
 
-from .data import VideoDataset, collate_skipping, read_annotations
+from .data import VideoDataset, collate_skipping, few_shot, read_annotations
 from .descriptors import DescriptorSet
 from .loss import cross_entropy_loss, symmetric_kl_loss
 from .model import DescriptorEmbeddings, OSTModel
@@ -40,6 +40,7 @@ class TrainConfig:
     spatio: str = ""
     temporal: str = ""
     root: str | None = None  # video paths are relative to this (default: the list's folder)
+    few_shot: int | None = None  # train on K videos per class (seeded by `seed`)
     model: str = "ViT-B-16"
     pretrained: str | None = None
     model_overrides: dict = field(default_factory=dict)  # extra open_clip.create_model arguments
@@ -221,6 +222,8 @@ def _train(cfg: TrainConfig, env: Distributed, resume: bool, progress: bool) -> 
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
 
     records = read_annotations(cfg.train_list, cfg.root, descriptors.num_classes)
+    if cfg.few_shot:
+        records = few_shot(records, cfg.few_shot, cfg.seed)
     if cfg.batch_size % env.world:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {env.world} ranks")
     local_bs = cfg.batch_size // env.world

@@ -109,6 +109,21 @@ def test_corrupt_training_videos_are_skipped_and_reported(data, tmp_path):
     root = Path(data["train"]).parent
     lst.write_text("\n".join([f"{root / l.split()[0]} {l.split()[1]}" for l in lines] +
                              [f"{tmp_path / 'broken.mp4'} 1"]) + "\n")
-    config = write_config(tmp_path, data, train_list=str(lst), root="/", max_steps=4, batch_size=5)
+    config = write_config(tmp_path, data, train_list=str(lst), root="/", max_steps=5, batch_size=5, tensorboard=True)
     assert main(["train", "--config", str(config), "--quiet"]) == 0
-    assert steps(tmp_path / "run")[-1]["skipped"] >= 1
+    assert steps(tmp_path / "run")[-1]["skipped"] == 1  # one epoch: 5 steps x 5 of the 25 videos
+    assert any((tmp_path / "run" / "tensorboard").iterdir())
+
+
+def test_few_shot_training(data, tmp_path):
+    config = write_config(tmp_path, data, few_shot=2, max_steps=2)  # 2 videos x 4 classes = one batch of 8
+    assert main(["train", "--config", str(config), "--quiet"]) == 0
+    assert [s["step"] for s in steps(tmp_path / "run")] == [1, 2]
+
+
+def test_plot_plan_writes_a_png(data, tmp_path):
+    config = write_config(tmp_path, data)
+    video = Path(data["val"]).parent / Path(data["val"]).read_text().split()[0]
+    out = tmp_path / "plan.png"
+    assert main(["plot-plan", "--config", str(config), "--video", str(video), "--top", "2", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000

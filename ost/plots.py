@@ -1,0 +1,59 @@
+"""Pictures: transport plans of a video against its top classes (like the paper's Fig. 6 / 7)."""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import torch
+
+from ost_kernels import od_plan
+
+from .data import VideoDataset, VideoRecord
+
+
+def plot_plans(plans: torch.Tensor, class_names: list[str], descriptors: list[list[str]], scores: list[float],
+               out_path, title: str = "") -> Path:
+    """Heatmaps of plans (k, T, N): frames down, descriptors across, one panel per class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k, T, _ = plans.shape
+    fig, axes = plt.subplots(1, k, figsize=(3.2 * k + 1, 0.35 * T + 3), squeeze=False)
+    for ax, plan, name, descs, score in zip(axes[0], plans, class_names, descriptors, scores):
+        n = len(descs)
+        im = ax.imshow(plan[:, :n].cpu().numpy(), aspect="auto", cmap="viridis")
+        ax.set_title(f"{name}\nscore {score:.2f}", fontsize=9)
+        ax.set_yticks(range(T), [f"frame {t}" for t in range(T)], fontsize=7)
+        ax.set_xticks(range(n), ["\n".join(textwrap.wrap(d, 14)[:4]) for d in descs], fontsize=6)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path
+
+
+@torch.no_grad()
+def plot_video_plans(model, video_path, out_path, frames: int, size: int, top: int = 3, kind: str = "temporal"):
+    """Plans of one video against its `top` classes, for `kind` descriptors; returns the PNG path."""
+    model.eval()
+    clip, _, _ = VideoDataset([VideoRecord(Path(video_path), 0)], frames, size, train=False)[0]
+    if clip is None:
+        raise ValueError(f"{video_path}: cannot decode this video")
+    device = next(model.parameters()).device
+    emb = model.encode_video(clip[None].to(device))
+    desc = model.descriptor_embeddings()
+    logits = model.logits(emb, desc)[0]
+    best = logits.topk(min(top, logits.numel())).indices
+    chosen = desc.select(best)
+    plans = od_plan(emb, getattr(chosen, kind), desc_mask=getattr(chosen, f"{kind}_mask"), eps=model.config.eps,
+                    max_iter=model.config.max_iter, tol=model.config.tol)[0]
+    names = [model.descriptors.class_names[a] for a in best.tolist()]
+    texts = [getattr(model.descriptors, kind)[a] for a in best.tolist()]
+    return plot_plans(plans, names, texts, logits[best].tolist(), out_path,
+                      title=f"{Path(video_path).name}: {kind} descriptors")
