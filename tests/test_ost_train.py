@@ -127,3 +127,26 @@ def test_plot_plan_writes_a_png(data, tmp_path):
     out = tmp_path / "plan.png"
     assert main(["plot-plan", "--config", str(config), "--video", str(video), "--top", "2", "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+
+
+def test_accumulation_frozen_text_and_evaluation_options(data, tmp_path):
+    import torch
+
+    config = write_config(tmp_path, data, max_steps=2, grad_accum=2, batch_size=4, freeze_text=True)
+    assert main(["train", "--config", str(config), "--quiet"]) == 0
+    assert [s["step"] for s in steps(tmp_path / "run")] == [1, 2]
+    trained = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"]
+    from ost.cli import _load_model
+    from ost.train import load_config
+
+    torch.manual_seed(0)  # the training run's seed: the same initial weights
+    fresh = _load_model(load_config(str(config)), None).state_dict()
+    assert torch.equal(trained["clip.token_embedding.weight"], fresh["clip.token_embedding.weight"])  # frozen
+    assert not torch.equal(trained["clip.visual.conv1.weight"], fresh["clip.visual.conv1.weight"])  # trained
+    split = ",".join(str(data[k]) for k in ("labels", "val", "spatio", "temporal"))
+    out = tmp_path / "res.json"
+    assert main(["eval", "--config", str(config), "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"),
+                 "--split", split, "--split", split, "--ensemble-alpha", "0.2", "--out", str(out), "--quiet"]) == 0
+    res = json.loads(out.read_text())
+    assert len(res["splits"]) == 2 and res["summary"]["top1"]["std"] == 0.0
+    assert 0.0 <= res["summary"]["top5"]["mean"] <= 1.0
