@@ -76,8 +76,9 @@ def _eval(args) -> int:
         model = ensemble_models(zero_shot, model, args.ensemble_alpha)
     splits = [Split(*spec.split(",")) for spec in args.split] if args.split else [
         Split(cfg.labels, args.list or cfg.train_list, cfg.spatio, cfg.temporal, cfg.root)]
+    budget = int(args.memory_budget_mb * 2**20) if args.memory_budget_mb else None
     result = evaluate(model, splits, cfg.frames, cfg.size, args.batch_size, progress=not args.quiet,
-                      out_path=args.out)
+                      out_path=args.out, class_chunk=args.class_chunk, memory_budget=budget)
     s = result["summary"]
     print(f"top1 {100 * s['top1']['mean']:.2f} +- {100 * s['top1']['std']:.2f}  "
           f"top5 {100 * s['top5']['mean']:.2f} +- {100 * s['top5']['std']:.2f}  ({len(splits)} split(s))")
@@ -148,6 +149,8 @@ def parse_args(argv=None):
     ev.add_argument("--ensemble-alpha", type=float, help="weight-space ensemble with the zero-shot model first")
     ev.add_argument("--zero-shot", help="zero-shot weights for --ensemble-alpha (default: the model as created)")
     ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--class-chunk", type=int, help="classes scored at a time (running top-5): bounded memory")
+    ev.add_argument("--memory-budget-mb", type=float, help="derive the class chunk from this budget instead")
     ev.add_argument("--out", help="write the results as JSON here")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=_eval)

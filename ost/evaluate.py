@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from .data import VideoDataset, collate_skipping, read_annotations
 from .descriptors import DescriptorSet
+from .large_classes import chunked_topk
 from .model import OSTModel
 
 
@@ -30,8 +31,13 @@ class Split:
 
 @torch.no_grad()
 def evaluate_split(model: OSTModel, split: Split, frames: int, size: int, batch_size: int = 8,
-                   num_workers: int = 0, progress: bool = True) -> dict:
-    """{"top1", "top5", "videos", "skipped"} of the model on one split (its own classes)."""
+                   num_workers: int = 0, progress: bool = True, class_chunk: int | None = None,
+                   memory_budget: int | None = None) -> dict:
+    """{"top1", "top5", "videos", "skipped"} of the model on one split (its own classes).
+
+    With class_chunk (classes at a time) or memory_budget (bytes), logits are computed a chunk
+    of classes at a time with a running top-5 (ost.large_classes.chunked_topk): same results,
+    memory bounded whatever the number of classes."""
     model.descriptors = DescriptorSet.from_files(split.labels, split.spatio, split.temporal)
     model.eval()
     model._cache = None  # descriptors changed: encode them once for this split
@@ -46,9 +52,12 @@ def evaluate_split(model: OSTModel, split: Split, frames: int, size: int, batch_
         skipped += batch["skipped"]
         if batch["frames"] is None:
             continue
-        logits = model.logits(model.encode_video(batch["frames"].to(device)), desc)
+        emb = model.encode_video(batch["frames"].to(device))
         labels = batch["labels"].to(device)
-        top = logits.topk(k5, dim=1).indices
+        if class_chunk is None and memory_budget is None:
+            top = model.logits(emb, desc).topk(k5, dim=1).indices
+        else:
+            _, top = chunked_topk(emb, desc, model.clip.logit_scale.exp(), k5, model.config, class_chunk, memory_budget)
         hit1 += (top[:, 0] == labels).sum().item()
         hit5 += (top == labels[:, None]).any(1).sum().item()
         seen += len(labels)
@@ -58,9 +67,11 @@ def evaluate_split(model: OSTModel, split: Split, frames: int, size: int, batch_
 
 
 def evaluate(model: OSTModel, splits: list[Split], frames: int, size: int, batch_size: int = 8,
-             progress: bool = True, out_path=None) -> dict:
+             progress: bool = True, out_path=None, class_chunk: int | None = None,
+             memory_budget: int | None = None) -> dict:
     """Per-split results and their mean +- std; written as JSON to out_path when given."""
-    per_split = [evaluate_split(model, s, frames, size, batch_size, progress=progress) for s in splits]
+    per_split = [evaluate_split(model, s, frames, size, batch_size, progress=progress, class_chunk=class_chunk,
+                                memory_budget=memory_budget) for s in splits]
     summary = {}
     for key in ("top1", "top5"):
         vals = [r[key] for r in per_split]

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from .data import VideoDataset, collate_skipping, few_shot, read_annotations
 from .descriptors import DescriptorSet
+from .large_classes import shard_range, sharded_cross_entropy
 from .loss import cross_entropy_loss, symmetric_kl_loss
 from .model import DescriptorEmbeddings, OSTModel
 
@@ -57,6 +58,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; GPU only for the half types)
     freeze_text: bool = False
     loss: str = "kl"  # kl (the paper's in-batch loss) | ce (cross-entropy over all classes)
+    class_sharded: bool = False  # ce with each rank holding a shard of the classes (large label spaces)
     seed: int = 0
     num_workers: int = 0
     out_dir: str = "runs/ost"
@@ -90,6 +92,8 @@ def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
         raise ValueError(f"precision must be fp32, bf16 or fp16, got {cfg.precision!r}")
     if cfg.loss not in ("kl", "ce"):
         raise ValueError(f"loss must be kl or ce, got {cfg.loss!r}")
+    if cfg.class_sharded and cfg.loss != "ce":
+        raise ValueError("class_sharded training uses the cross-entropy over all classes: set loss: ce")
     return cfg
 
 
@@ -284,7 +288,11 @@ def _train(cfg: TrainConfig, env: Distributed, resume: bool, progress: bool) -> 
             with torch.autocast(env.device.type, dtype=half, enabled=half is not None):
                 frame_emb = env.gather(model.encode_video(frames))
                 all_labels = env.gather(labels)
-                if cfg.loss == "kl":
+                if cfg.class_sharded:
+                    start, stop = shard_range(descriptors.num_classes, env.rank, env.world)
+                    shard = model.encode_descriptors(torch.arange(start, stop))
+                    loss = sharded_cross_entropy(model.logits(frame_emb.float(), shard), all_labels, start)
+                elif cfg.loss == "kl":
                     local = model.encode_descriptors(labels)
                     desc = DescriptorEmbeddings(*(env.gather(t) for t in (local.spatio, local.spatio_mask,
                                                                           local.temporal, local.temporal_mask)))

@@ -150,3 +150,30 @@ def test_accumulation_frozen_text_and_evaluation_options(data, tmp_path):
     res = json.loads(out.read_text())
     assert len(res["splits"]) == 2 and res["summary"]["top1"]["std"] == 0.0
     assert 0.0 <= res["summary"]["top5"]["mean"] <= 1.0
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None,
+                    reason="torchrun is not installed")
+def test_class_sharded_training_over_two_processes_matches_one(data, tmp_path):
+    one = write_config(tmp_path, data, max_steps=3, loss="ce", class_sharded=True, out_dir=str(tmp_path / "one"))
+    assert main(["train", "--config", str(one), "--quiet"]) == 0
+    (tmp_path / "two").mkdir()
+    two = write_config(tmp_path / "two", data, max_steps=3, loss="ce", class_sharded=True,
+                       out_dir=str(tmp_path / "two" / "run"))
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29519", "-m", "ost", "train", "--config",
+                    str(two), "--quiet"], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True,
+                   timeout=300, capture_output=True)
+    for x, y in zip(steps(tmp_path / "one"), steps(tmp_path / "two" / "run")):
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-4), (x, y)
+
+
+def test_chunked_evaluation_equals_unchunked(data, tmp_path):
+    config = write_config(tmp_path, data)
+    results = []
+    for extra in ([], ["--class-chunk", "1"], ["--memory-budget-mb", "0.001"]):
+        out = tmp_path / f"r{len(results)}.json"
+        assert main(["eval", "--config", str(config), "--list", str(data["val"]), "--out", str(out), "--quiet",
+                     *extra]) == 0
+        results.append(json.loads(out.read_text())["summary"])
+    assert results[0] == results[1] == results[2]
