@@ -186,58 +186,49 @@ def _unit_rows(X, ids, sub, ok, sx0, sx1, sxd, d, inv, DP: tl.constexpr):
 
 
 @triton.jit
-def od_backward_video_kernel(
-    V, D, FM, DM, GO, F, G, GRAD_VN,
+def od_backward_kernel(
+    V, D, FM, DM, GO, F, G, GRAD,
     B, A, T, N, d,
     svb, svt, svd, sda, sdn, sdd,
     scale2,
-    HAS_FM: tl.constexpr, HAS_DM: tl.constexpr, NORMALIZE: tl.constexpr,
+    HAS_FM: tl.constexpr, HAS_DM: tl.constexpr, NORMALIZE: tl.constexpr, FOR_VIDEO: tl.constexpr,
     TP: tl.constexpr, NP: tl.constexpr, BB: tl.constexpr, BA: tl.constexpr, BD: tl.constexpr,
     DP: tl.constexpr,
 ):
-    """d loss / d unit(video) for one tile of videos, summing over every class tile in order
-    (deterministic: no atomics). GRAD_VN is (B * T, d) float32."""
-    pid_b = tl.program_id(0)
-    acc = tl.zeros((BB * TP, DP), dtype=tl.float32)
-    for a0 in range(0, tl.cdiv(A, BA)):
-        vb, vt, da, dj, row_ok, col_ok = _tile_index(pid_b, a0, B, T, A, N, FM, DM, HAS_FM, HAS_DM, BB, BA, TP, NP)
+    """Gradients with respect to the unit embeddings of one tile: with FOR_VIDEO, of a tile of
+    videos (GRAD (B * T, d)), summing W @ unit(desc) over every class tile; otherwise of a tile
+    of classes (GRAD (A * N, d)), summing W^T @ unit(video) over every video tile. The other
+    side's tiles are visited in a fixed order, without atomics, so results are deterministic."""
+    pid = tl.program_id(0)
+    if FOR_VIDEO:
+        acc = tl.zeros((BB * TP, DP), dtype=tl.float32)
+        n_other = tl.cdiv(A, BA)
+    else:
+        acc = tl.zeros((BA * NP, DP), dtype=tl.float32)
+        n_other = tl.cdiv(B, BB)
+    for other in range(0, n_other):
+        pid_b = pid if FOR_VIDEO else other
+        pid_a = other if FOR_VIDEO else pid
+        vb, vt, da, dj, row_ok, col_ok = _tile_index(pid_b, pid_a, B, T, A, N, FM, DM, HAS_FM, HAS_DM, BB, BA, TP, NP)
         sim2d, inv_v, inv_d = _tile_sims(V, D, vb, vt, da, dj, row_ok, col_ok, d, svb, svt, svd, sda, sdn, sdd,
                                          NORMALIZE, BD, True, "ieee", BB, BA, TP, NP)
-        w = _tile_weights(GO, F, G, sim2d, row_ok, col_ok, pid_b, a0, B, A, T, N, scale2, BB, BA, TP, NP)
-        dn = _unit_rows(D, da, dj, col_ok, sda, sdn, sdd, d, inv_d, DP)           # (BA * NP, DP)
-        acc = tl.dot(w, dn, acc, input_precision="ieee")
-    rows = tl.arange(0, BB * TP)
-    vb = pid_b * BB + rows // TP
-    vt = rows % TP
+        w = _tile_weights(GO, F, G, sim2d, row_ok, col_ok, pid_b, pid_a, B, A, T, N, scale2, BB, BA, TP, NP)
+        if FOR_VIDEO:
+            dn = _unit_rows(D, da, dj, col_ok, sda, sdn, sdd, d, inv_d, DP)          # (BA * NP, DP)
+            acc = tl.dot(w, dn, acc, input_precision="ieee")
+        else:
+            vn = _unit_rows(V, vb, vt, row_ok, svb, svt, svd, d, inv_v, DP)          # (BB * TP, DP)
+            acc = tl.dot(tl.trans(w), vn, acc, input_precision="ieee")
     kk = tl.arange(0, DP)
-    tl.store(GRAD_VN + (vb * T + vt)[:, None] * d + kk[None, :], acc,
-             mask=((vb < B) & (vt < T))[:, None] & (kk < d)[None, :])
-
-
-@triton.jit
-def od_backward_desc_kernel(
-    V, D, FM, DM, GO, F, G, GRAD_DN,
-    B, A, T, N, d,
-    svb, svt, svd, sda, sdn, sdd,
-    scale2,
-    HAS_FM: tl.constexpr, HAS_DM: tl.constexpr, NORMALIZE: tl.constexpr,
-    TP: tl.constexpr, NP: tl.constexpr, BB: tl.constexpr, BA: tl.constexpr, BD: tl.constexpr,
-    DP: tl.constexpr,
-):
-    """d loss / d unit(desc) for one tile of classes, summing over every video tile in order.
-    GRAD_DN is (A * N, d) float32."""
-    pid_a = tl.program_id(0)
-    acc = tl.zeros((BA * NP, DP), dtype=tl.float32)
-    for b0 in range(0, tl.cdiv(B, BB)):
-        vb, vt, da, dj, row_ok, col_ok = _tile_index(b0, pid_a, B, T, A, N, FM, DM, HAS_FM, HAS_DM, BB, BA, TP, NP)
-        sim2d, inv_v, inv_d = _tile_sims(V, D, vb, vt, da, dj, row_ok, col_ok, d, svb, svt, svd, sda, sdn, sdd,
-                                         NORMALIZE, BD, True, "ieee", BB, BA, TP, NP)
-        w = _tile_weights(GO, F, G, sim2d, row_ok, col_ok, b0, pid_a, B, A, T, N, scale2, BB, BA, TP, NP)
-        vn = _unit_rows(V, vb, vt, row_ok, svb, svt, svd, d, inv_v, DP)           # (BB * TP, DP)
-        acc = tl.dot(tl.trans(w), vn, acc, input_precision="ieee")
-    cols = tl.arange(0, BA * NP)
-    da = pid_a * BA + cols // NP
-    dj = cols % NP
-    kk = tl.arange(0, DP)
-    tl.store(GRAD_DN + (da * N + dj)[:, None] * d + kk[None, :], acc,
-             mask=((da < A) & (dj < N))[:, None] & (kk < d)[None, :])
+    if FOR_VIDEO:
+        rows = tl.arange(0, BB * TP)
+        vb = pid * BB + rows // TP
+        vt = rows % TP
+        tl.store(GRAD + (vb * T + vt)[:, None] * d + kk[None, :], acc,
+                 mask=((vb < B) & (vt < T))[:, None] & (kk < d)[None, :])
+    else:
+        cols = tl.arange(0, BA * NP)
+        da = pid * BA + cols // NP
+        dj = cols % NP
+        tl.store(GRAD + (da * N + dj)[:, None] * d + kk[None, :], acc,
+                 mask=((da < A) & (dj < N))[:, None] & (kk < d)[None, :])

@@ -16,7 +16,7 @@ from torch.library import triton_op, wrap_triton
 
 from .._cosine import compute_dtype, unit_backward
 from .._op_autograd import register
-from .kernels import od_backward_desc_kernel, od_backward_video_kernel, od_forward_kernel
+from .kernels import od_backward_kernel, od_forward_kernel
 
 LOG2E = 1.4426950408889634
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -52,13 +52,11 @@ _CONFIGS = [
 
 @functools.cache
 def _kernels():
-    """(forward, backward-video, backward-desc), autotuned unless interpreting. Built on first use."""
+    """(forward, backward), autotuned unless interpreting. Built on first use."""
     if interpreting():
-        return od_forward_kernel, od_backward_video_kernel, od_backward_desc_kernel
-    tune = functools.partial(
-        triton.autotune, configs=_CONFIGS, key=["T", "N", "d"], prune_configs_by={"early_config_prune": _prune}
-    )
-    return tune()(od_forward_kernel), tune()(od_backward_video_kernel), tune()(od_backward_desc_kernel)
+        return od_forward_kernel, od_backward_kernel
+    tune = functools.partial(triton.autotune, configs=_CONFIGS, prune_configs_by={"early_config_prune": _prune})
+    return tune(key=["T", "N", "d"])(od_forward_kernel), tune(key=["T", "N", "d", "FOR_VIDEO"])(od_backward_kernel)
 
 
 def _meta(T: int, N: int, d: int, dtype: torch.dtype) -> dict:
@@ -106,7 +104,7 @@ def od_forward_triton(
     g = video.new_empty((B, A, N), dtype=dtype)
     iterations = video.new_empty((B, A), dtype=torch.int32)
     error = video.new_empty((B, A), dtype=dtype)
-    forward, _, _ = _kernels()
+    forward, _ = _kernels()
     wrap_triton(forward)[_grid2(B, A)](
         video, desc, _mask_arg(frame_mask, video), _mask_arg(desc_mask, video),
         scores, f, g, iterations, error,
@@ -133,8 +131,9 @@ def od_backward_triton(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of video (B, T, d) and desc (A, N, d) with the plan held constant.
 
-    Two kernels, each summing over the other side's tiles in a fixed order (no atomics, so
-    results are deterministic); the cosine normalization's backward runs in PyTorch."""
+    Two launches of one kernel (videos' side, classes' side), each summing over the other
+    side's tiles in a fixed order (no atomics, so results are deterministic); the cosine
+    normalization's backward runs in PyTorch."""
     B, T, d = video.shape
     A, N, _ = desc.shape
     grad_scores = grad_scores.to(torch.float32).contiguous()
@@ -142,18 +141,18 @@ def od_backward_triton(
     g = g.contiguous()
     grad_vn = video.new_empty((B * T, d), dtype=torch.float32)
     grad_dn = video.new_empty((A * N, d), dtype=torch.float32)
-    _, back_video, back_desc = _kernels()
+    _, backward = _kernels()
     common = (
         B, A, T, N, d, *video.stride(), *desc.stride(), LOG2E / eps,
     )
     flags = dict(HAS_FM=frame_mask is not None, HAS_DM=desc_mask is not None, NORMALIZE=normalize,
                  DP=_pow2(d, 16), **_meta(T, N, d, video.dtype))
     fm, dm = _mask_arg(frame_mask, video), _mask_arg(desc_mask, video)
-    wrap_triton(back_video)[lambda meta: (triton.cdiv(B, meta["BB"]),)](
-        video, desc, fm, dm, grad_scores, f, g, grad_vn, *common, **flags
+    wrap_triton(backward)[lambda meta: (triton.cdiv(B, meta["BB"]),)](
+        video, desc, fm, dm, grad_scores, f, g, grad_vn, *common, FOR_VIDEO=True, **flags
     )
-    wrap_triton(back_desc)[lambda meta: (triton.cdiv(A, meta["BA"]),)](
-        video, desc, fm, dm, grad_scores, f, g, grad_dn, *common, **flags
+    wrap_triton(backward)[lambda meta: (triton.cdiv(A, meta["BA"]),)](
+        video, desc, fm, dm, grad_scores, f, g, grad_dn, *common, FOR_VIDEO=False, **flags
     )
     grad_video = unit_backward(video, grad_vn.view(B, T, d), normalize)
     grad_desc = unit_backward(desc, grad_dn.view(A, N, d), normalize)
