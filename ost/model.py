@@ -163,11 +163,15 @@ class OSTModel(nn.Module):
     def encode_descriptors(self, class_ids: torch.Tensor | None = None, progress: bool = False) -> DescriptorEmbeddings:
         """Embeddings of every descriptor of the given classes (all by default); differentiable."""
         ids = range(self.descriptors.num_classes) if class_ids is None else [int(a) for a in class_ids]
+        if not ids:
+            raise ValueError("encode_descriptors: no classes given")
         parts = []
         for kind in KINDS:
             per_class = self.prompts(kind)
             chosen = [per_class[a] for a in ids]
-            n_max = max(len(p) for p in chosen)
+            # Padded to the whole set's largest count, so any subset has the same N (ranks
+            # gathering their batches' descriptors need equal shapes).
+            n_max = max(len(p) for p in per_class)
             flat = [t for p in chosen for t in p]
             emb = self.encode_text(flat, progress)
             d = emb.shape[-1]

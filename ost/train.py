@@ -131,6 +131,14 @@ class Distributed:
 
         return torch.cat(all_gather(x.contiguous()), dim=0)
 
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank if flag is True on any."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
     def average_gradients(self, params) -> None:
         if self.world == 1:
             return
@@ -225,6 +233,8 @@ def _train(cfg: TrainConfig, env: Distributed, resume: bool, progress: bool) -> 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
 
+    if cfg.class_sharded and env.world > descriptors.num_classes:
+        raise ValueError(f"class_sharded: {env.world} ranks but only {descriptors.num_classes} classes to shard")
     records = read_annotations(cfg.train_list, cfg.root, descriptors.num_classes)
     if cfg.few_shot:
         records = few_shot(records, cfg.few_shot, cfg.seed)
@@ -242,8 +252,13 @@ def _train(cfg: TrainConfig, env: Distributed, resume: bool, progress: bool) -> 
     scaler = torch.amp.GradScaler("cuda", enabled=half is torch.float16)
 
     step, epoch, batch_in_epoch = 0, 0, 0
-    if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if resume and env.main and \
+        ckpt_path.exists() else None
+    if env.world > 1:  # rank 0 decides and shares: the other ranks need not see out_dir
+        box = [state]
+        dist.broadcast_object_list(box, src=0)
+        state = box[0]
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -281,7 +296,10 @@ def _train(cfg: TrainConfig, env: Distributed, resume: bool, progress: bool) -> 
         for batch in loader:
             batch_in_epoch += 1
             skipped_total += batch["skipped"]
-            if batch["frames"] is None:
+            # Under torchrun every rank must gather equal shapes: a batch with an unreadable video
+            # is dropped on all ranks (one process keeps the batch's good clips).
+            drop = env.any_rank(batch["skipped"] > 0) if env.world > 1 else batch["frames"] is None
+            if drop:
                 continue
             frames = batch["frames"].to(env.device)
             labels = batch["labels"].to(env.device)
@@ -328,6 +346,9 @@ def _train(cfg: TrainConfig, env: Distributed, resume: bool, progress: bool) -> 
             if step >= total:
                 break
         else:
+            # Micro-batches left over at the epoch's end (fewer than grad_accum) are dropped,
+            # so that every step holds exactly grad_accum of them.
+            optimizer.zero_grad(set_to_none=True)
             epoch, batch_in_epoch = epoch + 1, 0
             continue
         break

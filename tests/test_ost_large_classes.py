@@ -1,7 +1,6 @@
 """Large class counts: chunked evaluation equals unchunked; class-sharded logits, loss and
 gradients over two gloo processes equal the single-process computation over all classes."""
 import os
-import socket
 
 import pytest
 import torch
@@ -46,14 +45,9 @@ def test_shards_cover_the_classes():
     assert ranges == [(0, 6), (6, 12), (12, 18), (18, 23)]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _sharded_worker(rank, world, port, out_dir):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+def _sharded_worker(rank, world, out_dir):
+    # A file rendezvous: no TCP port to race for.
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/rendezvous", rank=rank, world_size=world)
     try:
         frames, desc, labels = _embeddings()
         B, A = frames.shape[0], desc.num_classes
@@ -80,7 +74,7 @@ def _sharded_worker(rank, world, port, out_dir):
 
 def test_two_process_class_sharding_matches_one_process(tmp_path):
     world = 2
-    mp.spawn(_sharded_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    mp.spawn(_sharded_worker, args=(world, str(tmp_path)), nprocs=world, join=True)
     frames, desc, labels = _embeddings()
     frames.requires_grad_(True)
     desc.spatio.requires_grad_(True)

@@ -80,6 +80,12 @@ def test_evaluation_encodes_each_descriptor_once(model, gen, monkeypatch):
     assert sum(calls) == 24  # training re-encodes (the text encoder learns)
 
 
+def test_subsets_of_classes_keep_the_sets_descriptor_count(model):
+    sub = model.encode_descriptors(torch.tensor([1]))  # juggling: 1 Spatio, 3 Temporal descriptors
+    assert sub.spatio.shape[1] == 3 and sub.temporal.shape[1] == 3
+    assert sub.spatio_mask.tolist() == [[True, False, False]]
+
+
 def test_gradients_flow_to_both_encoders(model, gen):
     model.train()
     labels = torch.tensor([0, 2, 0, 1])

@@ -177,3 +177,20 @@ def test_chunked_evaluation_equals_unchunked(data, tmp_path):
                      *extra]) == 0
         results.append(json.loads(out.read_text())["summary"])
     assert results[0] == results[1] == results[2]
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None,
+                    reason="torchrun is not installed")
+def test_two_processes_survive_an_unreadable_video(data, tmp_path):
+    (tmp_path / "broken.mp4").write_bytes(b"garbage")
+    root = Path(data["train"]).parent
+    lines = [f"{root / l.split()[0]} {l.split()[1]}" for l in Path(data["train"]).read_text().splitlines()]
+    lst = tmp_path / "train.txt"
+    lst.write_text("\n".join(lines + [f"{tmp_path / 'broken.mp4'} 1"]) + "\n")
+    config = write_config(tmp_path, data, train_list=str(lst), root="/", max_steps=5, batch_size=4,
+                          out_dir=str(tmp_path / "run"))
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29521", "-m", "ost", "train", "--config",
+                    str(config), "--quiet"], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True,
+                   timeout=300, capture_output=True)
+    assert [s["step"] for s in steps(tmp_path / "run")] == [1, 2, 3, 4, 5]

@@ -55,6 +55,14 @@ def test_low_precision_inputs(shape, dtype, gen):
     check_scores("triton", *case(*shape, gen, dtype=dtype, masks=True), eps=0.1, tol=1e-3)
 
 
+def test_masks_with_odd_strides(gen):
+    video, desc, fm, dm = case(3, 4, 6, 3, 8, gen, masks=True)
+    want = od_solve(video, desc, frame_mask=fm, desc_mask=dm, backend="torch")
+    got = od_solve(video, desc, frame_mask=fm.t().contiguous().t(), desc_mask=dm.t().contiguous().t(),
+                   backend="triton")
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_unnormalized_and_max_iter(gen):
     video, desc, fm, dm = case(2, 3, 8, 4, 16, gen, masks=True)
     video = video / video.norm(dim=-1, keepdim=True)

@@ -115,6 +115,7 @@ def od_forward_kernel(
     pb = pid_b * BB + tl.arange(0, BB)
     pa = pid_a * BA + tl.arange(0, BA)
     pair_ok = (pb < B)[:, None] & (pa < A)[None, :]                 # (BB, BA)
+    pb = pb.to(tl.int64)  # B * A * T can pass 2^31 on a large GPU
     alpha = tl.zeros((BB, BA, TP), dtype=tl.float32)
     beta = tl.zeros((BB, BA, NP), dtype=tl.float32)
     iters = tl.zeros((BB, BA), dtype=tl.int32)
@@ -165,7 +166,7 @@ def _tile_weights(GO, F, G, sim2d, row_ok, col_ok, pid_b, pid_a, B, A, T, N, sca
     pb = pid_b * BB + tl.arange(0, BB)
     pa = pid_a * BA + tl.arange(0, BA)
     pair_ok = (pb < B)[:, None] & (pa < A)[None, :]
-    pair_idx = pb[:, None] * A + pa[None, :]
+    pair_idx = pb.to(tl.int64)[:, None] * A + pa[None, :]
     ti = tl.arange(0, TP)
     nj = tl.arange(0, NP)
     f = tl.load(F + pair_idx[:, :, None] * T + ti[None, None, :], mask=pair_ok[:, :, None] & rows3, other=0.0)
@@ -192,6 +193,7 @@ def od_backward_kernel(
     svb, svt, svd, sda, sdn, sdd,
     scale2,
     HAS_FM: tl.constexpr, HAS_DM: tl.constexpr, NORMALIZE: tl.constexpr, FOR_VIDEO: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
     TP: tl.constexpr, NP: tl.constexpr, BB: tl.constexpr, BA: tl.constexpr, BD: tl.constexpr,
     DP: tl.constexpr,
 ):
@@ -211,7 +213,7 @@ def od_backward_kernel(
         pid_a = other if FOR_VIDEO else pid
         vb, vt, da, dj, row_ok, col_ok = _tile_index(pid_b, pid_a, B, T, A, N, FM, DM, HAS_FM, HAS_DM, BB, BA, TP, NP)
         sim2d, inv_v, inv_d = _tile_sims(V, D, vb, vt, da, dj, row_ok, col_ok, d, svb, svt, svd, sda, sdn, sdd,
-                                         NORMALIZE, BD, True, "ieee", BB, BA, TP, NP)
+                                         NORMALIZE, BD, True, INPUT_PRECISION, BB, BA, TP, NP)
         w = _tile_weights(GO, F, G, sim2d, row_ok, col_ok, pid_b, pid_a, B, A, T, N, scale2, BB, BA, TP, NP)
         if FOR_VIDEO:
             dn = _unit_rows(D, da, dj, col_ok, sda, sdn, sdd, d, inv_d, DP)          # (BA * NP, DP)
@@ -224,11 +226,11 @@ def od_backward_kernel(
         rows = tl.arange(0, BB * TP)
         vb = pid * BB + rows // TP
         vt = rows % TP
-        tl.store(GRAD + (vb * T + vt)[:, None] * d + kk[None, :], acc,
+        tl.store(GRAD + (vb.to(tl.int64) * T + vt)[:, None] * d + kk[None, :], acc,
                  mask=((vb < B) & (vt < T))[:, None] & (kk < d)[None, :])
     else:
         cols = tl.arange(0, BA * NP)
         da = pid * BA + cols // NP
         dj = cols % NP
-        tl.store(GRAD + (da * N + dj)[:, None] * d + kk[None, :], acc,
+        tl.store(GRAD + (da.to(tl.int64) * N + dj)[:, None] * d + kk[None, :], acc,
                  mask=((da < A) & (dj < N))[:, None] & (kk < d)[None, :])

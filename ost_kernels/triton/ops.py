@@ -75,8 +75,8 @@ def _dot_options(dtype: torch.dtype) -> dict:
 
 
 def _mask_arg(mask, like):
-    # The kernels read masks as int8 (1 = valid); without a mask they read nothing.
-    return mask.to(torch.int8) if mask is not None else like
+    # The kernels read masks as contiguous int8 (1 = valid); without a mask they read nothing.
+    return mask.to(torch.int8).contiguous() if mask is not None else like
 
 
 def _grid2(B, A):
@@ -145,8 +145,10 @@ def od_backward_triton(
     common = (
         B, A, T, N, d, *video.stride(), *desc.stride(), LOG2E / eps,
     )
+    # The backward rebuilds P from sims computed exactly as the forward computed them.
     flags = dict(HAS_FM=frame_mask is not None, HAS_DM=desc_mask is not None, NORMALIZE=normalize,
-                 DP=_pow2(d, 16), **_meta(T, N, d, video.dtype))
+                 DP=_pow2(d, 16), INPUT_PRECISION=_dot_options(video.dtype)["INPUT_PRECISION"],
+                 **_meta(T, N, d, video.dtype))
     fm, dm = _mask_arg(frame_mask, video), _mask_arg(desc_mask, video)
     wrap_triton(backward)[lambda meta: (triton.cdiv(B, meta["BB"]),)](
         video, desc, fm, dm, grad_scores, f, g, grad_vn, *common, FOR_VIDEO=True, **flags
