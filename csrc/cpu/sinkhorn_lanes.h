@@ -333,22 +333,26 @@ OST_INLINE void solve_group(const Tile<scalar_t>& t, int64_t b, int64_t a_first,
     const scalar_t* nuj = nu + j * kLanes;
     OST_LANES { cj[l] = nuj[l] > 0 ? eps * fast_log(cj[l]) : scalar_t(0); }  // g, in place
   }
+  // The group's pairs are consecutive classes of one video, so their outputs are contiguous:
+  // f is one (lanes, T) block, g one (lanes, N) block. Written as such (a small transpose).
+  const int64_t pair0 = (t.b0 + b) * t.A + (t.a0 + a_first);
+  scalar_t* __restrict f_out = t.f + pair0 * T;
+  scalar_t* __restrict g_out = t.g + pair0 * N;
   for (int64_t l = 0; l < lanes; ++l) {
-    const int64_t pair = (t.b0 + b) * t.A + (t.a0 + a_first + l);
-    if (log_domain[l]) {
-      // Rare: small eps with widely spread sims. Solved alone, in the log domain.
-      for (int64_t j = 0; j < N; ++j) {
-        w.nu_one[j] = nu[j * kLanes + l];
-        for (int64_t i = 0; i < T; ++i) w.s[j * T + i] = t.sim_row(b, i, j)[a_first + l];
-      }
-      solve_log_domain(t, pair, w.s.data(), mu, w.nu_one.data());
-      continue;
+    for (int64_t i = 0; i < T; ++i) f_out[l * T + i] = r[i * kLanes + l];
+    for (int64_t j = 0; j < N; ++j) g_out[l * N + j] = c[j * kLanes + l];
+    t.scores[pair0 + l] = score[l];
+    t.iterations[pair0 + l] = iters[l];
+    t.error[pair0 + l] = err[l];
+  }
+  for (int64_t l = 0; l < lanes; ++l) {
+    if (!log_domain[l]) continue;
+    // Rare: small eps with widely spread sims. Solved alone, in the log domain (overwriting).
+    for (int64_t j = 0; j < N; ++j) {
+      w.nu_one[j] = nu[j * kLanes + l];
+      for (int64_t i = 0; i < T; ++i) w.s[j * T + i] = t.sim_row(b, i, j)[a_first + l];
     }
-    for (int64_t i = 0; i < T; ++i) t.f[pair * T + i] = r[i * kLanes + l];
-    for (int64_t j = 0; j < N; ++j) t.g[pair * N + j] = c[j * kLanes + l];
-    t.scores[pair] = score[l];
-    t.iterations[pair] = iters[l];
-    t.error[pair] = err[l];
+    solve_log_domain(t, pair0 + l, w.s.data(), mu, w.nu_one.data());
   }
 }
 
