@@ -10,7 +10,8 @@ import torch
 
 from conftest import record
 from memory import peak_extra_bytes
-from ost_kernels import clip_like_inputs, torch_backend
+from ost_kernels import clip_like_inputs
+from ost_kernels.backends import pytorch as torch_backend
 
 
 @pytest.mark.parametrize("stop", ["tol", "fixed100"])

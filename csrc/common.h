@@ -9,7 +9,10 @@
 
 namespace ost_kernels {
 
-constexpr double kNormEps = 1e-12;  // x / max(||x||, kNormEps), as in ost_kernels/_cosine.py
+// The numbers every C++ path shares (Python's copies: ost_kernels/constants.py).
+constexpr double kNormEps = 1e-12;  // x / max(||x||, kNormEps): a zero vector has cosine 0
+constexpr double kLog2e = 1.4426950408889634;  // potentials are kept in base 2 inside kernels
+constexpr double kLn2 = 0.6931471805599453;
 
 inline at::ScalarType compute_type(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;
@@ -87,6 +90,19 @@ inline at::Tensor unit_rows_backward(const at::Tensor& x, const at::Tensor& grad
   const at::Tensor radial = at::where(n > kNormEps, (u * grad_unit).sum(-1, true), at::zeros_like(n));
   return ((grad_unit - u * radial) / nc).to(x.scalar_type());
 }
+
+// Masks as the kernels read them: contiguous bool, or nullptr without a mask.
+inline std::optional<at::Tensor> contiguous_mask(const std::optional<at::Tensor>& m) {
+  if (!m.has_value()) return std::nullopt;
+  return m->contiguous();
+}
+
+inline const bool* data_or_null(const std::optional<at::Tensor>& m) {
+  return m.has_value() ? m->data_ptr<bool>() : nullptr;
+}
+
+// What od_backward returns for a gradient nobody asked for (an op cannot return None).
+inline at::Tensor not_requested(const at::Tensor& like) { return at::empty({0}, like.options()); }
 
 inline std::optional<at::Tensor> narrow_mask(const std::optional<at::Tensor>& mask, int64_t start, int64_t len) {
   if (!mask.has_value()) return std::nullopt;

@@ -6,7 +6,8 @@
 // P_ij = exp((f_i + g_j - C_ij) / eps), the iterations used (B, A) int32 and the final
 // row-marginal error (B, A). Scores, potentials and errors are float64 for float64 inputs
 // and float32 otherwise. od_backward turns grad_scores (B, A) into gradients of video and desc
-// with the plan held constant.
+// with the plan held constant, computing only those asked for (video_grad, desc_grad); a
+// gradient not asked for is returned as a zero-size tensor.
 #include <Python.h>
 #include <torch/library.h>
 
@@ -25,6 +26,6 @@ TORCH_LIBRARY(ost_kernels, m) {
       "-> (Tensor scores, Tensor f, Tensor g, Tensor iterations, Tensor error)");
   m.def(
       "od_backward(Tensor grad_scores, Tensor video, Tensor desc, Tensor? frame_mask, "
-      "Tensor? desc_mask, Tensor f, Tensor g, float eps, bool normalize) "
+      "Tensor? desc_mask, Tensor f, Tensor g, float eps, bool normalize, bool video_grad, bool desc_grad) "
       "-> (Tensor grad_video, Tensor grad_desc)");
 }

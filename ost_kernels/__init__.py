@@ -7,16 +7,20 @@ Importing this package touches no GPU and loads no compiled module; backends are
 the first time they are asked for.
 """
 from .api import ODInfo, od_plan, od_solve
+from .backends import NAMES as BACKEND_NAMES
 from .backends import BackendUnavailableError, available_backends
-from .reference import od_solve_einops
+from .options import SolverOptions
+from .paper_einops import od_solve_einops
 from .synthetic import clip_like_inputs
 
 __all__ = [
     "od_solve",
     "od_plan",
     "ODInfo",
+    "SolverOptions",
     "od_solve_einops",
     "available_backends",
+    "BACKEND_NAMES",
     "BackendUnavailableError",
     "clip_like_inputs",
 ]

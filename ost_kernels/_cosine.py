@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-NORM_EPS = 1e-12
+from .constants import NORM_EPS
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -36,3 +36,4 @@ def unit_backward(x: torch.Tensor, grad_unit: torch.Tensor, normalize: bool) -> 
     u = xc / n.clamp_min(NORM_EPS)
     radial = torch.where(n > NORM_EPS, (u * grad_unit).sum(-1, keepdim=True), torch.zeros_like(n))
     return ((grad_unit - u * radial) / n.clamp_min(NORM_EPS)).to(x.dtype)
+

@@ -7,7 +7,8 @@ import torch
 
 from . import backends
 from ._validate import check_inputs
-from .torch_backend import od_plan_from_potentials
+from .backends.pytorch import od_plan_from_potentials
+from .options import SolverOptions
 
 
 class ODInfo(NamedTuple):
@@ -18,11 +19,14 @@ class ODInfo(NamedTuple):
     backend: str  # the backend that ran
 
 
-def _run(video, desc, eps, max_iter, tol, frame_mask, desc_mask, normalize, backend):
-    check_inputs(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, backend)
-    chosen = backends.resolve(backend, video.device, video.dtype)
-    out = chosen.solve(video, desc, frame_mask, desc_mask, float(eps), int(max_iter), float(tol), normalize)
-    return chosen.name, out
+def _run(video, desc, frame_mask, desc_mask, options: SolverOptions, backend: str):
+    chosen = backends.resolve(backend, video.device, video.dtype, backends.ProblemShape.of(video, desc))
+    return chosen.name, chosen.forward(video, desc, frame_mask, desc_mask, options)
+
+
+def _checked(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, backend) -> SolverOptions:
+    check_inputs(video, desc, frame_mask, desc_mask, backend)
+    return SolverOptions(eps=eps, max_iter=max_iter, tol=tol, normalize=normalize)
 
 
 def od_solve(
@@ -58,12 +62,12 @@ def od_solve(
 
     Returns:
         (B, A) scores, float64 for float64 inputs and float32 otherwise; differentiable with
-        respect to video and desc with the plan held constant (d score / d sim = P).
-        With return_info=True, (scores, ODInfo).
+        respect to video and desc with the plan held constant (d score / d sim = P); only the
+        gradients of inputs that require grad are computed. With return_info=True,
+        (scores, ODInfo).
     """
-    name, (scores, _f, _g, iterations, error) = _run(
-        video, desc, eps, max_iter, tol, frame_mask, desc_mask, normalize, backend
-    )
+    options = _checked(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, backend)
+    name, (scores, _f, _g, iterations, error) = _run(video, desc, frame_mask, desc_mask, options, backend)
     if return_info:
         return scores, ODInfo(iterations, error, name)
     return scores
@@ -87,11 +91,10 @@ def od_plan(
     Same arguments as od_solve. Entries of masked frames or descriptors are 0. This
     materializes B * A * T * N values: meant for small inputs. Not differentiable.
     """
+    options = _checked(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, backend)
     with torch.no_grad():
-        name, (_scores, f, g, iterations, error) = _run(
-            video, desc, eps, max_iter, tol, frame_mask, desc_mask, normalize, backend
-        )
-        plan = od_plan_from_potentials(video, desc, frame_mask, desc_mask, f, g, float(eps), normalize)
+        name, (_scores, f, g, iterations, error) = _run(video, desc, frame_mask, desc_mask, options, backend)
+        plan = od_plan_from_potentials(video, desc, frame_mask, desc_mask, f, g, options.eps, options.normalize)
     if return_info:
         return plan, ODInfo(iterations, error, name)
     return plan

@@ -1,8 +1,8 @@
 import os
 
-# Triton reads TRITON_INTERPRET when it is first imported (other test modules' imports, e.g.
-# open_clip's, may import it early), so the interpreter for tests/test_triton_interpret.py
-# is switched on here, before anything else. No other test runs Triton kernels.
+# Backend "triton" runs in the shared test matrix under Triton's CPU interpreter. Triton reads
+# TRITON_INTERPRET when a kernel is decorated (and other imports, e.g. open_clip's, may import
+# Triton early), so it is switched on here, before anything else is imported.
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import zlib

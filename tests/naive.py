@@ -1,4 +1,4 @@
-"""An independent float64 reference of DESIGN.md section 3, written per pair in NumPy.
+"""An independent float64 reference of docs/design.md section 3, written per pair in NumPy.
 
 Deliberately unlike the library's code: NumPy instead of torch, one (video, class) pair at a
 time, masked rows and columns dropped instead of carried as -inf, potentials in natural

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from backends_under_test import BACKENDS, require
+from backends_under_test import BACKENDS, require, shape_id
 from inputs import case
 from naive import od_reference
 from ost_kernels import od_solve
@@ -25,7 +25,7 @@ def _surrogate(video, desc, plans, normalize):
 @pytest.mark.parametrize("masks", [False, True])
 @pytest.mark.parametrize("eps", [0.01, 0.1, 1.0])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-@pytest.mark.parametrize("shape", GRAD_SHAPES, ids=lambda s: "B{}A{}T{}N{}d{}".format(*s))
+@pytest.mark.parametrize("shape", GRAD_SHAPES, ids=shape_id)
 def test_gradients_match_fixed_plan(backend, shape, dtype, eps, masks, normalize, gen):
     require(backend, dtype=dtype)
     video, desc, fm, dm = case(*shape, gen, dtype=dtype, masks=masks)
@@ -58,7 +58,7 @@ def test_gradients_match_fixed_plan(backend, shape, dtype, eps, masks, normalize
 @pytest.mark.parametrize("normalize", [True, False])
 @pytest.mark.parametrize("masks", [False, True])
 @pytest.mark.parametrize("shape", [(2, 3, 1, 4, 5), (3, 2, 6, 1, 4), (2, 2, 1, 1, 3)],
-                         ids=lambda s: "B{}A{}T{}N{}d{}".format(*s))
+                         ids=shape_id)
 def test_gradcheck_where_the_plan_is_fixed(backend, shape, masks, normalize, gen):
     """With one frame or one descriptor the plan cannot move (P = nu or P = mu), so the
     promised gradient is the true one and gradcheck applies to od_solve itself, end to end

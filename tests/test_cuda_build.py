@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from ost_kernels._extension import DISABLE_ENV, unavailable_reason
+from ost_kernels.backends._cpp import DISABLE_ENV, unavailable_reason
 
 OPS = ("od_forward", "od_backward")
 

@@ -68,7 +68,7 @@ def test_bad_input(fn, kwargs, exc, match):
     ],
 )
 def test_unavailable_backend_says_why(backend, match, monkeypatch):
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # tests/test_triton_interpret.py sets it
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # tests/conftest.py sets it
     with pytest.raises(BackendUnavailableError, match=match):
         od_solve(V, D, backend=backend)
 

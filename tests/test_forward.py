@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from backends_under_test import BACKENDS, require
+from backends_under_test import BACKENDS, require, shape_id
 from checks import check_scores
 from inputs import case
 
@@ -30,7 +30,7 @@ LOW_PRECISION = [torch.float16, torch.bfloat16]
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("tol", TOLS)
 @pytest.mark.parametrize("eps", EPS)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}A{}T{}N{}d{}".format(*s))
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 def test_float32(backend, shape, eps, tol, gen):
     require(backend)
     check_scores(backend, *case(*shape, gen), eps=eps, tol=tol)
@@ -39,7 +39,7 @@ def test_float32(backend, shape, eps, tol, gen):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("tol", TOLS)
 @pytest.mark.parametrize("eps", EPS)
-@pytest.mark.parametrize("shape", SHAPES[::2], ids=lambda s: "B{}A{}T{}N{}d{}".format(*s))
+@pytest.mark.parametrize("shape", SHAPES[::2], ids=shape_id)
 def test_masks(backend, shape, eps, tol, gen):
     require(backend)
     check_scores(backend, *case(*shape, gen, masks=True), eps=eps, tol=tol)
@@ -49,7 +49,7 @@ def test_masks(backend, shape, eps, tol, gen):
 @pytest.mark.parametrize("masks", [False, True])
 @pytest.mark.parametrize("eps", [0.01, 0.1, 1.0])
 @pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
-@pytest.mark.parametrize("shape", SHAPES[1::3], ids=lambda s: "B{}A{}T{}N{}d{}".format(*s))
+@pytest.mark.parametrize("shape", SHAPES[1::3], ids=shape_id)
 def test_low_precision_inputs(backend, shape, dtype, eps, masks, gen):
     """fp16 / bf16 inputs, float32 math: compared with the float64 reference applied to the
     same rounded inputs, at float32 tolerance."""
@@ -60,7 +60,7 @@ def test_low_precision_inputs(backend, shape, dtype, eps, masks, gen):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("eps", [0.01, 0.1, 1.0])
-@pytest.mark.parametrize("shape", SHAPES[::3], ids=lambda s: "B{}A{}T{}N{}d{}".format(*s))
+@pytest.mark.parametrize("shape", SHAPES[::3], ids=shape_id)
 def test_float64(backend, shape, eps, gen):
     require(backend, dtype=torch.float64)
     video, desc, fm, dm = case(*shape, gen, dtype=torch.float64, masks=True)

@@ -72,13 +72,6 @@ ClassChunk class_chunk(const at::Tensor& desc, const std::optional<at::Tensor>& 
   return {dn.view({n_sub, N * kSubClasses, d}), valid, n_sub};
 }
 
-std::optional<at::Tensor> contiguous_mask(const std::optional<at::Tensor>& m) {
-  if (!m.has_value()) return std::nullopt;
-  return m->contiguous();
-}
-
-const bool* data_or_null(const std::optional<at::Tensor>& m) { return m.has_value() ? m->data_ptr<bool>() : nullptr; }
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> od_forward_cpu(
     const at::Tensor& video, const at::Tensor& desc, const std::optional<at::Tensor>& frame_mask_in,
     const std::optional<at::Tensor>& desc_mask_in, double eps, int64_t max_iter, double tol, bool normalize) {
@@ -133,18 +126,19 @@ std::tuple<at::Tensor, at::Tensor> od_backward_cpu(const at::Tensor& grad_scores
                                                    const std::optional<at::Tensor>& frame_mask_in,
                                                    const std::optional<at::Tensor>& desc_mask_in,
                                                    const at::Tensor& f, const at::Tensor& g, double eps,
-                                                   bool normalize) {
+                                                   bool normalize, bool video_grad, bool desc_grad) {
   check_embeddings(video, desc, frame_mask_in, desc_mask_in);
   check_potentials(grad_scores_in, f, g, video, desc);
   TORCH_CHECK(std::isfinite(eps) && eps > 0, "ost_kernels::od_backward: eps must be finite and > 0, got ", eps);
   TORCH_CHECK(video.device().is_cpu(), "ost_kernels::od_backward (CPU): inputs must be CPU tensors");
   const int64_t B = video.size(0), T = video.size(1), d = video.size(2), A = desc.size(0), N = desc.size(1);
   const auto opts = video.options().dtype(compute_type(video.scalar_type()));
+  if (!video_grad && !desc_grad) return {not_requested(video), not_requested(desc)};
   const at::Tensor grad_scores = grad_scores_in.to(opts.dtype().toScalarType());
   const auto frame_mask = contiguous_mask(frame_mask_in);
   const at::Tensor vn = unit_rows(video, normalize, frame_mask).view({B * T, d});
-  at::Tensor grad_vn = at::zeros({B * T, d}, opts);
-  at::Tensor grad_desc = at::empty_like(desc);
+  at::Tensor grad_vn = video_grad ? at::zeros({B * T, d}, opts) : at::Tensor();
+  at::Tensor grad_desc = desc_grad ? at::empty_like(desc) : not_requested(desc);
   // Backward runs one sub-tile of classes at a time over videos in blocks of ~2^20 sims,
   // with multi-threaded matmuls: each thread writing its own rows keeps it deterministic.
   const int64_t nb_max = std::min(B, std::max<int64_t>(1, (int64_t(1) << 20) / (T * N * kSubClasses)));
@@ -154,7 +148,7 @@ std::tuple<at::Tensor, at::Tensor> od_backward_cpu(const at::Tensor& grad_scores
   for (int64_t a0 = 0; a0 < A; a0 += kChunkClasses) {
     const int64_t na = std::min(kChunkClasses, A - a0);
     const ClassChunk cc = class_chunk(desc, desc_mask_in, a0, na, normalize);
-    at::Tensor grad_dn = at::zeros({cc.n_sub, N * kSubClasses, d}, opts);
+    at::Tensor grad_dn = desc_grad ? at::zeros({cc.n_sub, N * kSubClasses, d}, opts) : at::Tensor();
     for (int64_t s = 0; s < cc.n_sub; ++s) {
       const int64_t c0 = a0 + s * kSubClasses, nc = std::min(kSubClasses, A - c0);
       for (int64_t b0 = 0; b0 < B; b0 += nb_max) {
@@ -182,16 +176,19 @@ std::tuple<at::Tensor, at::Tensor> od_backward_cpu(const at::Tensor& grad_scores
           at::parallel_for(0, nb, 1, [&](int64_t begin, int64_t end) { run_backward(t, begin, end); });
         });
         // d/d vn = W dn and d/d dn = W^T vn, W being the (video frames x descriptors) weights.
-        grad_vn.narrow(0, b0 * T, nb * T).addmm_(weights, cc.dn[s]);
-        grad_dn[s].addmm_(weights.t(), vn_tile);
+        if (video_grad) grad_vn.narrow(0, b0 * T, nb * T).addmm_(weights, cc.dn[s]);
+        if (desc_grad) grad_dn[s].addmm_(weights.t(), vn_tile);
       }
     }
+    if (!desc_grad) continue;
     // Back from the sub-tile layout (n_sub, N, kSubClasses, d) to classes (na, N, d).
     const at::Tensor grad_units =
         grad_dn.view({cc.n_sub, N, kSubClasses, d}).transpose(1, 2).reshape({cc.n_sub * kSubClasses, N, d}).narrow(0, 0, na);
     grad_desc.narrow(0, a0, na).copy_(unit_rows_backward(desc.narrow(0, a0, na), grad_units, normalize));
   }
-  return {unit_rows_backward(video, grad_vn.view({B, T, d}), normalize), grad_desc};
+  at::Tensor grad_video = video_grad ? unit_rows_backward(video, grad_vn.view({B, T, d}), normalize)
+                                    : not_requested(video);
+  return {grad_video, grad_desc};
 }
 
 }  // namespace

@@ -8,10 +8,10 @@
 //   * Scaling form where it is safe: with hi / lo the pair's largest / smallest valid sim,
 //     K_ij = exp((sim_ij - hi) / eps) lies in [exp(-64), 1] whenever (hi - lo) / eps <= 64,
 //     so r = mu / (K c), c = nu / (K^T r) neither underflows nor overflows. This is the
-//     iteration of DESIGN.md section 3 with f_i = eps log r_i + (1 - hi), g_j = eps log c_j,
+//     iteration of docs/design.md section 3 with f_i = eps log r_i + (1 - hi), g_j = eps log c_j,
 //     with multiply-adds instead of exponentials in the loop.
 //   * Log domain otherwise (small eps with widely spread sims): that pair is solved on its
-//     own, exactly as DESIGN.md writes it.
+//     own, exactly as docs/design.md writes it.
 //
 // Per-pair stopping: a lane whose row-marginal error meets tol is frozen (its r and c are no
 // longer written) while the other lanes iterate on; the group ends when no lane is active.
@@ -97,7 +97,7 @@ OST_INLINE scalar_t strided_lse(const scalar_t* z, int64_t stride, int64_t n, co
   return m + std::log(s);
 }
 
-// The log-domain iteration of DESIGN.md section 3 for one pair, whose sims (column-major,
+// The log-domain iteration of docs/design.md section 3 for one pair, whose sims (column-major,
 // s[j * T + i]) and marginal weights (mu over T, nu over N; 0 = masked) are given.
 template <typename scalar_t>
 void solve_log_domain(const Tile<scalar_t>& t, int64_t pair, const scalar_t* s, const scalar_t* mu,

@@ -6,7 +6,7 @@
 // (nb * T, na * N) row-major; memory stays bounded whatever A is. Then one warp solves one
 // (video, class) pair: the pair's T x N block of scaled costs sits in shared memory, each lane
 // owns frames i = lane, lane + 32, ..., and the column log-sum-exps are warp reductions. The
-// Sinkhorn is the log-domain iteration of DESIGN.md section 3 in base 2 (exp2 / log2 with
+// Sinkhorn is the log-domain iteration of docs/design.md section 3 in base 2 (exp2 / log2 with
 // log2(e) / eps folded into the scale), with the per-pair stop: all lanes see the same
 // reduced error, so the loop ends for the whole warp at once. The backward builds the weights
 // grad_scores * P elementwise for a tile and accumulates the gradients with matmuls.
@@ -30,8 +30,6 @@ namespace {
 
 constexpr int kWarpsPerBlock = 4;
 constexpr int64_t kTileElements = int64_t(1) << 24;  // sims per tile: 64 MiB in float32
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
 
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -129,7 +127,7 @@ __global__ void sinkhorn_pairs_kernel(TileArgs t, float* scores, float* f_out, f
       if (row_ok(i) && col_ok(j)) score += exp2f(z[i * N + j] + alpha[i] + beta[j]) * block[i * ld + j];
   score = warp_sum(score);
   const int64_t pair = vb * t.A + ca;
-  const float to_natural = t.eps * kLn2;
+  const float to_natural = t.eps * float(kLn2);
   for (int64_t i = lane; i < T; i += 32) f_out[pair * T + i] = alpha[i] * to_natural;
   for (int64_t j = lane; j < N; j += 32) g_out[pair * N + j] = beta[j] * to_natural;
   if (lane == 0) {
@@ -159,13 +157,6 @@ std::pair<int64_t, int64_t> tile_shape(int64_t B, int64_t A, int64_t T, int64_t 
   const int64_t na = std::min(A, std::max<int64_t>(1, kTileElements / (nb * T * N)));
   return {nb, na};
 }
-
-std::optional<at::Tensor> contiguous_mask(const std::optional<at::Tensor>& m) {
-  if (!m.has_value()) return std::nullopt;
-  return m->contiguous();
-}
-
-const bool* data_or_null(const std::optional<at::Tensor>& m) { return m.has_value() ? m->data_ptr<bool>() : nullptr; }
 
 void check_float32_compute(const at::Tensor& video, const char* op) {
   TORCH_CHECK(video.is_cuda(), "ost_kernels::", op, " (CUDA): inputs must be CUDA tensors");
@@ -218,7 +209,7 @@ std::tuple<at::Tensor, at::Tensor> od_backward_cuda(const at::Tensor& grad_score
                                                     const std::optional<at::Tensor>& frame_mask_in,
                                                     const std::optional<at::Tensor>& desc_mask_in,
                                                     const at::Tensor& f_in, const at::Tensor& g_in, double eps,
-                                                    bool normalize) {
+                                                    bool normalize, bool video_grad, bool desc_grad) {
   check_embeddings(video, desc, frame_mask_in, desc_mask_in);
   check_potentials(grad_scores_in, f_in, g_in, video, desc);
   TORCH_CHECK(std::isfinite(eps) && eps > 0, "ost_kernels::od_backward: eps must be finite and > 0, got ", eps);
@@ -226,13 +217,14 @@ std::tuple<at::Tensor, at::Tensor> od_backward_cuda(const at::Tensor& grad_score
   const c10::cuda::CUDAGuard guard(video.device());
   const int64_t B = video.size(0), T = video.size(1), d = video.size(2), A = desc.size(0), N = desc.size(1);
   const auto opts = video.options().dtype(at::kFloat);
+  if (!video_grad && !desc_grad) return {not_requested(video), not_requested(desc)};
   const at::Tensor grad_scores = grad_scores_in.to(at::kFloat).contiguous();
   const at::Tensor f = f_in.contiguous(), g = g_in.contiguous();
   const auto frame_mask = contiguous_mask(frame_mask_in);
   const auto desc_mask = contiguous_mask(desc_mask_in);
   const at::Tensor vn = unit_rows(video, normalize, frame_mask).view({B * T, d});
-  at::Tensor grad_vn = at::zeros({B * T, d}, opts);
-  at::Tensor grad_desc = at::empty_like(desc);
+  at::Tensor grad_vn = video_grad ? at::zeros({B * T, d}, opts) : at::Tensor();
+  at::Tensor grad_desc = desc_grad ? at::empty_like(desc) : not_requested(desc);
   const auto [nb_max, na_max] = tile_shape(B, A, T, N);
   at::Tensor sim_buf = at::empty({nb_max * T * na_max * N}, opts);
   at::Tensor weight_buf = at::empty({nb_max * T * na_max * N}, opts);
@@ -241,7 +233,7 @@ std::tuple<at::Tensor, at::Tensor> od_backward_cuda(const at::Tensor& grad_score
     const int64_t na = std::min(na_max, A - a0);
     const at::Tensor desc_tile = desc.narrow(0, a0, na);
     const at::Tensor dn = unit_rows(desc_tile, normalize, narrow_mask(desc_mask, a0, na)).view({na * N, d});
-    at::Tensor grad_dn = at::zeros({na * N, d}, opts);
+    at::Tensor grad_dn = desc_grad ? at::zeros({na * N, d}, opts) : at::Tensor();
     for (int64_t b0 = 0; b0 < B; b0 += nb_max) {
       const int64_t nb = std::min(nb_max, B - b0);
       at::Tensor sim = sim_buf.narrow(0, 0, nb * T * na * N).view({nb * T, na * N});
@@ -256,12 +248,15 @@ std::tuple<at::Tensor, at::Tensor> od_backward_cuda(const at::Tensor& grad_score
                                                           g.data_ptr<float>(), weights.data_ptr<float>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       // d/d vn = W dn and d/d dn = W^T vn, W being the (video frames x descriptors) weights.
-      grad_vn.narrow(0, b0 * T, nb * T).addmm_(weights, dn);
-      grad_dn.addmm_(weights.t(), vn_tile);
+      if (video_grad) grad_vn.narrow(0, b0 * T, nb * T).addmm_(weights, dn);
+      if (desc_grad) grad_dn.addmm_(weights.t(), vn_tile);
     }
-    grad_desc.narrow(0, a0, na).copy_(unit_rows_backward(desc_tile, grad_dn.view({na, N, d}), normalize));
+    if (desc_grad)
+      grad_desc.narrow(0, a0, na).copy_(unit_rows_backward(desc_tile, grad_dn.view({na, N, d}), normalize));
   }
-  return {unit_rows_backward(video, grad_vn.view({B, T, d}), normalize), grad_desc};
+  at::Tensor grad_video = video_grad ? unit_rows_backward(video, grad_vn.view({B, T, d}), normalize)
+                                    : not_requested(video);
+  return {grad_video, grad_desc};
 }
 
 }  // namespace

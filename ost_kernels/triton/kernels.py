@@ -1,6 +1,7 @@
-"""Triton kernels of the OD solver: a fused forward and two backward kernels.
+"""Triton kernels of the OD solver: a fused forward kernel and one backward kernel (launched
+once per side: the videos' gradients and the classes').
 
-Layout shared by all three: a program works on a tile of BB videos x BA classes. The tile's
+Layout shared by both: a program works on a tile of BB videos x BA classes. The tile's
 frames form BB * TP matmul rows (row r = video r // TP, frame r % TP) and its descriptors
 BA * NP columns (column c = class c // NP, descriptor c % NP), with T and N padded to the
 powers of two TP and NP and the padding masked. One tl.dot gives the (BB * TP, BA * NP)
@@ -14,7 +15,12 @@ P = exp2(Z2 + alpha2 + beta2).
 import triton
 import triton.language as tl
 
-LN2 = 0.6931471805599453
+from .. import constants
+
+# Module-level values a @triton.jit function reads must be tl.constexpr: a plain float is
+# refused by Triton's code generator (the interpreter would not notice).
+LN2 = tl.constexpr(constants.LN2)
+NORM_EPS = tl.constexpr(constants.NORM_EPS)
 
 
 @triton.jit
@@ -70,8 +76,8 @@ def _tile_sims(V, D, vb, vt, da, dj, row_ok, col_ok, d, svb, svt, svd, sda, sdn,
         vsq += tl.sum(vf * vf, axis=1)
         dsq += tl.sum(wf * wf, axis=1)
     if NORMALIZE:
-        inv_v = 1.0 / tl.maximum(tl.sqrt(vsq), 1e-12)
-        inv_d = 1.0 / tl.maximum(tl.sqrt(dsq), 1e-12)
+        inv_v = 1.0 / tl.maximum(tl.sqrt(vsq), NORM_EPS)
+        inv_d = 1.0 / tl.maximum(tl.sqrt(dsq), NORM_EPS)
     else:
         inv_v = tl.full((BB * TP,), 1.0, dtype=tl.float32)
         inv_d = tl.full((BA * NP,), 1.0, dtype=tl.float32)

@@ -8,22 +8,17 @@ specialized); under TRITON_INTERPRET=1 one small fixed tile is used instead.
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 import triton
 from torch.library import triton_op, wrap_triton
 
-from .._cosine import compute_dtype, unit_backward
-from .._op_autograd import register
+from .._autograd import register_autograd
+from .._cosine import unit_backward
+from .._env import triton_interpreting as interpreting
+from .._outputs import empty_forward_outputs, not_requested
+from ..constants import LOG2E
 from .kernels import od_backward_kernel, od_forward_kernel
-
-LOG2E = 1.4426950408889634
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def _pow2(n: int, lo: int = 1) -> int:
@@ -98,12 +93,7 @@ def od_forward_triton(
     iterations (B, A) int32, error (B, A), all float32."""
     B, T, d = video.shape
     A, N, _ = desc.shape
-    dtype = compute_dtype(video.dtype)
-    scores = video.new_empty((B, A), dtype=dtype)
-    f = video.new_empty((B, A, T), dtype=dtype)
-    g = video.new_empty((B, A, N), dtype=dtype)
-    iterations = video.new_empty((B, A), dtype=torch.int32)
-    error = video.new_empty((B, A), dtype=dtype)
+    scores, f, g, iterations, error = empty_forward_outputs(video, desc)
     forward, _ = _kernels()
     wrap_triton(forward)[_grid2(B, A)](
         video, desc, _mask_arg(frame_mask, video), _mask_arg(desc_mask, video),
@@ -128,19 +118,20 @@ def od_backward_triton(
     g: torch.Tensor,
     eps: float,
     normalize: bool,
+    video_grad: bool,
+    desc_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of video (B, T, d) and desc (A, N, d) with the plan held constant.
+    """Gradients of video (B, T, d) and desc (A, N, d) with the plan held constant; a side not
+    asked for is not computed (zero-size result).
 
-    Two launches of one kernel (videos' side, classes' side), each summing over the other
-    side's tiles in a fixed order (no atomics, so results are deterministic); the cosine
-    normalization's backward runs in PyTorch."""
+    One kernel, launched for each side asked for (videos' side, classes' side), each summing
+    over the other side's tiles in a fixed order (no atomics, so results are deterministic);
+    the cosine normalization's backward runs in PyTorch."""
     B, T, d = video.shape
     A, N, _ = desc.shape
     grad_scores = grad_scores.to(torch.float32).contiguous()
     f = f.contiguous()
     g = g.contiguous()
-    grad_vn = video.new_empty((B * T, d), dtype=torch.float32)
-    grad_dn = video.new_empty((A * N, d), dtype=torch.float32)
     _, backward = _kernels()
     common = (
         B, A, T, N, d, *video.stride(), *desc.stride(), LOG2E / eps,
@@ -150,15 +141,20 @@ def od_backward_triton(
                  DP=_pow2(d, 16), INPUT_PRECISION=_dot_options(video.dtype)["INPUT_PRECISION"],
                  **_meta(T, N, d, video.dtype))
     fm, dm = _mask_arg(frame_mask, video), _mask_arg(desc_mask, video)
-    wrap_triton(backward)[lambda meta: (triton.cdiv(B, meta["BB"]),)](
-        video, desc, fm, dm, grad_scores, f, g, grad_vn, *common, FOR_VIDEO=True, **flags
-    )
-    wrap_triton(backward)[lambda meta: (triton.cdiv(A, meta["BA"]),)](
-        video, desc, fm, dm, grad_scores, f, g, grad_dn, *common, FOR_VIDEO=False, **flags
-    )
-    grad_video = unit_backward(video, grad_vn.view(B, T, d), normalize)
-    grad_desc = unit_backward(desc, grad_dn.view(A, N, d), normalize)
+    grad_video, grad_desc = not_requested(video), not_requested(desc)
+    if video_grad:
+        grad_vn = video.new_empty((B * T, d), dtype=torch.float32)
+        wrap_triton(backward)[lambda meta: (triton.cdiv(B, meta["BB"]),)](
+            video, desc, fm, dm, grad_scores, f, g, grad_vn, *common, FOR_VIDEO=True, **flags
+        )
+        grad_video = unit_backward(video, grad_vn.view(B, T, d), normalize)
+    if desc_grad:
+        grad_dn = video.new_empty((A * N, d), dtype=torch.float32)
+        wrap_triton(backward)[lambda meta: (triton.cdiv(A, meta["BA"]),)](
+            video, desc, fm, dm, grad_scores, f, g, grad_dn, *common, FOR_VIDEO=False, **flags
+        )
+        grad_desc = unit_backward(desc, grad_dn.view(A, N, d), normalize)
     return grad_video, grad_desc
 
 
-register("ost_kernels::od_forward_triton", od_backward_triton)
+register_autograd("ost_kernels::od_forward_triton", od_backward_triton)

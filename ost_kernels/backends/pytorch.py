@@ -1,4 +1,4 @@
-"""Backend "torch": the readable log-domain Sinkhorn of DESIGN.md section 3 in plain PyTorch.
+"""Backend "torch": the readable log-domain Sinkhorn of docs/design.md section 3 in plain PyTorch.
 
 This is the reference the kernels are tested against. It works on any device and in float64,
 takes masks, and stops each (video, class) pair on its own. It materializes (B, a, T, N)
@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import torch
 
-from ._cosine import unit, unit_backward
+from .._autograd import register_autograd
+from .._cosine import unit, unit_backward
+from .._outputs import empty_backward_outputs, empty_forward_outputs, not_requested
+from .base import Backend
 
 # Upper bound on the elements of one (B, a, T, N) chunk: 16M floats, 64 MiB in float32.
 MAX_CHUNK_ELEMENTS = 1 << 24
@@ -129,18 +132,19 @@ def od_plan_from_potentials(video, desc, frame_mask, desc_mask, f, g, eps: float
     return torch.exp(z + (f / eps)[..., :, None] + (g / eps)[..., None, :])
 
 
-def od_backward(grad_scores, video, desc, frame_mask, desc_mask, f, g, eps: float, normalize: bool):
+def od_backward(grad_scores, video, desc, frame_mask, desc_mask, f, g, eps: float, normalize: bool,
+                video_grad: bool = True, desc_grad: bool = True):
     """Backend "torch" backward with the plan held constant: d score / d sim = P.
 
     grad_scores (B, A); f (B, A, T), g (B, A, N) from od_forward. Returns gradients of
-    video (B, T, d) and desc (A, N, d) in their dtypes.
+    video (B, T, d) and desc (A, N, d) in their dtypes; a side not asked for is zero-size.
     """
     B, T, _ = video.shape
     A, N, _ = desc.shape
     vn, dn = _units(video, desc, frame_mask, desc_mask, normalize)
     grad_scores = grad_scores.to(vn.dtype)
-    grad_vn = torch.zeros_like(vn)
-    grad_dn = torch.empty_like(dn)
+    grad_vn = torch.zeros_like(vn) if video_grad else None
+    grad_dn = torch.empty_like(dn) if desc_grad else None
     step = class_chunk(B, A, T, N)
     for a0 in range(0, A, step):
         a1 = min(A, a0 + step)
@@ -149,6 +153,58 @@ def od_backward(grad_scores, video, desc, frame_mask, desc_mask, f, g, eps: floa
         z = _scaled_cost(_sims(vn, dn[a0:a1]), entries, eps)
         plan = torch.exp(z + (f[:, a0:a1] / eps)[..., :, None] + (g[:, a0:a1] / eps)[..., None, :])
         weights = grad_scores[:, a0:a1, None, None] * plan  # (B, a, T, N)
-        grad_vn += torch.einsum("batn,and->btd", weights, dn[a0:a1])
-        grad_dn[a0:a1] = torch.einsum("batn,btd->and", weights, vn)
-    return unit_backward(video, grad_vn, normalize), unit_backward(desc, grad_dn, normalize)
+        if video_grad:
+            grad_vn += torch.einsum("batn,and->btd", weights, dn[a0:a1])
+        if desc_grad:
+            grad_dn[a0:a1] = torch.einsum("batn,btd->and", weights, vn)
+    return (unit_backward(video, grad_vn, normalize) if video_grad else not_requested(video),
+            unit_backward(desc, grad_dn, normalize) if desc_grad else not_requested(desc))
+
+
+# The same math as custom ops, so that every backend goes through one autograd registration
+# (ost_kernels._autograd) and torch.compile sees one opaque call.
+@torch.library.custom_op("ost_kernels::od_forward_torch", mutates_args=())
+def od_forward_op(video: torch.Tensor, desc: torch.Tensor, frame_mask: torch.Tensor | None,
+                  desc_mask: torch.Tensor | None, eps: float, max_iter: int, tol: float,
+                  normalize: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return od_forward(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize)
+
+
+@torch.library.custom_op("ost_kernels::od_backward_torch", mutates_args=())
+def od_backward_op(grad_scores: torch.Tensor, video: torch.Tensor, desc: torch.Tensor,
+                   frame_mask: torch.Tensor | None, desc_mask: torch.Tensor | None, f: torch.Tensor,
+                   g: torch.Tensor, eps: float, normalize: bool, video_grad: bool,
+                   desc_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return od_backward(grad_scores, video, desc, frame_mask, desc_mask, f, g, eps, normalize, video_grad,
+                       desc_grad)
+
+
+@od_forward_op.register_fake
+def _(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize):
+    return empty_forward_outputs(video, desc)
+
+
+@od_backward_op.register_fake
+def _(grad_scores, video, desc, frame_mask, desc_mask, f, g, eps, normalize, video_grad, desc_grad):
+    return empty_backward_outputs(video, desc, video_grad, desc_grad)
+
+
+register_autograd(od_forward_op, od_backward_op)
+
+
+def _reason(device: torch.device, dtype: torch.dtype, shape=None) -> str | None:
+    return None  # plain PyTorch: any device, every supported dtype, any size (chunked)
+
+
+def _forward(video, desc, frame_mask, desc_mask, options):
+    return od_forward_op(video, desc, frame_mask, desc_mask, options.eps, options.max_iter, options.tol,
+                         options.normalize)
+
+
+BACKEND = Backend(
+    name="torch",
+    dtypes=(torch.float32, torch.float16, torch.bfloat16, torch.float64),
+    reason=_reason,
+    forward=_forward,
+    backward=od_backward_op,
+)

@@ -1,0 +1,72 @@
+"""The compiled extension ost_kernels._C, shared by backends "cpu" and "cuda": loaded the first
+time either is asked for (never at import), then given its Python-side registrations, fake
+kernels for torch.compile and autograd. A missing or broken build becomes a reason string.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+import torch
+
+from .._autograd import register_autograd
+from .._env import constant_for_compile, load_once
+from .._outputs import empty_backward_outputs, empty_forward_outputs
+
+DISABLE_ENV = "OST_KERNELS_DISABLE_EXTENSION"
+
+
+@load_once
+def unavailable_reason() -> str | None:
+    """None once ost_kernels._C is loaded and its ops registered; else why it is not."""
+    if os.environ.get(DISABLE_ENV, "0") == "1":
+        return f"the C++ extension is disabled by {DISABLE_ENV}=1"
+    try:
+        importlib.import_module("ost_kernels._C")
+    except ImportError as exc:
+        return (
+            f"the C++ extension ost_kernels._C is not built ({exc}); "
+            "build it with `pip install -e . --no-build-isolation` (see README)"
+        )
+    _register()
+    return None
+
+
+@constant_for_compile
+def has_kernel(op: str, dispatch_key: str) -> bool:
+    """Whether ost_kernels::<op> has a kernel for the dispatch key ("CPU", "CUDA")."""
+    return unavailable_reason() is None and torch._C._dispatch_has_kernel_for_dispatch_key(
+        f"ost_kernels::{op}", dispatch_key
+    )
+
+
+def extension_reason(dispatch_key: str, missing: str) -> str | None:
+    """None if the extension is loaded with a kernel for this dispatch key, else why not."""
+    why = unavailable_reason()
+    if why is not None:
+        return why
+    if not has_kernel("od_forward", dispatch_key):
+        return missing
+    return None
+
+
+def _register() -> None:
+    # The ops exist only once the library is loaded, so these cannot run at import time.
+    torch.library.register_fake("ost_kernels::od_forward")(
+        lambda video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize: empty_forward_outputs(video, desc)
+    )
+    torch.library.register_fake("ost_kernels::od_backward")(
+        lambda grad_scores, video, desc, frame_mask, desc_mask, f, g, eps, normalize, video_grad, desc_grad:
+        empty_backward_outputs(video, desc, video_grad, desc_grad)
+    )
+    register_autograd("ost_kernels::od_forward", torch.ops.ost_kernels.od_backward)
+
+
+def forward(video, desc, frame_mask, desc_mask, options):
+    """The C++ op; the dispatcher picks the CPU or CUDA kernel from the tensors' device."""
+    return torch.ops.ost_kernels.od_forward(video, desc, frame_mask, desc_mask, options.eps, options.max_iter,
+                                            options.tol, options.normalize)
+
+
+def backward(*args):
+    return torch.ops.ost_kernels.od_backward(*args)

@@ -1,0 +1,68 @@
+"""What every backend is: a small record of the same shape, one per module in this package.
+
+A backend module defines BACKEND = Backend(...):
+
+    name      what users pass as od_solve(..., backend=name)
+    dtypes    the input dtypes its kernels take
+    reason    reason(device, dtype, shape) -> None if it can run this problem here, else why
+              not: wrong device, unsupported dtype, not built, failed to load, or a hard limit
+              of its kernels (so that "auto" falls back instead of failing)
+    forward   forward(video, desc, frame_mask, desc_mask, options) -> (scores, f, g,
+              iterations, error): calls the backend's registered op, differentiable in scores
+    backward  the backward op registered for it (see ost_kernels._autograd)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import torch
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend cannot run here; the message says why."""
+
+
+class ProblemShape(NamedTuple):
+    """Sizes of one od_solve call: video (B, T, d), desc (A, N, d)."""
+
+    B: int
+    T: int
+    A: int
+    N: int
+    d: int
+
+    @classmethod
+    def of(cls, video: torch.Tensor, desc: torch.Tensor) -> "ProblemShape":
+        B, T, d = video.shape
+        A, N, _ = desc.shape
+        return cls(B, T, A, N, d)
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    dtypes: tuple[torch.dtype, ...]
+    reason: Callable[[torch.device, torch.dtype, ProblemShape | None], str | None]
+    forward: Callable
+    backward: Callable
+
+
+def dtype_names(dtypes) -> str:
+    names = [str(t).removeprefix("torch.") for t in dtypes]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def unsupported_dtype(kernels: str, dtypes, dtype: torch.dtype) -> str | None:
+    """None if dtype is one of dtypes, else the refusal (one text for every backend)."""
+    if dtype in dtypes:
+        return None
+    hint = " use backend 'cpu' or 'torch' for float64" if dtype == torch.float64 else ""
+    return f"the {kernels} kernels take {dtype_names(dtypes)} inputs;{hint}".rstrip(";")
+
+
+def wrong_device(name: str, device: torch.device, expected: str, note: str = "") -> str | None:
+    """None if the tensors are on the expected device type, else the refusal."""
+    if device.type == expected:
+        return None
+    return f"backend {name!r} runs on {expected.upper()} tensors{note}, but the inputs are on {device}"

@@ -1,0 +1,53 @@
+"""Backend "triton": the fused Triton kernels (ost_kernels/triton/), the main GPU path.
+
+ost_kernels.triton.ops, which imports Triton and registers the ops, is loaded the first time
+this backend is asked for. Under TRITON_INTERPRET=1 the kernels also run on CPU tensors
+(Triton's interpreter), which is how the tests run them without a GPU.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import torch
+
+from .._env import cuda_present, load_once, triton_interpreting
+from .base import Backend, ProblemShape, unsupported_dtype, wrong_device
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+OPS_MODULE = "ost_kernels.triton.ops"
+
+
+@load_once
+def _load_reason() -> str | None:
+    """None once Triton and the ops it registers have loaded."""
+    if importlib.util.find_spec("triton") is None:
+        return "Triton is not installed (pip install triton)"
+    try:
+        importlib.import_module(OPS_MODULE)
+    except Exception as exc:  # a broken Triton install must not break the other backends
+        return f"Triton failed to load ({type(exc).__name__}: {exc})"
+    return None
+
+
+def reason(device: torch.device, dtype: torch.dtype, shape: ProblemShape | None = None) -> str | None:
+    if device.type == "cpu" and triton_interpreting():
+        why = None
+    else:
+        why = wrong_device("triton", device, "cuda", note=" (or on CPU tensors under TRITON_INTERPRET=1)")
+    why = why or unsupported_dtype("Triton", DTYPES, dtype)
+    if why is None and device.type == "cuda" and not cuda_present():
+        why = "no CUDA device is available"
+    return why or _load_reason()
+
+
+def _forward(video, desc, frame_mask, desc_mask, options):
+    return torch.ops.ost_kernels.od_forward_triton(video, desc, frame_mask, desc_mask, options.eps,
+                                                   options.max_iter, options.tol, options.normalize)
+
+
+def _backward(*args):
+    return torch.ops.ost_kernels.od_backward_triton(*args)
+
+
+BACKEND = Backend(name="triton", dtypes=DTYPES, reason=reason, forward=_forward, backward=_backward)

@@ -1,0 +1,49 @@
+"""The solver settings as one validated, frozen value.
+
+od_solve / od_plan build a SolverOptions from their keyword arguments and pass it down; only
+the op schemas at the bottom take the scalars one by one.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SolverOptions:
+    """Entropic OT settings of the OD solver (DESIGN: docs/design.md, section 3).
+
+    eps: entropic regularization, > 0 (the paper uses 0.1).
+    max_iter: Sinkhorn iterations at most, >= 1.
+    tol: a pair stops once sum_i |sum_j P_ij - mu_i| <= tol; 0 runs exactly max_iter.
+    normalize: L2-normalize the embeddings along d inside the op (cosine).
+    """
+
+    eps: float = 0.1
+    max_iter: int = 100
+    tol: float = 1e-3
+    normalize: bool = True
+
+    def __post_init__(self):
+        eps, max_iter, tol, normalize = self.eps, self.max_iter, self.tol, self.normalize
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+            raise TypeError(f"od_solve: `eps` must be a positive float, got {type(eps).__name__}")
+        if not (math.isfinite(eps) and eps > 0):
+            raise ValueError(f"od_solve: `eps` must be a finite number > 0, got {eps}")
+        if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral):
+            raise TypeError(f"od_solve: `max_iter` must be an int >= 1, got {type(max_iter).__name__}")
+        if max_iter < 1:
+            raise ValueError(f"od_solve: `max_iter` must be >= 1, got {max_iter}")
+        if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+            raise TypeError(f"od_solve: `tol` must be a float >= 0, got {type(tol).__name__}")
+        if not (math.isfinite(tol) and tol >= 0):
+            raise ValueError(
+                f"od_solve: `tol` must be a finite number >= 0 (0 = always max_iter iterations), got {tol}"
+            )
+        if not isinstance(normalize, bool):
+            raise TypeError(f"od_solve: `normalize` must be a bool, got {type(normalize).__name__}")
+        # Plain Python scalars from here on (numpy scalars, ints for eps, ...).
+        object.__setattr__(self, "eps", float(eps))
+        object.__setattr__(self, "max_iter", int(max_iter))
+        object.__setattr__(self, "tol", float(tol))

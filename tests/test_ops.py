@@ -1,0 +1,150 @@
+"""The registered ops: built, opcheck-clean, traceable by torch.compile, checked on direct
+calls, and computing only the gradients asked for. Numerical correctness runs in the shared
+matrices (test_forward.py, test_backward.py, test_properties.py) for every backend.
+
+Triton's ops are not opchecked or compiled here: under the interpreter (CPU tensors) torch's
+fake-tensor tracing of a triton_op fails on data pointers; benchmarks/gpu_check.sh covers them
+on a GPU."""
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from backends_under_test import BACKENDS, require
+from inputs import case
+from ost_kernels import od_solve
+
+FORWARD_OPS = {"torch": "od_forward_torch", "cpu": "od_forward"}
+BACKWARD_OPS = {"torch": "od_backward_torch", "cpu": "od_backward"}
+
+
+def test_cpu_backend_is_built_and_auto_picks_it():
+    require("cpu")
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("ost_kernels::od_forward", "CPU")
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("ost_kernels::od_backward", "CPU")
+    _, info = od_solve(torch.randn(2, 3, 8), torch.randn(4, 2, 8), return_info=True)
+    assert info.backend == "cpu"
+
+
+def _op_args(gen, dtype, masks, requires_grad=False):
+    video, desc, fm, dm = case(3, 5, 7, 3, 16, gen, dtype=dtype, masks=masks)
+    video.requires_grad_(requires_grad)
+    desc.requires_grad_(requires_grad)
+    return video, desc, fm, dm
+
+
+@pytest.mark.parametrize("masks", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("backend", list(FORWARD_OPS))
+def test_opcheck_forward(backend, dtype, masks, gen):
+    require(backend, dtype=dtype)
+    video, desc, fm, dm = _op_args(gen, dtype, masks, requires_grad=dtype != torch.bfloat16)
+    op = getattr(torch.ops.ost_kernels, FORWARD_OPS[backend]).default
+    torch.library.opcheck(op, (video, desc, fm, dm, 0.1, 50, 1e-3, True))
+
+
+@pytest.mark.parametrize("sides", [(True, True), (True, False), (False, True)], ids=["both", "video", "desc"])
+@pytest.mark.parametrize("masks", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("backend", list(BACKWARD_OPS))
+def test_opcheck_backward(backend, dtype, masks, sides, gen):
+    require(backend, dtype=dtype)
+    video, desc, fm, dm = _op_args(gen, dtype, masks)
+    forward = getattr(torch.ops.ost_kernels, FORWARD_OPS[backend])
+    _, f, g, _, _ = forward(video, desc, fm, dm, 0.1, 50, 1e-3, True)
+    grad = torch.randn(3, 5, generator=gen, dtype=f.dtype)
+    op = getattr(torch.ops.ost_kernels, BACKWARD_OPS[backend]).default
+    torch.library.opcheck(op, (grad, video, desc, fm, dm, f, g, 0.1, True, *sides))
+
+
+class _BackwardCalls(TorchDispatchMode):
+    """Records the ost_kernels backward ops called, with the sides they were asked for and
+    the sizes of what they returned."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.namespace == "ost_kernels" and "backward" in func.__name__:
+            self.calls.append((args[-2], args[-1], out[0].numel(), out[1].numel()))
+        return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("frozen", ["desc", "video"])
+def test_backward_computes_only_the_gradients_asked_for(backend, frozen, gen):
+    """A frozen text encoder leaves desc without grad: the backward op is told so and does
+    not compute the descriptor side (and likewise for a frozen video side)."""
+    require(backend)
+    video, desc, fm, dm = case(3, 4, 6, 3, 16, gen, masks=True)
+    (desc if frozen == "video" else video).requires_grad_(True)
+    scores = od_solve(video, desc, frame_mask=fm, desc_mask=dm, backend=backend)
+    with _BackwardCalls() as mode:
+        scores.sum().backward()
+    want_video, want_desc = frozen == "desc", frozen == "video"
+    assert len(mode.calls) == 1
+    video_grad, desc_grad, n_video, n_desc = mode.calls[0]
+    assert (video_grad, desc_grad) == (want_video, want_desc)
+    assert (n_video > 0, n_desc > 0) == (want_video, want_desc)
+    assert (video.grad is not None) == want_video and (desc.grad is not None) == want_desc
+    # The side that is computed equals what a backward of both sides gives.
+    v2, d2 = video.detach().requires_grad_(True), desc.detach().requires_grad_(True)
+    od_solve(v2, d2, frame_mask=fm, desc_mask=dm, backend=backend).sum().backward()
+    got, want = (video.grad, v2.grad) if want_video else (desc.grad, d2.grad)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", list(FORWARD_OPS))
+def test_torch_compile_fullgraph_forward_and_backward(backend, gen):
+    require(backend)
+    video, desc, fm, dm = _op_args(gen, torch.float32, masks=True, requires_grad=True)
+
+    def loss_fn(v, d):
+        scores = od_solve(v, d, frame_mask=fm, desc_mask=dm, eps=0.1, backend=backend)
+        return torch.log_softmax(scores / 0.01, dim=1)[:, 0].mean()
+
+    compiled = torch.compile(loss_fn, fullgraph=True)
+    got = compiled(video, desc)
+    gv, gd = torch.autograd.grad(got, (video, desc))
+    want = loss_fn(video, desc)
+    wv, wd = torch.autograd.grad(want, (video, desc))
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(gv, wv)
+    torch.testing.assert_close(gd, wd)
+
+
+def test_constant_for_compile_matches_torch():
+    """ost_kernels marks its availability checks the way torch.compiler.assume_constant_result
+    does (without importing torch._dynamo at package import); fail loudly if torch changes it."""
+    from ost_kernels._env import constant_for_compile
+
+    def ours():
+        return None
+
+    def theirs():
+        return None
+
+    torch.compiler.assume_constant_result(theirs)
+    constant_for_compile(ours)
+    assert vars(ours) == vars(theirs)
+
+
+def test_direct_op_call_checks_its_inputs():
+    require("cpu")
+    with pytest.raises(RuntimeError, match="video has d=8 but desc has d=7"):
+        torch.ops.ost_kernels.od_forward(torch.randn(2, 3, 8), torch.randn(4, 2, 7), None, None, 0.1, 10, 0.0, True)
+    with pytest.raises(RuntimeError, match="eps must be finite and > 0"):
+        torch.ops.ost_kernels.od_forward(torch.randn(2, 3, 8), torch.randn(4, 2, 8), None, None, 0.0, 10, 0.0, True)
+    with pytest.raises(RuntimeError, match=r"f must be \(B, A, T\)"):
+        torch.ops.ost_kernels.od_backward(torch.randn(2, 4), torch.randn(2, 3, 8), torch.randn(4, 2, 8), None, None,
+                                          torch.randn(2, 4, 2), torch.randn(2, 4, 2), 0.1, True, True, True)
+
+
+def test_large_class_count_is_tiled(gen):
+    """More classes than one tile of the CPU kernel holds: results equal the torch backend's."""
+    require("cpu")
+    video, desc, fm, dm = case(3, 3000, 8, 4, 16, gen, masks=True)
+    got = od_solve(video, desc, frame_mask=fm, desc_mask=dm, tol=0, max_iter=30, backend="cpu")
+    want = od_solve(video, desc, frame_mask=fm, desc_mask=dm, tol=0, max_iter=30, backend="torch")
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
