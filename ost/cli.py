@@ -3,6 +3,12 @@
     ost descriptors generate --labels classes.csv --kind temporal --n 4 --out temporal_4.json \
         [--model gpt-4o-mini] [--base-url URL] [--api-key KEY]
     ost ensemble --zero-shot clip.pt --finetuned ost.pt --alpha 0.2 --out wise.pt
+    ost make-synthetic --out demo                      # a small synthetic video data set
+    ost train --config train.yaml [--set key=value ...] [--resume]
+    ost eval --config train.yaml --checkpoint run/checkpoint.pt [--split ...] [--ensemble-alpha 0.2]
+    ost plot-plan --config train.yaml --checkpoint run/checkpoint.pt --video v.mp4 --out plan.png
+
+`--set` takes any setting of ost.config.TrainConfig, e.g. `--set od.eps=0.05 --set od.backend=cpu`.
 """
 from __future__ import annotations
 
@@ -31,19 +37,19 @@ def _generate(args) -> int:
 
 
 def _ensemble(args) -> int:
-    import torch
-
-    from .ensemble import ensemble_state_dicts, load_state_dict_file
+    from .checkpoint import load_state_dict_file, save_checkpoint
+    from .ensemble import ensemble_state_dicts
 
     merged = ensemble_state_dicts(load_state_dict_file(args.zero_shot), load_state_dict_file(args.finetuned),
                                   args.alpha)
-    torch.save(merged, args.out)
+    save_checkpoint(merged, args.out)
     print(f"{args.out}: {args.alpha} * {args.zero_shot} + {1 - args.alpha} * {args.finetuned}")
     return 0
 
 
 def _train(args) -> int:
-    from .train import load_config, train
+    from .config import load_config
+    from .train import train
 
     cfg = load_config(args.config, args.set or [])
     result = train(cfg, resume=args.resume, progress=not args.quiet)
@@ -52,22 +58,19 @@ def _train(args) -> int:
 
 
 def _load_model(cfg, checkpoint):
-    import torch
+    from .checkpoint import load_state_dict_file
+    from .config import build_model
 
-    from .descriptors import DescriptorSet
-    from .train import build_model
-
-    model = build_model(cfg, DescriptorSet.from_files(cfg.labels, cfg.spatio, cfg.temporal))
+    model = build_model(cfg)
     if checkpoint:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"] if "model" in state else state)
+        model.load_state_dict(load_state_dict_file(checkpoint))
     return model
 
 
 def _eval(args) -> int:
     from .ensemble import ensemble_models
     from .evaluate import Split, evaluate
-    from .train import load_config
+    from .config import load_config
 
     cfg = load_config(args.config, args.set or [])
     model = _load_model(cfg, args.checkpoint)
@@ -95,7 +98,7 @@ def _make_synthetic(args) -> int:
 
 def _plot_plan(args) -> int:
     from .plots import plot_video_plans
-    from .train import load_config
+    from .config import load_config
 
     cfg = load_config(args.config, args.set or [])
     model = _load_model(cfg, args.checkpoint)

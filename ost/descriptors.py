@@ -14,9 +14,10 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from .files import atomic_write_json
 
 KINDS = ("spatio", "temporal")
 
@@ -89,22 +90,6 @@ def load_descriptors(path: str | os.PathLike, num_classes: int | None = None) ->
     except json.JSONDecodeError as exc:
         raise DescriptorError(f"{path}: not valid JSON ({exc})") from None
     return parse_descriptor_object(obj, num_classes, str(path))
-
-
-def atomic_write_json(path: str | os.PathLike, obj) -> None:
-    """Write JSON to a temporary file beside `path`, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=1, ensure_ascii=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_descriptors(path: str | os.PathLike, descriptors: list[list[str]]) -> None:

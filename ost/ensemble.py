@@ -47,12 +47,3 @@ def ensemble_models(zero_shot: nn.Module, finetuned: nn.Module, alpha: float) ->
     merged.load_state_dict(ensemble_state_dicts(zero_shot.state_dict(), finetuned.state_dict(), alpha))
     return merged
 
-
-def load_state_dict_file(path) -> dict:
-    """A state dict from a checkpoint file: a plain state dict or one under the key 'model'."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: not a state dict (nor a checkpoint with one under 'model')")
-    return obj

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .descriptors import KINDS, DescriptorError, atomic_write_json, parse_descriptor_object
+from .descriptors import KINDS, DescriptorError, parse_descriptor_object
+from .files import atomic_write_json
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from .model import DescriptorEmbeddings, ODLogitsConfig, od_logits
+from .logits import DescriptorEmbeddings, ODLogitsConfig, od_logits
 
 def pair_bytes(T: int, N: int) -> int:
     """Bytes one (video, class) pair of a chunk costs, roughly: the solver's potentials f (T)

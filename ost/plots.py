@@ -51,8 +51,8 @@ def plot_video_plans(model, video_path, out_path, frames: int, size: int, top: i
     logits = model.logits(emb, desc)[0]
     best = logits.topk(min(top, logits.numel())).indices
     chosen = desc.select(best)
-    plans = od_plan(emb, getattr(chosen, kind), desc_mask=getattr(chosen, f"{kind}_mask"), eps=model.config.eps,
-                    max_iter=model.config.max_iter, tol=model.config.tol)[0]
+    plans = od_plan(emb, getattr(chosen, kind), desc_mask=getattr(chosen, f"{kind}_mask"),
+                    **model.config.solve_kwargs())[0]
     names = [model.descriptors.class_names[a] for a in best.tolist()]
     texts = [getattr(model.descriptors, kind)[a] for a in best.tolist()]
     return plot_plans(plans, names, texts, logits[best].tolist(), out_path,

@@ -1,8 +1,6 @@
 """End to end on the CPU: make-synthetic, train a tiny random open_clip model, evaluate; a
 SIGKILLed run resumed; two gloo processes under torchrun against one process."""
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +12,8 @@ import yaml
 
 from ost.cli import main
 from ost.synthetic import make_synthetic
-from tiny_clip import TEXT, VISION
+from ost_runs import steps, write_config
+from torchrun import needs_torchrun, torchrun_ost
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,22 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return make_synthetic(tmp_path_factory.mktemp("syn"), num_classes=4, videos_per_class=8, frames=16, size=32)
-
-
-def write_config(tmp_path, data, **overrides):
-    cfg = dict(labels=str(data["labels"]), train_list=str(data["train"]), spatio=str(data["spatio"]),
-               temporal=str(data["temporal"]), model="ViT-B-32",
-               model_overrides=dict(embed_dim=32, vision_cfg=VISION, text_cfg=TEXT), frames=4, size=32,
-               batch_size=8, lr=1e-3, weight_decay=0.0, warmup_steps=3, max_steps=30, save_every=10,
-               out_dir=str(tmp_path / "run"))
-    cfg.update(overrides)
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def steps(out_dir):
-    return [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
 def accuracy(config, data, tmp_path, checkpoint=None):
@@ -85,17 +68,13 @@ def test_killed_run_resumes_without_lost_or_repeated_steps(data, tmp_path):
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-5, abs=1e-6), got["step"]
 
 
-@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None,
-                    reason="torchrun is not installed")
+@needs_torchrun
 def test_two_gloo_processes_match_one(data, tmp_path):
     one = write_config(tmp_path, data, max_steps=3, out_dir=str(tmp_path / "one"))
     assert main(["train", "--config", str(one), "--quiet"]) == 0
     (tmp_path / "two").mkdir()
     two = write_config(tmp_path / "two", data, max_steps=3, out_dir=str(tmp_path / "two" / "run"))
-    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m", "ost", "train", "--config",
-                    str(two), "--quiet"], cwd=ROOT, env=env, check=True, timeout=300, capture_output=True)
+    torchrun_ost(2, "train", "--config", str(two), "--quiet")
     a, b = steps(tmp_path / "one"), steps(tmp_path / "two" / "run")
     assert [s["step"] for s in b] == [1, 2, 3]
     for x, y in zip(a, b):  # the first loss checks the gathered forward, the next two the gradients
@@ -137,7 +116,7 @@ def test_accumulation_frozen_text_and_evaluation_options(data, tmp_path):
     assert [s["step"] for s in steps(tmp_path / "run")] == [1, 2]
     trained = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"]
     from ost.cli import _load_model
-    from ost.train import load_config
+    from ost.config import load_config
 
     torch.manual_seed(0)  # the training run's seed: the same initial weights
     fresh = _load_model(load_config(str(config)), None).state_dict()
@@ -152,18 +131,14 @@ def test_accumulation_frozen_text_and_evaluation_options(data, tmp_path):
     assert 0.0 <= res["summary"]["top5"]["mean"] <= 1.0
 
 
-@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None,
-                    reason="torchrun is not installed")
+@needs_torchrun
 def test_class_sharded_training_over_two_processes_matches_one(data, tmp_path):
     one = write_config(tmp_path, data, max_steps=3, loss="ce", class_sharded=True, out_dir=str(tmp_path / "one"))
     assert main(["train", "--config", str(one), "--quiet"]) == 0
     (tmp_path / "two").mkdir()
     two = write_config(tmp_path / "two", data, max_steps=3, loss="ce", class_sharded=True,
                        out_dir=str(tmp_path / "two" / "run"))
-    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29519", "-m", "ost", "train", "--config",
-                    str(two), "--quiet"], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True,
-                   timeout=300, capture_output=True)
+    torchrun_ost(2, "train", "--config", str(two), "--quiet")
     for x, y in zip(steps(tmp_path / "one"), steps(tmp_path / "two" / "run")):
         assert y["loss"] == pytest.approx(x["loss"], rel=1e-4), (x, y)
 
@@ -179,8 +154,7 @@ def test_chunked_evaluation_equals_unchunked(data, tmp_path):
     assert results[0] == results[1] == results[2]
 
 
-@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None,
-                    reason="torchrun is not installed")
+@needs_torchrun
 def test_two_processes_survive_an_unreadable_video(data, tmp_path):
     (tmp_path / "broken.mp4").write_bytes(b"garbage")
     root = Path(data["train"]).parent
@@ -190,9 +164,6 @@ def test_two_processes_survive_an_unreadable_video(data, tmp_path):
     lst.write_text("\n".join(lines[:23] + [f"{tmp_path / 'broken.mp4'} 1"]) + "\n")
     config = write_config(tmp_path, data, train_list=str(lst), root="/", max_steps=6, batch_size=4,
                           out_dir=str(tmp_path / "run"))
-    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29521", "-m", "ost", "train", "--config",
-                    str(config), "--quiet"], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True,
-                   timeout=300, capture_output=True)
+    torchrun_ost(2, "train", "--config", str(config), "--quiet")
     log = steps(tmp_path / "run")
     assert [s["step"] for s in log] == [1, 2, 3, 4, 5, 6] and log[-1]["skipped"] >= 1

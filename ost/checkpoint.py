@@ -1,0 +1,63 @@
+"""Checkpoints: written atomically, and every one a user passes loaded with weights_only=True.
+
+torch.load(weights_only=True) refuses pickled code, so a checkpoint from elsewhere cannot run
+anything on load. Training's own resume state is built to load the same way: the RNG states
+are stored as tensors and plain tuples, the config as plain values.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+
+import numpy as np
+import torch
+
+from .files import atomic_write
+
+
+def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
+    atomic_write(path, lambda fh: torch.save(obj, fh), binary=True)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint or state dict file, loaded with weights_only=True (no pickled code runs)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"{path}: cannot be loaded safely (weights_only=True refuses it): {exc}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a checkpoint or state dict (a mapping), got {type(obj).__name__}")
+    return obj
+
+
+def model_state_dict(obj: dict, source: str = "checkpoint") -> dict:
+    """The model's state dict from a loaded file: a plain state dict or one under 'model'."""
+    if "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    if not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{source}: not a state dict (nor a checkpoint with one under 'model')")
+    return obj
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict:
+    """A model state dict from a checkpoint file (see model_state_dict)."""
+    return model_state_dict(load_checkpoint(path), str(path))
+
+
+def rng_state() -> dict:
+    """Python, NumPy and torch RNG states, in types weights_only loading accepts."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(),
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+            "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])

@@ -1,0 +1,105 @@
+"""Settings: the YAML and `--set` reach the model's OD logits and solver for train, eval and
+plot-plan; checkpoints load with weights_only=True only."""
+
+import re
+
+import pytest
+import torch
+
+from ost.checkpoint import load_checkpoint, load_state_dict_file, rng_state, save_checkpoint, set_rng_state
+from ost.cli import _load_model, main
+from ost.config import load_config
+from ost.synthetic import make_synthetic
+from ost_runs import write_config
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_synthetic(tmp_path_factory.mktemp("syn"), num_classes=3, videos_per_class=2, frames=8, size=32)
+
+
+def write(tmp_path, data, **extra):
+    return write_config(tmp_path, data, frames=2, batch_size=2, max_steps=1, **extra)
+
+
+def test_od_settings_from_yaml_and_overrides(data, tmp_path):
+    path = write(tmp_path, data, od=dict(eps=0.05, spatio_weight=0.25, temporal_weight=0.25))
+    cfg = load_config(str(path), ["od.backend=torch", "od.tol=0", "od.max_iter=7", "od.use_pooled=false"])
+    assert (cfg.od.eps, cfg.od.tol, cfg.od.max_iter, cfg.od.backend) == (0.05, 0.0, 7, "torch")
+    assert (cfg.od.spatio_weight, cfg.od.temporal_weight, cfg.od.use_pooled, cfg.od.use_ot) == (0.25, 0.25, False, True)
+    model = _load_model(cfg, None)
+    assert model.config == cfg.od
+    # The solver runs with exactly these settings: 7 iterations on backend torch.
+    frames = torch.randn(2, 2, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        emb = model.encode_video(frames)
+        desc = model.descriptor_embeddings()
+    from ost_kernels import od_solve
+
+    _, info = od_solve(emb, desc.spatio, desc_mask=desc.spatio_mask, return_info=True, **cfg.od.solve_kwargs())
+    assert info.backend == "torch" and (info.iterations == 7).all()
+
+
+@pytest.mark.parametrize("override, match", [
+    ("od.eps=0", r"`eps` must be a finite number > 0"),
+    ("od.backend=numpy", r"backend must be one of auto, triton, cuda, cpu, torch, got 'numpy'"),
+    ("od.colour=red", r"unknown settings \['colour'\] under 'od'"),
+    ("od.use_ot=false", None),
+])
+def test_bad_od_settings_are_refused_by_every_command(data, tmp_path, override, match, capsys):
+    path = write(tmp_path, data)
+    video = str(data["train"].parent / data["train"].read_text().split()[0])
+    for args in (["train", "--config", str(path), "--quiet"],
+                 ["eval", "--config", str(path), "--quiet"],
+                 ["plot-plan", "--config", str(path), "--video", video, "--out", str(tmp_path / "p.png")]):
+        extra = ["--set", override] + (["--set", "od.use_pooled=false"] if match is None else [])
+        code = main(args + extra)
+        if match is None:  # both terms off: refused too, with its own message
+            assert code == 2 and "use_pooled and use_ot are both off" in capsys.readouterr().err
+        else:
+            assert code == 2 and re.search(match, capsys.readouterr().err), args
+
+
+def test_eval_reads_the_od_settings(data, tmp_path, monkeypatch):
+    path = write(tmp_path, data)
+    seen = []
+    import ost.logits
+
+    real = ost.logits.od_solve
+    monkeypatch.setattr(ost.logits, "od_solve", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    assert main(["eval", "--config", str(path), "--quiet", "--set", "od.backend=torch", "--set", "od.eps=0.2"]) == 0
+    assert seen and all(kw["backend"] == "torch" and kw["eps"] == 0.2 for kw in seen)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pickled code ran",))
+
+
+def test_checkpoints_with_pickled_code_are_refused(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {"w": torch.ones(1)}, "extra": _Evil()}, path)
+    with pytest.raises(ValueError, match="cannot be loaded safely"):
+        load_checkpoint(path)
+    assert "pickled code ran" not in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="expected a checkpoint or state dict"):
+        load_checkpoint(tmp_path / "list.pt")
+
+
+def test_checkpoint_round_trip_with_rng_state(tmp_path):
+    import random
+
+    import numpy as np
+
+    state = {"model": {"w": torch.arange(3.0)}, "rng": rng_state(), "config": {"betas": [0.9, 0.98]}}
+    save_checkpoint(state, tmp_path / "c.pt")
+    want = (random.random(), np.random.rand(), torch.rand(1).item())
+    loaded = load_checkpoint(tmp_path / "c.pt")  # weights_only=True
+    set_rng_state(loaded["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == want
+    assert torch.equal(load_state_dict_file(tmp_path / "c.pt")["w"], torch.arange(3.0))
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
