@@ -89,3 +89,28 @@ def test_nothing_runs_before_validation(monkeypatch):
     monkeypatch.setattr(backends, "resolve", fail)
     with pytest.raises(ValueError, match="`eps`"):
         od_solve(V, D, eps=0)
+
+
+def test_triton_limits_make_auto_fall_back(monkeypatch):
+    """A shape beyond a kernel's hard limit is a reason, so "auto" passes over the backend."""
+    from ost_kernels.backends import ProblemShape, unavailable_reason
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    cpu = torch.device("cpu")
+    assert unavailable_reason("triton", cpu, torch.float32, ProblemShape(2, 200, 3, 4, 8)).startswith(
+        "the Triton kernels take T and N up to 128")
+    assert "split the batch" in unavailable_reason("triton", cpu, torch.float32, ProblemShape(70_000, 8, 3, 4, 8))
+
+
+def test_cuda_shared_memory_limit_is_a_reason(monkeypatch):
+    import ost_kernels.backends.cuda as cuda
+    from ost_kernels.backends import ProblemShape, resolve
+
+    monkeypatch.setattr(cuda, "cuda_present", lambda: True)
+    monkeypatch.setattr(cuda._cpp, "extension_reason", lambda *a: None)
+    gpu = torch.device("cuda")
+    assert cuda.reason(gpu, torch.float32, ProblemShape(2, 32, 3, 4, 8)) is None
+    why = cuda.reason(gpu, torch.float32, ProblemShape(2, 512, 3, 16, 8))
+    assert "shared memory" in why and "49152" in why
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # so that Triton is not picked on its own
+    assert resolve("auto", gpu, torch.float32, ProblemShape(2, 512, 3, 16, 8)).name == "torch"

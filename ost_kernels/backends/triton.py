@@ -12,10 +12,12 @@ import importlib.util
 import torch
 
 from .._env import cuda_present, load_once, triton_interpreting
+from ..triton.configs import MAX_SIDE, pow2
 from .base import Backend, ProblemShape, unsupported_dtype, wrong_device
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 OPS_MODULE = "ost_kernels.triton.ops"
+MAX_VIDEO_TILES = 65_535  # grid axis 1 (video tiles) allows this many programs
 
 
 @load_once
@@ -38,7 +40,19 @@ def reason(device: torch.device, dtype: torch.dtype, shape: ProblemShape | None 
     why = why or unsupported_dtype("Triton", DTYPES, dtype)
     if why is None and device.type == "cuda" and not cuda_present():
         why = "no CUDA device is available"
-    return why or _load_reason()
+    return why or _limit_reason(shape) or _load_reason()
+
+
+def _limit_reason(shape: ProblemShape | None) -> str | None:
+    """The kernels' hard limits: a pair's T x N block must fit one tile side, and the video
+    tiles one grid axis (class tiles sit on the unlimited axis)."""
+    if shape is None:
+        return None
+    if pow2(shape.T) > MAX_SIDE or pow2(shape.N) > MAX_SIDE:
+        return f"the Triton kernels take T and N up to {MAX_SIDE} (got T = {shape.T}, N = {shape.N})"
+    if shape.B > MAX_VIDEO_TILES:
+        return f"the Triton kernels take B up to {MAX_VIDEO_TILES} videos a call (got {shape.B}); split the batch"
+    return None
 
 
 def _forward(video, desc, frame_mask, desc_mask, options):

@@ -1,242 +1,265 @@
-"""Triton kernels of the OD solver: a fused forward kernel and one backward kernel (launched
-once per side: the videos' gradients and the classes').
+"""Triton kernels of the OD solver: the fused forward, and the backward's weights.
 
 Layout shared by both: a program works on a tile of BB videos x BA classes. The tile's
 frames form BB * TP matmul rows (row r = video r // TP, frame r % TP) and its descriptors
 BA * NP columns (column c = class c // NP, descriptor c % NP), with T and N padded to the
-powers of two TP and NP and the padding masked. One tl.dot gives the (BB * TP, BA * NP)
-sims, which are viewed as (BB, BA, TP, NP): one T x N block per (video, class) pair, so the
-Sinkhorn row and column log-sum-exps are reductions over axes 3 and 2 of that block.
+powers of two TP and NP and the padding masked. One tl.dot over d gives the tile's
+(BB * TP, BA * NP) dot products; the inverse norms (computed once per call by the launcher,
+not per tile) turn them into cosines.
 
-Potentials are kept in base 2 inside the kernels (exp2 / log2 with log2(e) folded into the
-scale): with Z2 = (sim - 1) * log2(e) / eps, alpha2 = f * log2(e) / eps, beta2 likewise,
-P = exp2(Z2 + alpha2 + beta2).
+Forward, per (video, class) pair, viewed as (TP, NP, BB, BA) so that the pairs are the
+fastest-varying dimensions: the compiler's default layout then spreads pairs over lanes and
+warps, and each thread holds whole T x N blocks, so the row and column sums of the Sinkhorn
+loop are sums in registers, never across warps.
+
+  * Scaling form where it is safe: with hi / lo the pair's largest / smallest valid sim,
+    K = exp2((sim - hi) * log2(e) / eps) lies in [2^-SAFE_RANGE2, 1] whenever
+    (hi - lo) * log2(e) / eps <= SAFE_RANGE2 (64 in natural units, as the CPU kernel). Then
+    r = mu / (K c), c = nu / (K^T r) neither underflows nor overflows: one exp2 per entry per
+    solve, multiply-adds in the loop. P = diag(r) K diag(c).
+  * Log domain otherwise (small eps with widely spread sims), exactly as docs/design.md
+    writes it, in base 2: z = (sim - hi) * log2(e) / eps, a_i = log2 mu - LSE2_j(z + b),
+    b_j = log2 nu - LSE2_i(z + a). That loop runs only when the tile holds such a pair.
+
+One tensor X holds K for safe pairs and z for the others, so neither sim nor a second
+(T, N) block per pair stays live through the loops; the score's sim is recovered at the end
+as hi + log2(K) * eps / log2(e). Potentials are kept in base 2 relative to hi (a = log2 r,
+b = log2 c for safe pairs) and converted at the end: f = a * eps * ln 2 + 1 - hi,
+g = b * eps * ln 2. Each pair is frozen once it meets the stop rule and is solved by one form
+chosen from its own sims, so its result never depends on the other pairs of its tile.
 """
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 
 from .. import constants
 
 # Module-level values a @triton.jit function reads must be tl.constexpr: a plain float is
 # refused by Triton's code generator (the interpreter would not notice).
 LN2 = tl.constexpr(constants.LN2)
-NORM_EPS = tl.constexpr(constants.NORM_EPS)
+LOG2E = tl.constexpr(constants.LOG2E)
+SAFE_RANGE2 = tl.constexpr(64.0 * constants.LOG2E)
 
 
 @triton.jit
-def _lse2(x, axis: tl.constexpr):
-    # log2 sum exp2 along `axis`; -inf where every entry is -inf (a masked row / column).
-    m = tl.max(x, axis=axis)
-    m_safe = tl.where(m == float("-inf"), 0.0, m)
-    s = tl.sum(tl.exp2(x - tl.expand_dims(m_safe, axis)), axis=axis)
-    return m_safe + tl.log2(s)
-
-
-@triton.jit
-def _tile_index(pid_b, pid_a, B, T, A, N, FM, DM, HAS_FM: tl.constexpr, HAS_DM: tl.constexpr,
-                BB: tl.constexpr, BA: tl.constexpr, TP: tl.constexpr, NP: tl.constexpr):
-    """Row / column coordinates of the tile and which of them are valid frames / descriptors."""
+def _tile_rows_cols(pid_b, pid_a, B, T, N, a_start, a_stop, FM, DM,
+                    BB: tl.constexpr, BA: tl.constexpr, TP: tl.constexpr, NP: tl.constexpr):
+    """Indices of the tile's rows (frames) and columns (descriptors, of classes from a_start
+    on, below a_stop) into the flattened (B * T) and (A * N) arrays, in int64, and which of
+    them are valid (in range and unmasked)."""
     rows = tl.arange(0, BB * TP)
     cols = tl.arange(0, BA * NP)
     vb = pid_b * BB + rows // TP
     vt = rows % TP
-    da = pid_a * BA + cols // NP
+    da = a_start + pid_a * BA + cols // NP
     dj = cols % NP
-    row_ok = (vb < B) & (vt < T)
-    col_ok = (da < A) & (dj < N)
-    if HAS_FM:
-        row_ok = row_ok & (tl.load(FM + vb * T + vt, mask=row_ok, other=0) != 0)
-    if HAS_DM:
-        col_ok = col_ok & (tl.load(DM + da * N + dj, mask=col_ok, other=0) != 0)
-    return vb, vt, da, dj, row_ok, col_ok
+    row_in = (vb < B) & (vt < T)
+    col_in = (da < a_stop) & (dj < N)
+    vrow = vb.to(tl.int64) * T + vt
+    drow = da.to(tl.int64) * N + dj
+    row_ok = row_in & (tl.load(FM + vrow, mask=row_in, other=0) != 0)
+    col_ok = col_in & (tl.load(DM + drow, mask=col_in, other=0) != 0)
+    return vb, vt, da, dj, vrow, drow, row_ok, col_ok
 
 
 @triton.jit
-def _tile_sims(V, D, vb, vt, da, dj, row_ok, col_ok, d, svb, svt, svd, sda, sdn, sdd,
-               NORMALIZE: tl.constexpr, BD: tl.constexpr, UPCAST: tl.constexpr,
-               INPUT_PRECISION: tl.constexpr, BB: tl.constexpr, BA: tl.constexpr, TP: tl.constexpr,
-               NP: tl.constexpr):
-    """(BB * TP, BA * NP) sims of the tile (0 where masked), and the row / column inverse norms."""
+def _tile_sims(V, D, VS, DS, vb, vt, da, dj, vrow, drow, row_ok, col_ok, B, T, N, a_stop, d,
+               svb, svt, svd, sda, sdn, sdd,
+               BD: tl.constexpr, EVEN_K: tl.constexpr, INTERPRETED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+               BB: tl.constexpr, BA: tl.constexpr, TP: tl.constexpr, NP: tl.constexpr):
+    """(BB * TP, BA * NP) cosines of the tile (plain dot products when the scales are 1),
+    0 where a row or column is invalid (NaN there stays there: callers mask by validity).
+
+    Rows and columns past the ends are clamped onto the last real ones instead of masked, so
+    the loads carry no per-row predicates (only the d-tail is masked, unless EVEN_K); what
+    they read is discarded by the validity masks. Offsets are int64: B * T * d and A * N * d
+    can pass 2^31."""
+    v_base = V + tl.minimum(vb, B - 1).to(tl.int64) * svb + tl.minimum(vt, T - 1).to(tl.int64) * svt
+    d_base = D + tl.minimum(da, a_stop - 1).to(tl.int64) * sda + tl.minimum(dj, N - 1).to(tl.int64) * sdn
     acc = tl.zeros((BB * TP, BA * NP), dtype=tl.float32)
-    vsq = tl.zeros((BB * TP,), dtype=tl.float32)
-    dsq = tl.zeros((BA * NP,), dtype=tl.float32)
+    kk = tl.arange(0, BD)
     for k0 in range(0, d, BD):
-        kk = k0 + tl.arange(0, BD)
-        kmask = kk < d
-        v = tl.load(V + vb[:, None] * svb + vt[:, None] * svt + kk[None, :] * svd,
-                    mask=row_ok[:, None] & kmask[None, :], other=0.0)
-        w = tl.load(D + da[:, None] * sda + dj[:, None] * sdn + kk[None, :] * sdd,
-                    mask=col_ok[:, None] & kmask[None, :], other=0.0)
-        vf = v.to(tl.float32)
-        wf = w.to(tl.float32)
-        if UPCAST:
-            acc = tl.dot(vf, tl.trans(wf), acc, input_precision=INPUT_PRECISION)
+        v_ptr = v_base[:, None] + (k0 + kk)[None, :] * svd
+        d_ptr = d_base[:, None] + (k0 + kk)[None, :] * sdd
+        if EVEN_K:
+            v = tl.load(v_ptr)
+            w = tl.load(d_ptr)
         else:
-            acc = tl.dot(v, tl.trans(w), acc, input_precision=INPUT_PRECISION)
-        vsq += tl.sum(vf * vf, axis=1)
-        dsq += tl.sum(wf * wf, axis=1)
-    if NORMALIZE:
-        inv_v = 1.0 / tl.maximum(tl.sqrt(vsq), NORM_EPS)
-        inv_d = 1.0 / tl.maximum(tl.sqrt(dsq), NORM_EPS)
-    else:
-        inv_v = tl.full((BB * TP,), 1.0, dtype=tl.float32)
-        inv_d = tl.full((BA * NP,), 1.0, dtype=tl.float32)
-    return acc * inv_v[:, None] * inv_d[None, :], inv_v, inv_d
+            v = tl.load(v_ptr, mask=(k0 + kk < d)[None, :], other=0.0)
+            w = tl.load(d_ptr, mask=(k0 + kk < d)[None, :], other=0.0)
+        if INTERPRETED:  # the interpreter computes tl.dot on bfloat16 operands wrongly: upcast
+            v = v.to(tl.float32)
+            w = w.to(tl.float32)
+        acc = tl.dot(v, tl.trans(w), acc, input_precision=INPUT_PRECISION)
+    vs = tl.load(VS + vrow, mask=row_ok, other=0.0)
+    ds = tl.load(DS + drow, mask=col_ok, other=0.0)
+    return acc * vs[:, None] * ds[None, :]
 
 
 @triton.jit
-def _pair_blocks(x, BB: tl.constexpr, BA: tl.constexpr, TP: tl.constexpr, NP: tl.constexpr):
-    """(BB * TP, BA * NP) -> (BB, BA, TP, NP)."""
-    return tl.permute(tl.reshape(x, (BB, TP, BA, NP)), (0, 2, 1, 3))
+def _pairs(x, BB: tl.constexpr, BA: tl.constexpr, TP: tl.constexpr, NP: tl.constexpr):
+    """(BB * TP, BA * NP) -> (TP, NP, BB, BA): one T x N block per pair, pairs fastest."""
+    return tl.permute(tl.reshape(x, (BB, TP, BA, NP)), (1, 3, 0, 2))
+
+
+@triton.jit
+def _fast_log2(x, INTERPRETED: tl.constexpr):
+    # lg2.approx on a GPU (one special-function instruction, ~2^-22 relative error) instead
+    # of libdevice's exact, branching log2f; the interpreter has no libdevice.
+    if INTERPRETED:
+        return tl.log2(x)
+    else:
+        return libdevice.fast_log2f(x)
+
+
+@triton.jit
+def _lse2(x, axis: tl.constexpr, INTERPRETED: tl.constexpr):
+    # log2 sum exp2 along `axis` (kept, size 1); -inf where every entry is -inf (masked).
+    m = tl.max(x, axis=axis, keep_dims=True)
+    m_safe = tl.where(m == float("-inf"), 0.0, m)
+    s = tl.sum(tl.exp2(x - m_safe), axis=axis, keep_dims=True)
+    return m_safe + _fast_log2(s, INTERPRETED)
 
 
 @triton.jit
 def od_forward_kernel(
-    V, D, FM, DM, SCORES, F, G, ITERS, ERR,
+    V, D, VS, DS, FM, DM, SCORES, F, G, ITERS, ERR,
     B, A, T, N, d,
     svb, svt, svd, sda, sdn, sdd,
-    scale2, eps, max_iter, tol,
-    HAS_FM: tl.constexpr, HAS_DM: tl.constexpr, NORMALIZE: tl.constexpr,
-    UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    scale2, eps_ln2, max_iter, tol,
+    B_KEY, A_KEY,  # size buckets for the autotuner's key; not read
+    EVEN_K: tl.constexpr, INTERPRETED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     TP: tl.constexpr, NP: tl.constexpr, BB: tl.constexpr, BA: tl.constexpr, BD: tl.constexpr,
 ):
-    pid_b = tl.program_id(0)
-    pid_a = tl.program_id(1)
-    vb, vt, da, dj, row_ok, col_ok = _tile_index(pid_b, pid_a, B, T, A, N, FM, DM, HAS_FM, HAS_DM, BB, BA, TP, NP)
-    sim2d, _, _ = _tile_sims(V, D, vb, vt, da, dj, row_ok, col_ok, d, svb, svt, svd, sda, sdn, sdd,
-                             NORMALIZE, BD, UPCAST, INPUT_PRECISION, BB, BA, TP, NP)
-    sim = _pair_blocks(sim2d, BB, BA, TP, NP)                       # (BB, BA, TP, NP)
-    rows3 = tl.reshape(row_ok, (BB, TP))[:, None, :]                # (BB, 1, TP)
-    cols3 = tl.reshape(col_ok, (BA, NP))[None, :, :]                # (1, BA, NP)
-    valid = rows3[:, :, :, None] & cols3[:, :, None, :]             # (BB, BA, TP, NP)
-    z = tl.where(valid, (sim - 1.0) * scale2, float("-inf"))
-
-    # Uniform marginals over the valid frames / descriptors, in log2.
-    t_valid = tl.sum(rows3.to(tl.float32), axis=2)                  # (BB, 1)
-    n_valid = tl.sum(cols3.to(tl.float32), axis=2)                  # (1, BA)
-    log2_mu = -tl.log2(tl.maximum(t_valid, 1.0))[:, :, None]        # (BB, 1, 1)
-    log2_nu = -tl.log2(tl.maximum(n_valid, 1.0))[:, :, None]        # (1, BA, 1)
-    mu = tl.where(rows3, tl.exp2(log2_mu), 0.0)                     # (BB, 1, TP)
-
+    # Class tiles on grid axis 0 (up to 2^31 - 1 programs), video tiles on axis 1.
+    pid_a = tl.program_id(0)
+    pid_b = tl.program_id(1)
+    vb, vt, da, dj, vrow, drow, row_ok, col_ok = _tile_rows_cols(pid_b, pid_a, B, T, N, 0, A, FM, DM,
+                                                                 BB, BA, TP, NP)
+    sim = _pairs(_tile_sims(V, D, VS, DS, vb, vt, da, dj, vrow, drow, row_ok, col_ok, B, T, N, A, d,
+                            svb, svt, svd, sda, sdn, sdd, BD, EVEN_K, INTERPRETED, INPUT_PRECISION, BB, BA, TP, NP),
+                 BB, BA, TP, NP)
+    # Everything below is 4-D, (TP, NP, BB, BA) with size-1 dimensions where a quantity does
+    # not vary (keep_dims reductions): every tensor then shares X's layout, so broadcasting
+    # costs nothing and no layout conversion runs inside the loops.
+    rows = tl.reshape(tl.permute(tl.reshape(row_ok, (BB, TP)), (1, 0)), (TP, 1, BB, 1))
+    cols = tl.reshape(tl.permute(tl.reshape(col_ok, (BA, NP)), (1, 0)), (1, NP, 1, BA))
+    valid = rows & cols
     pb = pid_b * BB + tl.arange(0, BB)
     pa = pid_a * BA + tl.arange(0, BA)
-    pair_ok = (pb < B)[:, None] & (pa < A)[None, :]                 # (BB, BA)
-    pb = pb.to(tl.int64)  # B * A * T can pass 2^31 on a large GPU
-    alpha = tl.zeros((BB, BA, TP), dtype=tl.float32)
-    beta = tl.zeros((BB, BA, NP), dtype=tl.float32)
-    iters = tl.zeros((BB, BA), dtype=tl.int32)
-    err = tl.zeros((BB, BA), dtype=tl.float32)
-    active = pair_ok
-    row_lse = _lse2(z + beta[:, :, None, :], 3)                      # (BB, BA, TP)
+    pair_ok = tl.reshape((pb < B)[:, None] & (pa < A)[None, :], (1, 1, BB, BA))
+    mu = 1.0 / tl.maximum(tl.sum(rows.to(tl.float32), axis=0, keep_dims=True), 1.0)  # (1, 1, BB, 1)
+    nu = 1.0 / tl.maximum(tl.sum(cols.to(tl.float32), axis=1, keep_dims=True), 1.0)  # (1, 1, 1, BA)
+
+    # The pair's range of sims decides its form.
+    hi = tl.max(tl.max(tl.where(valid, sim, float("-inf")), axis=0, keep_dims=True), axis=1, keep_dims=True)
+    lo = tl.min(tl.min(tl.where(valid, sim, float("inf")), axis=0, keep_dims=True), axis=1, keep_dims=True)
+    has = hi > float("-inf")
+    hi = tl.where(has, hi, 0.0)                                      # (1, 1, BB, BA)
+    lo = tl.where(has, lo, 0.0)
+    safe = (hi - lo) * scale2 <= SAFE_RANGE2
+    z = tl.where(valid, (sim - hi) * scale2, float("-inf"))
+    X = tl.where(safe, tl.exp2(z), z)
+
+    iters = tl.zeros((1, 1, BB, BA), dtype=tl.int32)
+    err = tl.zeros((1, 1, BB, BA), dtype=tl.float32)
+
+    # Scaling form. Columns are exact after each iteration; the row sums r * (K c) come from
+    # the K c that the next row update needs anyway.
+    r = tl.zeros((TP, 1, BB, BA), dtype=tl.float32)
+    c = tl.full((1, NP, BB, BA), 1.0, dtype=tl.float32)
+    kc = tl.sum(X * c, axis=1, keep_dims=True)                       # (TP, 1, BB, BA)
+    active = pair_ok & safe
     it = 0
     while (it < max_iter) & (tl.max(active.to(tl.int32)) > 0):
-        alpha_new = tl.where(rows3, log2_mu - row_lse, 0.0)
-        col_lse = _lse2(z + alpha_new[:, :, :, None], 2)             # (BB, BA, NP)
-        beta_new = tl.where(cols3, log2_nu - col_lse, 0.0)
-        # Pairs that met the stopping rule keep their potentials (frozen).
-        alpha = tl.where(active[:, :, None], alpha_new, alpha)
-        beta = tl.where(active[:, :, None], beta_new, beta)
+        r_new = tl.where(rows, tl.fdiv(mu, kc), 0.0)
+        ktr = tl.sum(X * r_new, axis=0, keep_dims=True)              # (1, NP, BB, BA)
+        c_new = tl.where(cols, tl.fdiv(nu, ktr), 1.0)
+        r = tl.where(active, r_new, r)
+        c = tl.where(active, c_new, c)
         iters += active.to(tl.int32)
-        # Columns are exact now; the row sums come from the LSE the next row update needs.
-        row_lse = _lse2(z + beta[:, :, None, :], 3)
-        row_sum = tl.where(rows3, tl.exp2(alpha + row_lse), 0.0)
-        e = tl.sum(tl.abs(row_sum - mu), axis=2)
+        kc = tl.sum(X * c, axis=1, keep_dims=True)
+        e = tl.sum(tl.where(rows, tl.abs(r * kc - mu), 0.0), axis=0, keep_dims=True)
         err = tl.where(active, e, err)
         # NaN errors compare False, so a poisoned pair stops (as backend "torch").
         active = active & ((e > tol) | (tol <= 0.0))
         it += 1
 
-    plan = tl.exp2(z + alpha[:, :, :, None] + beta[:, :, None, :])
-    scores = tl.sum(tl.sum(plan * sim, axis=3), axis=2)
-    pair_idx = pb[:, None] * A + pa[None, :]
+    # Log domain, only for the tile's unsafe pairs.
+    a = tl.zeros((TP, 1, BB, BA), dtype=tl.float32)
+    b = tl.zeros((1, NP, BB, BA), dtype=tl.float32)
+    active = pair_ok & (safe == 0)
+    any_log = tl.max(active.to(tl.int32)) > 0
+    if any_log:
+        log2_mu = tl.log2(mu)
+        log2_nu = tl.log2(nu)
+        row_lse = _lse2(X + b, 1, INTERPRETED)                       # (TP, 1, BB, BA)
+        it = 0
+        while (it < max_iter) & (tl.max(active.to(tl.int32)) > 0):
+            a_new = tl.where(rows, log2_mu - row_lse, 0.0)
+            b_new = tl.where(cols, log2_nu - _lse2(X + a_new, 0, INTERPRETED), 0.0)
+            a = tl.where(active, a_new, a)
+            b = tl.where(active, b_new, b)
+            iters += active.to(tl.int32)
+            row_lse = _lse2(X + b, 1, INTERPRETED)
+            e = tl.sum(tl.where(rows, tl.abs(tl.exp2(a + row_lse) - mu), 0.0), axis=0, keep_dims=True)
+            err = tl.where(active, e, err)
+            active = active & ((e > tol) | (tol <= 0.0))
+            it += 1
+
+    # Plans, scores and potentials. log2(K) is the exponent z of safe pairs.
+    if any_log:
+        L = tl.where(safe, _fast_log2(X, INTERPRETED), X)
+        a = tl.where(safe, tl.log2(r), a)
+        b = tl.where(safe, tl.log2(c), b)
+        plan = tl.exp2(L + a + b)
+    else:
+        L = _fast_log2(X, INTERPRETED)
+        a = tl.log2(r)
+        b = tl.log2(c)
+        plan = r * X * c
+    scores = tl.sum(tl.sum(tl.where(valid, plan * (hi + L / scale2), 0.0), axis=0, keep_dims=True), axis=1,
+                    keep_dims=True)
+
+    pair_idx = pb.to(tl.int64)[:, None] * A + pa[None, :]            # (BB, BA)
+    pair_idx = tl.reshape(pair_idx, (1, 1, BB, BA))
     tl.store(SCORES + pair_idx, scores, mask=pair_ok)
     tl.store(ITERS + pair_idx, iters, mask=pair_ok)
     tl.store(ERR + pair_idx, err, mask=pair_ok)
-    to_natural = eps * LN2
-    ti = tl.arange(0, TP)
-    nj = tl.arange(0, NP)
-    tl.store(F + pair_idx[:, :, None] * T + ti[None, None, :], alpha * to_natural,
-             mask=pair_ok[:, :, None] & (ti < T)[None, None, :])
-    tl.store(G + pair_idx[:, :, None] * N + nj[None, None, :], beta * to_natural,
-             mask=pair_ok[:, :, None] & (nj < N)[None, None, :])
+    ti = tl.reshape(tl.arange(0, TP), (TP, 1, 1, 1))
+    nj = tl.reshape(tl.arange(0, NP), (1, NP, 1, 1))
+    f = tl.where(rows, a * eps_ln2 + (1.0 - hi), 0.0)
+    g = tl.where(cols, b * eps_ln2, 0.0)
+    tl.store(F + pair_idx * T + ti, f, mask=pair_ok & (ti < T))
+    tl.store(G + pair_idx * N + nj, g, mask=pair_ok & (nj < N))
 
 
 @triton.jit
-def _tile_weights(GO, F, G, sim2d, row_ok, col_ok, pid_b, pid_a, B, A, T, N, scale2,
-                  BB: tl.constexpr, BA: tl.constexpr, TP: tl.constexpr, NP: tl.constexpr):
-    """grad_scores * P for the tile's pairs, as a (BB * TP, BA * NP) matrix in the sims' layout."""
-    sim = _pair_blocks(sim2d, BB, BA, TP, NP)
-    rows3 = tl.reshape(row_ok, (BB, TP))[:, None, :]
-    cols3 = tl.reshape(col_ok, (BA, NP))[None, :, :]
-    valid = rows3[:, :, :, None] & cols3[:, :, None, :]
-    pb = pid_b * BB + tl.arange(0, BB)
-    pa = pid_a * BA + tl.arange(0, BA)
-    pair_ok = (pb < B)[:, None] & (pa < A)[None, :]
-    pair_idx = pb.to(tl.int64)[:, None] * A + pa[None, :]
-    ti = tl.arange(0, TP)
-    nj = tl.arange(0, NP)
-    f = tl.load(F + pair_idx[:, :, None] * T + ti[None, None, :], mask=pair_ok[:, :, None] & rows3, other=0.0)
-    g = tl.load(G + pair_idx[:, :, None] * N + nj[None, None, :], mask=pair_ok[:, :, None] & cols3, other=0.0)
-    go = tl.load(GO + pair_idx, mask=pair_ok, other=0.0)
-    z = (sim - 1.0) * scale2 + (f * scale2)[:, :, :, None] + (g * scale2)[:, :, None, :]
-    w = tl.where(valid & pair_ok[:, :, None, None], go[:, :, None, None] * tl.exp2(z), 0.0)
-    # (BB, BA, TP, NP) -> (BB, TP, BA, NP) -> (BB * TP, BA * NP)
-    return tl.reshape(tl.permute(w, (0, 2, 1, 3)), (BB * TP, BA * NP))
-
-
-@triton.jit
-def _unit_rows(X, ids, sub, ok, sx0, sx1, sxd, d, inv, DP: tl.constexpr):
-    kk = tl.arange(0, DP)
-    x = tl.load(X + ids[:, None] * sx0 + sub[:, None] * sx1 + kk[None, :] * sxd,
-                mask=ok[:, None] & (kk < d)[None, :], other=0.0).to(tl.float32)
-    return x * inv[:, None]
-
-
-@triton.jit
-def od_backward_kernel(
-    V, D, FM, DM, GO, F, G, GRAD,
-    B, A, T, N, d,
-    svb, svt, svd, sda, sdn, sdd,
+def od_weights_kernel(
+    V, D, VS, DS, FM, DM, GO, F, G, W,
+    B, A, T, N, d, a0, na,
+    svb, svt, svd, sda, sdn, sdd, swr,
     scale2,
-    HAS_FM: tl.constexpr, HAS_DM: tl.constexpr, NORMALIZE: tl.constexpr, FOR_VIDEO: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr,
+    B_KEY, A_KEY,  # size buckets for the autotuner's key; not read
+    EVEN_K: tl.constexpr, INTERPRETED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     TP: tl.constexpr, NP: tl.constexpr, BB: tl.constexpr, BA: tl.constexpr, BD: tl.constexpr,
-    DP: tl.constexpr,
 ):
-    """Gradients with respect to the unit embeddings of one tile: with FOR_VIDEO, of a tile of
-    videos (GRAD (B * T, d)), summing W @ unit(desc) over every class tile; otherwise of a tile
-    of classes (GRAD (A * N, d)), summing W^T @ unit(video) over every video tile. The other
-    side's tiles are visited in a fixed order, without atomics, so results are deterministic."""
-    pid = tl.program_id(0)
-    if FOR_VIDEO:
-        acc = tl.zeros((BB * TP, DP), dtype=tl.float32)
-        n_other = tl.cdiv(A, BA)
-    else:
-        acc = tl.zeros((BA * NP, DP), dtype=tl.float32)
-        n_other = tl.cdiv(B, BB)
-    for other in range(0, n_other):
-        pid_b = pid if FOR_VIDEO else other
-        pid_a = other if FOR_VIDEO else pid
-        vb, vt, da, dj, row_ok, col_ok = _tile_index(pid_b, pid_a, B, T, A, N, FM, DM, HAS_FM, HAS_DM, BB, BA, TP, NP)
-        sim2d, inv_v, inv_d = _tile_sims(V, D, vb, vt, da, dj, row_ok, col_ok, d, svb, svt, svd, sda, sdn, sdd,
-                                         NORMALIZE, BD, True, INPUT_PRECISION, BB, BA, TP, NP)
-        w = _tile_weights(GO, F, G, sim2d, row_ok, col_ok, pid_b, pid_a, B, A, T, N, scale2, BB, BA, TP, NP)
-        if FOR_VIDEO:
-            dn = _unit_rows(D, da, dj, col_ok, sda, sdn, sdd, d, inv_d, DP)          # (BA * NP, DP)
-            acc = tl.dot(w, dn, acc, input_precision="ieee")
-        else:
-            vn = _unit_rows(V, vb, vt, row_ok, svb, svt, svd, d, inv_v, DP)          # (BB * TP, DP)
-            acc = tl.dot(tl.trans(w), vn, acc, input_precision="ieee")
-    kk = tl.arange(0, DP)
-    if FOR_VIDEO:
-        rows = tl.arange(0, BB * TP)
-        vb = pid * BB + rows // TP
-        vt = rows % TP
-        tl.store(GRAD + (vb.to(tl.int64) * T + vt)[:, None] * d + kk[None, :], acc,
-                 mask=((vb < B) & (vt < T))[:, None] & (kk < d)[None, :])
-    else:
-        cols = tl.arange(0, BA * NP)
-        da = pid * BA + cols // NP
-        dj = cols % NP
-        tl.store(GRAD + (da.to(tl.int64) * N + dj)[:, None] * d + kk[None, :], acc,
-                 mask=((da < A) & (dj < N))[:, None] & (kk < d)[None, :])
+    """The backward's weights for classes [a0, a0 + na): W[b * T + i, (a - a0) * N + j] =
+    grad_scores[b, a] * P_ij of pair (b, a), 0 where masked, written in W's dtype. The plan is
+    rebuilt from the saved potentials and sims computed as the forward computes them;
+    the launcher multiplies W with the unit embeddings (tensor-core GEMMs)."""
+    pid_a = tl.program_id(0)
+    pid_b = tl.program_id(1)
+    vb, vt, da, dj, vrow, drow, row_ok, col_ok = _tile_rows_cols(pid_b, pid_a, B, T, N, a0, a0 + na, FM, DM,
+                                                                 BB, BA, TP, NP)
+    sim = _tile_sims(V, D, VS, DS, vb, vt, da, dj, vrow, drow, row_ok, col_ok, B, T, N, a0 + na, d,
+                     svb, svt, svd, sda, sdn, sdd, BD, EVEN_K, INTERPRETED, INPUT_PRECISION, BB, BA, TP, NP)
+    pair = vb.to(tl.int64)[:, None] * A + da[None, :]                # (rows, cols)
+    ok = row_ok[:, None] & col_ok[None, :]
+    f = tl.load(F + pair * T + vt[:, None], mask=ok, other=0.0)
+    g = tl.load(G + pair * N + dj[None, :], mask=ok, other=0.0)
+    go = tl.load(GO + pair, mask=ok, other=0.0)
+    w = tl.where(ok, go * tl.exp2((sim - 1.0 + f + g) * scale2), 0.0)
+    col = (da - a0).to(tl.int64) * N + dj
+    in_range = ((vb < B) & (vt < T))[:, None] & ((da < a0 + na) & (dj < N))[None, :]
+    tl.store(W + vrow[:, None] * swr + col[None, :], w.to(W.dtype.element_ty), mask=in_range)

@@ -1,81 +1,144 @@
 """Backend "triton": launchers of the kernels in kernels.py, registered as custom ops
 (torch.library.triton_op) so that torch.compile traces them, with autograd.
 
-Imported the first time backend "triton" is asked for, never at package import. Tile sizes
-are autotuned on the GPU, keyed on T, N, d and the input dtype (B and A are not
-specialized); under TRITON_INTERPRET=1 one small fixed tile is used instead.
+Imported the first time backend "triton" is asked for, never at package import. Tiles are
+autotuned on the GPU among configs.candidates, keyed on T, N, d, the input dtype and size
+buckets of B and A (so a first call with a small batch does not fix the tile for later large
+ones); configs that spill or overflow shared memory are pruned from the resources measured
+ahead of time (configs.py). OST_KERNELS_TRITON_AUTOTUNE=0 skips tuning (one compile per shape
+instead of one per candidate: configs.default_config). Under TRITON_INTERPRET=1 one small
+fixed tile is used instead.
+
+Forward: the inverse norms (or ones) and int8 masks are prepared once per call, then one
+kernel computes sims, the Sinkhorn of every pair and its outputs. Backward: a kernel writes
+the weights W = grad_scores * P for a chunk of classes at a time (in the input dtype), and
+tensor-core GEMMs with float32 accumulation turn them into gradients: W @ unit(desc) for the
+videos, W^T @ unit(video) for the classes, only the sides asked for. Chunks are summed in a
+fixed order: results are deterministic.
 """
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import triton
 from torch.library import triton_op, wrap_triton
 
 from .._autograd import register_autograd
-from .._cosine import unit_backward
+from .._cosine import unit, unit_backward
 from .._env import triton_interpreting as interpreting
 from .._outputs import empty_forward_outputs, not_requested
-from ..constants import LOG2E
-from .kernels import od_backward_kernel, od_forward_kernel
+from ..constants import LN2, LOG2E, NORM_EPS
+from . import configs
+from .kernels import od_forward_kernel, od_weights_kernel
+
+BD = 64  # the d-chunk of the tiles' matmul
+AUTOTUNE_ENV = "OST_KERNELS_TRITON_AUTOTUNE"
+# Elements of one chunk of backward weights (B * T x classes * N): 128 MiB in bfloat16.
+WEIGHTS_CHUNK_ELEMENTS = 1 << 26
+_DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
-def _pow2(n: int, lo: int = 1) -> int:
-    return max(lo, triton.next_power_of_2(n))
+def size_bucket(n: int, cap: int) -> int:
+    """Autotuning key for a size: its power of two, capped (tiles stop mattering above)."""
+    return configs.pow2(min(n, cap))
 
 
-def _fixed_tile(TP: int, NP: int) -> dict:
-    # tl.dot needs every dimension >= 16.
-    return dict(BB=max(1, 16 // TP), BA=max(1, 16 // NP))
+def _prune(kernel: str):
+    """The autotuner's pruning: configs.candidates for the shape that configs.fits on this
+    GPU (all candidates when none does, rather than none)."""
+
+    def prune(candidate_configs, named_args, **kwargs):
+        TP, NP = kwargs["TP"], kwargs["NP"]
+        major, minor = torch.cuda.get_device_capability(named_args["V"].device)
+        dtype = _DTYPE_NAMES[named_args["V"].dtype]
+        allowed = configs.usable_configs(10 * major + minor, kernel, dtype, TP, NP) or configs.candidates(TP, NP)
+        allowed = set(allowed)
+        return [c for c in candidate_configs
+                if configs.TileConfig(c.kwargs["BB"], c.kwargs["BA"], c.num_warps, c.num_stages) in allowed]
+
+    return prune
 
 
-def _prune(configs, named_args, **kwargs):
-    """Keep tiles whose matmul sides are 16..128 frames / descriptors."""
-    TP, NP = kwargs["TP"], kwargs["NP"]
-    kept = [c for c in configs if 16 <= c.kwargs["BB"] * TP <= 128 and 16 <= c.kwargs["BA"] * NP <= 128]
-    return kept or [triton.Config(_fixed_tile(TP, NP), num_warps=4)]
+_AUTOTUNE_CONFIGS = [triton.Config(dict(BB=c.BB, BA=c.BA), num_warps=c.num_warps, num_stages=c.num_stages)
+                     for c in configs.CANDIDATES]
+_KEY = ["T", "N", "d", "B_KEY", "A_KEY"]
 
 
-_CONFIGS = [
-    triton.Config(dict(BB=bb, BA=ba), num_warps=w)
-    for bb in (1, 2, 4, 8, 16, 32)
-    for ba in (1, 2, 4, 8, 16, 32)
-    for w in (4, 8)
-]
+def _autotuning() -> bool:
+    return not interpreting() and os.environ.get(AUTOTUNE_ENV, "1") != "0"
+
+
+def _kernels():
+    """(forward, weights), autotuned unless interpreting or told not to. Built on first use."""
+    return _kernel_pair(_autotuning())
 
 
 @functools.cache
-def _kernels():
-    """(forward, backward), autotuned unless interpreting. Built on first use."""
-    if interpreting():
-        return od_forward_kernel, od_backward_kernel
-    tune = functools.partial(triton.autotune, configs=_CONFIGS, prune_configs_by={"early_config_prune": _prune})
-    return tune(key=["T", "N", "d"])(od_forward_kernel), tune(key=["T", "N", "d", "FOR_VIDEO"])(od_backward_kernel)
+def _kernel_pair(autotune: bool):
+    if not autotune:
+        return od_forward_kernel, od_weights_kernel
+
+    def tune(kernel, name):
+        return triton.autotune(configs=_AUTOTUNE_CONFIGS, key=_KEY,
+                               prune_configs_by={"early_config_prune": _prune(name)})(kernel)
+
+    return tune(od_forward_kernel, "forward"), tune(od_weights_kernel, "weights")
 
 
-def _meta(T: int, N: int, d: int, dtype: torch.dtype) -> dict:
-    TP, NP = _pow2(T), _pow2(N)
-    meta = dict(TP=TP, NP=NP, BD=min(64, _pow2(d, 16)))
+def _meta(kernel: str, x: torch.Tensor, T: int, N: int, d: int) -> dict:
+    TP, NP = configs.pow2(T), configs.pow2(N)
+    meta = dict(TP=TP, NP=NP, BD=BD, EVEN_K=d % BD == 0)
     if interpreting():
-        meta.update(_fixed_tile(TP, NP))
+        tile = configs.interpreter_tile(TP, NP)
+        meta.update(BB=tile.BB, BA=tile.BA)
+    elif not _autotuning():
+        major, minor = torch.cuda.get_device_capability(x.device)
+        tile = configs.default_config(10 * major + minor, kernel, _DTYPE_NAMES[x.dtype], TP, NP)
+        meta.update(BB=tile.BB, BA=tile.BA, num_warps=tile.num_warps, num_stages=tile.num_stages)
     return meta
 
 
-def _dot_options(dtype: torch.dtype) -> dict:
+def _kernel_options(dtype: torch.dtype) -> dict:
     # float32 keeps full precision unless the user opted in to TF32 the PyTorch way.
     precision = "tf32" if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 else "ieee"
-    # The interpreter's tl.dot is wrong on bfloat16 operands; there the loads are upcast first.
-    return dict(UPCAST=interpreting() or dtype == torch.float32, INPUT_PRECISION=precision)
+    return dict(INTERPRETED=interpreting(), INPUT_PRECISION=precision)
 
 
-def _mask_arg(mask, like):
-    # The kernels read masks as contiguous int8 (1 = valid); without a mask they read nothing.
-    return mask.to(torch.int8).contiguous() if mask is not None else like
+def _scales(x: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """(rows,) float32 factors that turn the rows of x (..., d) into what the sims use:
+    1 / max(||x||, NORM_EPS) when normalizing (once per call, not per tile), else 1."""
+    rows = x.shape[0] * x.shape[1]
+    if not normalize:
+        return torch.ones(rows, dtype=torch.float32, device=x.device)
+    norms = torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32)
+    return (1.0 / norms.clamp_min(NORM_EPS)).reshape(rows)
 
 
-def _grid2(B, A):
-    return lambda meta: (triton.cdiv(B, meta["BB"]), triton.cdiv(A, meta["BA"]))
+def _mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    # The kernels read masks as contiguous int8 (1 = valid); without a mask, all ones.
+    if mask is None:
+        return torch.ones(like.shape[0] * like.shape[1], dtype=torch.int8, device=like.device)
+    return mask.to(torch.int8).reshape(-1).contiguous()
+
+
+def _grid(B: int, A: int):
+    # Class tiles on axis 0 (up to 2^31 - 1), video tiles on axis 1 (up to 65,535).
+    return lambda meta: (triton.cdiv(A, meta["BA"]), triton.cdiv(B, meta["BB"]))
+
+
+def _device_guard(t: torch.Tensor):
+    # Launch on the inputs' GPU, whichever is current.
+    return torch.cuda.device(t.device) if t.is_cuda else _NoGuard()
+
+
+class _NoGuard:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
 
 
 @triton_op("ost_kernels::od_forward_triton", mutates_args=())
@@ -95,16 +158,26 @@ def od_forward_triton(
     A, N, _ = desc.shape
     scores, f, g, iterations, error = empty_forward_outputs(video, desc)
     forward, _ = _kernels()
-    wrap_triton(forward)[_grid2(B, A)](
-        video, desc, _mask_arg(frame_mask, video), _mask_arg(desc_mask, video),
-        scores, f, g, iterations, error,
-        B, A, T, N, d,
-        *video.stride(), *desc.stride(),
-        LOG2E / eps, eps, max_iter, tol,
-        HAS_FM=frame_mask is not None, HAS_DM=desc_mask is not None, NORMALIZE=normalize,
-        **_dot_options(video.dtype), **_meta(T, N, d, video.dtype),
-    )
+    with _device_guard(video):
+        wrap_triton(forward)[_grid(B, A)](
+            video, desc, _scales(video, normalize), _scales(desc, normalize),
+            _mask(frame_mask, video), _mask(desc_mask, desc),
+            scores, f, g, iterations, error,
+            B, A, T, N, d,
+            *video.stride(), *desc.stride(),
+            LOG2E / eps, eps * LN2, max_iter, tol,
+            size_bucket(B, 1024), size_bucket(A, 1 << 16),
+            **_kernel_options(video.dtype), **_meta("forward", video, T, N, d),
+        )
     return scores, f, g, iterations, error
+
+
+def _matmul_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b with float32 results: low-precision operands on tensor cores where the device
+    has them (float32 accumulation), float32 math elsewhere."""
+    if a.is_cuda and a.dtype != torch.float32:
+        return torch.mm(a, b, out_dtype=torch.float32)
+    return a.float() @ b.float()
 
 
 @triton_op("ost_kernels::od_backward_triton", mutates_args=())
@@ -122,37 +195,43 @@ def od_backward_triton(
     desc_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of video (B, T, d) and desc (A, N, d) with the plan held constant; a side not
-    asked for is not computed (zero-size result).
-
-    One kernel, launched for each side asked for (videos' side, classes' side), each summing
-    over the other side's tiles in a fixed order (no atomics, so results are deterministic);
-    the cosine normalization's backward runs in PyTorch."""
+    asked for is not computed (zero-size result). See the module doc for the scheme."""
     B, T, d = video.shape
     A, N, _ = desc.shape
-    grad_scores = grad_scores.to(torch.float32).contiguous()
-    f = f.contiguous()
-    g = g.contiguous()
-    _, backward = _kernels()
-    common = (
-        B, A, T, N, d, *video.stride(), *desc.stride(), LOG2E / eps,
-    )
-    # The backward rebuilds P from sims computed exactly as the forward computed them.
-    flags = dict(HAS_FM=frame_mask is not None, HAS_DM=desc_mask is not None, NORMALIZE=normalize,
-                 DP=_pow2(d, 16), INPUT_PRECISION=_dot_options(video.dtype)["INPUT_PRECISION"],
-                 **_meta(T, N, d, video.dtype))
-    fm, dm = _mask_arg(frame_mask, video), _mask_arg(desc_mask, video)
     grad_video, grad_desc = not_requested(video), not_requested(desc)
+    if not (video_grad or desc_grad):
+        return grad_video, grad_desc
+    grad_scores = grad_scores.to(torch.float32).contiguous()
+    f, g = f.contiguous(), g.contiguous()
+    fm, dm = _mask(frame_mask, video), _mask(desc_mask, desc)
+    vs, ds = _scales(video, normalize), _scales(desc, normalize)
+    # Unit rows in the input dtype (the GEMM operands), zero where masked.
+    vn = unit(video, normalize).masked_fill(fm.view(B, T, 1) == 0, 0).to(video.dtype).reshape(B * T, d)
+    dn = unit(desc, normalize).masked_fill(dm.view(A, N, 1) == 0, 0).to(desc.dtype).reshape(A * N, d)
+    grad_vn = torch.zeros(B * T, d, dtype=torch.float32, device=video.device) if video_grad else None
+    grad_dn = torch.empty(A * N, d, dtype=torch.float32, device=video.device) if desc_grad else None
+    _, weights = _kernels()
+    chunk = max(1, min(A, WEIGHTS_CHUNK_ELEMENTS // max(1, B * T * N)))
+    with _device_guard(video):
+        for a0 in range(0, A, chunk):
+            na = min(chunk, A - a0)
+            w = torch.empty(B * T, na * N, dtype=video.dtype, device=video.device)
+            wrap_triton(weights)[_grid(B, na)](
+                video, desc, vs, ds, fm, dm, grad_scores, f, g, w,
+                B, A, T, N, d, a0, na,
+                *video.stride(), *desc.stride(), w.stride(0),
+                LOG2E / eps,
+                size_bucket(B, 1024), size_bucket(na, 1 << 16),
+                **_kernel_options(video.dtype), **_meta("weights", video, T, N, d),
+            )
+            cols = slice(a0 * N, (a0 + na) * N)
+            if video_grad:
+                grad_vn += _matmul_f32(w, dn[cols])
+            if desc_grad:
+                grad_dn[cols] = _matmul_f32(w.t(), vn)
     if video_grad:
-        grad_vn = video.new_empty((B * T, d), dtype=torch.float32)
-        wrap_triton(backward)[lambda meta: (triton.cdiv(B, meta["BB"]),)](
-            video, desc, fm, dm, grad_scores, f, g, grad_vn, *common, FOR_VIDEO=True, **flags
-        )
         grad_video = unit_backward(video, grad_vn.view(B, T, d), normalize)
     if desc_grad:
-        grad_dn = video.new_empty((A * N, d), dtype=torch.float32)
-        wrap_triton(backward)[lambda meta: (triton.cdiv(A, meta["BA"]),)](
-            video, desc, fm, dm, grad_scores, f, g, grad_dn, *common, FOR_VIDEO=False, **flags
-        )
         grad_desc = unit_backward(desc, grad_dn.view(A, N, d), normalize)
     return grad_video, grad_desc
 

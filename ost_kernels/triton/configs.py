@@ -1,0 +1,124 @@
+"""Tile configurations of the Triton kernels, and the rule that keeps only those that fit.
+
+A config is a tile of BB videos x BA classes (BB * TP matmul rows, BA * NP columns), a warp
+count and a pipeline depth. The rule `fits` drops configs that spill registers or need more
+shared memory than the architecture gives a block; it reads the resources measured by
+compiling every config ahead of time (`python -m ost_kernels.triton.aot`, which writes
+resources.json beside this file), so a GPU never compiles or times a config that does not
+fit. Shapes the table does not cover fall back to a register estimate.
+
+Nothing here imports Triton: the AOT tool and the tests use it without a GPU.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import NamedTuple
+
+RESOURCES_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources.json")
+
+# Shared memory a block may use (opt-in maximum), per architecture.
+SHARED_MEMORY_LIMIT = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
+ARCHS = (80, 90)  # compiled ahead of time and by CI
+KERNELS = ("forward", "weights")
+DTYPES = ("fp32", "bf16", "fp16")
+
+MIN_SIDE, MAX_SIDE = 16, 128  # tl.dot needs >= 16 rows / columns; more leaves no registers
+# Tiles of 32 x 64 to 64 x 64 entries, at most 16 a thread: smaller tiles waste the tensor
+# cores; with more entries a thread the Sinkhorn state spills registers (measured on every
+# shape with `python -m ost_kernels.triton.aot`: 32 a thread spill, 16 fit).
+MIN_TILE, MAX_TILE = 32 * 64, 64 * 64
+VALUES_PER_THREAD = 16
+
+
+class TileConfig(NamedTuple):
+    BB: int
+    BA: int
+    num_warps: int
+    num_stages: int
+
+    @property
+    def name(self) -> str:
+        return f"BB{self.BB}_BA{self.BA}_w{self.num_warps}_s{self.num_stages}"
+
+
+CANDIDATES = tuple(
+    TileConfig(bb, ba, w, s)
+    for bb in (1, 2, 4, 8, 16, 32, 64, 128)
+    for ba in (1, 2, 4, 8, 16, 32, 64, 128)
+    for w in (4, 8)
+    for s in (3,)
+)
+
+
+def pow2(n: int, lo: int = 1) -> int:
+    p = lo
+    while p < n:
+        p *= 2
+    return p
+
+
+def geometric(cfg: TileConfig, TP: int, NP: int) -> bool:
+    """The tile's matmul is 16..128 rows and columns, MIN_TILE to MAX_TILE entries in all, at
+    most VALUES_PER_THREAD a thread."""
+    rows, cols = cfg.BB * TP, cfg.BA * NP
+    return (MIN_SIDE <= rows <= MAX_SIDE and MIN_SIDE <= cols <= MAX_SIDE and MIN_TILE <= rows * cols <= MAX_TILE
+            and rows * cols <= VALUES_PER_THREAD * 32 * cfg.num_warps)
+
+
+def candidates(TP: int, NP: int) -> list[TileConfig]:
+    """The configs worth trying for padded sizes TP x NP (for tiny T x N, where no tile
+    reaches 64 x 64, the largest ones there are)."""
+    found = [c for c in CANDIDATES if geometric(c, TP, NP)]
+    if not found and TP <= MAX_SIDE and NP <= MAX_SIDE:
+        largest = max(min(MAX_SIDE, c.BB * TP) * min(MAX_SIDE, c.BA * NP) for c in CANDIDATES)
+        found = [c for c in CANDIDATES if c.BB * TP <= MAX_SIDE and c.BA * NP <= MAX_SIDE
+                 and c.BB * TP * c.BA * NP == largest]
+    return found
+
+
+@functools.cache
+def _table() -> dict:
+    try:
+        with open(RESOURCES_PATH) as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return {}
+
+
+def resource_key(arch: int, kernel: str, dtype: str, TP: int, NP: int, cfg: TileConfig) -> str:
+    return f"sm{arch}/{kernel}/{dtype}/T{TP}N{NP}/{cfg.name}"
+
+
+def resources(arch: int, kernel: str, dtype: str, TP: int, NP: int, cfg: TileConfig) -> dict | None:
+    """{"registers", "spill_bytes", "shared_bytes", ...} measured ahead of time, or None."""
+    return _table().get(resource_key(arch, kernel, dtype, TP, NP, cfg))
+
+
+def fits(res: dict, arch: int) -> bool:
+    """The one rule: no register spills and shared memory within the architecture's limit."""
+    return res["spill_bytes"] == 0 and res["shared_bytes"] <= SHARED_MEMORY_LIMIT.get(arch, 99 * 1024)
+
+
+def usable(arch: int, kernel: str, dtype: str, TP: int, NP: int, cfg: TileConfig) -> bool:
+    res = resources(arch, kernel, dtype, TP, NP, cfg)
+    if res is not None:
+        return fits(res, arch)
+    return True  # not measured: the geometric rule (candidates) is all there is
+
+
+def usable_configs(arch: int, kernel: str, dtype: str, TP: int, NP: int) -> list[TileConfig]:
+    return [c for c in candidates(TP, NP) if usable(arch, kernel, dtype, TP, NP, c)]
+
+
+def default_config(arch: int, kernel: str, dtype: str, TP: int, NP: int) -> TileConfig:
+    """The config used without autotuning: the largest fitting tile, more warps first."""
+    pool = usable_configs(arch, kernel, dtype, TP, NP) or candidates(TP, NP)
+    return max(pool, key=lambda c: (c.BB * TP * c.BA * NP, c.num_warps, -c.BB))
+
+
+def interpreter_tile(TP: int, NP: int) -> TileConfig:
+    """The one small tile used under Triton's interpreter (tl.dot needs 16 rows / columns):
+    small, so the tests' shapes span several tiles on both sides."""
+    return TileConfig(max(1, 16 // TP), max(1, 16 // NP), 4, 1)

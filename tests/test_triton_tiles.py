@@ -1,0 +1,85 @@
+"""Paths of the Triton kernels that the shared matrix's small shapes may not reach, under the
+interpreter: many tiles on both sides, d over several K blocks (with and without a tail), a
+tile that mixes pairs solved in the scaling form with pairs solved in the log domain, and a
+backward split into several chunks of classes. The compiled kernels are checked by
+test_triton_compile.py (code generation) and benchmarks/gpu_check.sh (on a GPU)."""
+import pytest
+import torch
+
+from backends_under_test import require
+from checks import check_scores
+from inputs import case, embeddings
+from ost_kernels import od_solve
+from ost_kernels.triton import configs
+
+
+@pytest.fixture(autouse=True)
+def _triton():
+    require("triton")
+
+
+@pytest.mark.parametrize("d", [64, 130, 192], ids=lambda d: f"d{d}")
+def test_many_tiles_and_k_blocks(d, gen):
+    # T = 5 -> TP = 8, N = 3 -> NP = 4: interpreter tiles of 2 videos x 4 classes, so 7 videos
+    # and 9 classes span 4 x 3 tiles with ragged edges; d = 130 leaves a K tail.
+    TP, NP = configs.pow2(5), configs.pow2(3)
+    tile = configs.interpreter_tile(TP, NP)
+    assert 7 > 2 * tile.BB and 9 > 2 * tile.BA
+    check_scores("triton", *case(7, 9, 5, 3, d, gen, masks=True), eps=0.1, tol=1e-3)
+
+
+def _mixed_inputs(gen):
+    """Classes 0-2 with descriptors close to the frames' mean direction m (every pair safe for
+    the scaling form at eps = 0.01) and classes 3-5 holding both m and -m (a spread of sims
+    over 1: their pairs need the log domain)."""
+    d = 32
+    video = embeddings((3, 6), d, gen)
+    m = torch.nn.functional.normalize(video / video.norm(dim=-1, keepdim=True), dim=-1).mean((0, 1))
+    m = m / m.norm()
+    close = m + 0.05 * torch.randn(3, 4, d, generator=gen)
+    far = torch.randn(3, 4, d, generator=gen)
+    far[:, 0], far[:, 1] = m, -m
+    return video, torch.cat([close, far])
+
+
+def test_tile_mixing_scaling_and_log_domain_pairs(gen):
+    video, desc = _mixed_inputs(gen)
+    vn = video / video.norm(dim=-1, keepdim=True)
+    dn = desc / desc.norm(dim=-1, keepdim=True)
+    sims = torch.einsum("btd,and->batn", vn, dn)
+    spread = sims.amax((-1, -2)) - sims.amin((-1, -2))
+    eps = 0.01
+    safe = spread / eps <= 64
+    assert safe[:, :3].all() and not safe[:, 3:].any()
+    check_scores("triton", video, desc, eps=eps, tol=1e-4)
+    # Each pair's result is the one it gets alone: the form is chosen per pair.
+    full, info = od_solve(video, desc, eps=eps, tol=1e-4, backend="triton", return_info=True)
+    for b, a in [(0, 1), (2, 4), (1, 5)]:
+        alone, alone_info = od_solve(video[b:b + 1], desc[a:a + 1], eps=eps, tol=1e-4, backend="triton",
+                                     return_info=True)
+        assert alone_info.iterations.item() == info.iterations[b, a].item()
+        torch.testing.assert_close(alone[0, 0], full[b, a], rtol=1e-6, atol=1e-7)
+
+
+def test_backward_over_several_chunks_of_classes(gen, monkeypatch):
+    from ost_kernels.triton import ops
+
+    video, desc, fm, dm = case(3, 7, 6, 3, 40, gen, masks=True)
+    grad_out = torch.randn(3, 7, generator=gen)
+    grads = {}
+    for chunked in (False, True):
+        # B * T * N = 54 weights a class: 120 elements is 2 classes a chunk, 4 chunks.
+        monkeypatch.setattr(ops, "WEIGHTS_CHUNK_ELEMENTS", 120 if chunked else 1 << 26)
+        v = video.clone().requires_grad_(True)
+        d = desc.clone().requires_grad_(True)
+        scores = od_solve(v, d, frame_mask=fm, desc_mask=dm, tol=0, max_iter=30, backend="triton")
+        grads[chunked] = torch.autograd.grad(scores, (v, d), grad_out)
+    v = video.clone().requires_grad_(True)
+    d = desc.clone().requires_grad_(True)
+    scores = od_solve(v, d, frame_mask=fm, desc_mask=dm, tol=0, max_iter=30, backend="torch")
+    want = torch.autograd.grad(scores, (v, d), grad_out)
+    for got in grads.values():
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=2e-5, atol=2e-5)
+    for g1, g2 in zip(grads[False], grads[True]):
+        torch.testing.assert_close(g1, g2, rtol=1e-6, atol=1e-7)
