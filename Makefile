@@ -11,7 +11,7 @@ export CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install test bench clean gpu-wheels
+.PHONY: install test bench clean gpu-wheels triton-aot
 
 install: $(STAMP)
 
@@ -29,6 +29,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks --benchmark-only $(BENCH_ARGS)
+
+# Compile every Triton kernel variant for sm_80 and sm_90 (no GPU needed), write the resource
+# table (benchmarks/out/triton_resources.md) and the pruning data (ost_kernels/triton/resources.json).
+triton-aot: $(STAMP)
+	$(PY) -m ost_kernels.triton.aot --all --write-table $(AOT_ARGS)
 
 clean:
 	rm -rf build *.egg-info ost_kernels/_C*.so benchmarks/out .pytest_cache .benchmarks

@@ -1,0 +1,212 @@
+"""Compile the Triton kernels for GPUs ahead of time, on any machine (no GPU needed).
+
+Triton's interpreter never runs the code generator, so a kernel can pass every interpreter
+test and still not compile for a GPU. This tool compiles each kernel variant the op can launch
+(TTIR -> PTX -> cubin with the ptxas Triton ships), for sm_80 and sm_90, and records what
+ptxas reports: registers, spill bytes, shared memory, compile time.
+
+    python -m ost_kernels.triton.aot --all --jobs 2 --write-table   # what `make triton-aot` runs
+    python -m ost_kernels.triton.aot --sample                      # the CI compile gate's subset
+
+Variants: kernel (forward, weights) x dtype (fp32, bf16, fp16) x T in {8, 16, 32} x N in
+{4, 8} x each candidate tile config (configs.candidates), at d = 512. Masks and normalize are
+runtime inputs of one kernel variant (masks are always passed; the inverse norms are ones
+without normalization), so they add no variants. The sample compiles every code path: each
+kernel, dtype and architecture, a d that is not a multiple of the K block, TF32, each (T, N).
+
+--write-table stores the resources as configs.RESOURCES_PATH, which the autotuner's pruning
+reads (configs.fits). The markdown table goes to benchmarks/out/triton_resources.md.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import multiprocessing
+import os
+import re
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import NamedTuple
+
+from . import configs
+
+SHAPES = [(8, 4), (8, 8), (16, 4), (16, 8), (32, 4), (32, 8)]  # (T, N), padded sizes
+D = 512
+
+
+class Variant(NamedTuple):
+    arch: int
+    kernel: str
+    dtype: str
+    TP: int
+    NP: int
+    cfg: configs.TileConfig
+    even_k: bool = True
+    precision: str = "ieee"
+
+    @property
+    def key(self) -> str:
+        return configs.resource_key(self.arch, self.kernel, self.dtype, self.TP, self.NP, self.cfg)
+
+    @property
+    def label(self) -> str:
+        extra = ("" if self.even_k else " d%64!=0") + ("" if self.precision == "ieee" else f" {self.precision}")
+        return f"{self.key}{extra}"
+
+
+def all_variants(archs=configs.ARCHS) -> list[Variant]:
+    return [Variant(arch, kernel, dtype, TP, NP, cfg)
+            for arch in archs for kernel in configs.KERNELS for dtype in configs.DTYPES
+            for TP, NP in SHAPES for cfg in configs.candidates(TP, NP)]
+
+
+def sample_variants(archs=configs.ARCHS) -> list[Variant]:
+    """Every code path at least once: each (arch, kernel, dtype), each (T, N), the masked
+    d-tail, TF32. Tiles rotate through the candidates."""
+    out = []
+    i = 0
+    for arch in archs:
+        for kernel in configs.KERNELS:
+            for dtype in configs.DTYPES:
+                TP, NP = SHAPES[i % len(SHAPES)]
+                cands = configs.candidates(TP, NP)
+                out.append(Variant(arch, kernel, dtype, TP, NP, cands[i % len(cands)]))
+                i += 1
+            TP, NP = SHAPES[i % len(SHAPES)]
+            cfg = configs.candidates(TP, NP)[0]
+            out.append(Variant(arch, kernel, "bf16", TP, NP, cfg, even_k=False))
+            out.append(Variant(arch, kernel, "fp32", TP, NP, cfg, precision="tf32"))
+    return out
+
+
+_PTR = {"V": "x", "D": "x", "W": "x", "VS": "fp32", "DS": "fp32", "FM": "i8", "DM": "i8", "SCORES": "fp32",
+        "F": "fp32", "G": "fp32", "ITERS": "i32", "ERR": "fp32", "GO": "fp32"}
+_FLOATS = {"scale2", "eps_ln2", "tol"}
+# Ints that the runtime specializes as multiples of 16 in the usual case (d = 512, contiguous rows).
+_DIVISIBLE = {"d", "svb", "svt", "sda", "sdn", "swr"}
+
+
+def _source(v: Variant):
+    from triton.compiler import ASTSource
+
+    from .kernels import od_forward_kernel, od_weights_kernel
+
+    fn = od_forward_kernel if v.kernel == "forward" else od_weights_kernel
+    consts = dict(EVEN_K=v.even_k, INTERPRETED=False, INPUT_PRECISION=v.precision, TP=v.TP, NP=v.NP, BB=v.cfg.BB,
+                  BA=v.cfg.BA, BD=64, svd=1, sdd=1)
+    sig = {}
+    for name in fn.arg_names:
+        if name in consts:
+            sig[name] = "constexpr"
+        elif name in _PTR:
+            sig[name] = "*" + (v.dtype if _PTR[name] == "x" else _PTR[name])
+        else:
+            sig[name] = "fp32" if name in _FLOATS else "i32"
+    divisible = {n for n in fn.arg_names if sig[n].startswith("*") or (n in _DIVISIBLE and v.even_k)}
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in divisible}
+    return ASTSource(fn, sig, consts, attrs)
+
+
+_PTXAS = re.compile(r"Used (\d+) registers")
+_SPILL = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
+
+
+def compile_variant(v: Variant) -> dict:
+    """Compile one variant; its resources, or {"error": ...}."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    triton.knobs.nvidia.dump_ptxas_log = True
+    triton.knobs.compilation.always_compile = True  # a cached cubin would print no ptxas log
+    log = io.StringIO()
+    start = time.perf_counter()
+    try:
+        with contextlib.redirect_stdout(log):
+            k = triton.compile(_source(v), target=GPUTarget("cuda", v.arch, 32),
+                               options=dict(num_warps=v.cfg.num_warps, num_stages=v.cfg.num_stages))
+    except Exception as exc:  # reported, and fails the gate
+        return dict(error=f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}")
+    seconds = time.perf_counter() - start
+    text = log.getvalue()
+    regs, spill = _PTXAS.search(text), _SPILL.search(text)
+    if regs is None or spill is None:
+        return dict(error=f"no ptxas report in the compile log: {text[-300:]!r}")
+    return dict(registers=int(regs.group(1)), spill_bytes=int(spill.group(1)) + int(spill.group(2)),
+                shared_bytes=int(k.metadata.shared), compile_s=round(seconds, 2), ptx=k.asm["ptx"])
+
+
+def run(variants: list[Variant], jobs: int, progress=True) -> dict[Variant, dict]:
+    results = {}
+    # Fresh processes without TRITON_INTERPRET: a parent that imported the kernels under the
+    # interpreter (the tests) holds interpreter functions, which Triton's compiler cannot take.
+    saved = os.environ.pop("TRITON_INTERPRET", None)
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for i, (v, res) in enumerate(zip(variants, pool.map(compile_variant, variants)), 1):
+                results[v] = res
+                if progress:
+                    status = res.get("error") or (f"{res['registers']} regs, {res['spill_bytes']} B spilled, "
+                                                  f"{res['shared_bytes'] // 1024} KiB smem, {res['compile_s']} s")
+                    print(f"[{i}/{len(variants)}] {v.label}: {status}", flush=True)
+    finally:
+        if saved is not None:
+            os.environ["TRITON_INTERPRET"] = saved
+    return results
+
+
+def markdown(results: dict[Variant, dict]) -> str:
+    lines = ["| arch | kernel | dtype | T x N (padded) | tile | registers | spill bytes | shared KiB | "
+             "compile s | fits |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for v, r in results.items():
+        if "error" in r:
+            lines.append(f"| sm_{v.arch} | {v.kernel} | {v.dtype} | {v.TP} x {v.NP} | {v.cfg.name} | "
+                         f"ERROR: {r['error']} | | | | no |")
+            continue
+        lines.append(f"| sm_{v.arch} | {v.kernel} | {v.dtype}{'' if v.even_k else ' (d%64!=0)'}"
+                     f"{'' if v.precision == 'ieee' else ' ' + v.precision} | {v.TP} x {v.NP} | {v.cfg.name} | "
+                     f"{r['registers']} | {r['spill_bytes']} | {r['shared_bytes'] / 1024:.0f} | {r['compile_s']} | "
+                     f"{'yes' if configs.fits(r, v.arch) else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def summary(results: dict[Variant, dict]) -> str:
+    ok = [r for r in results.values() if "error" not in r]
+    fit = sum(configs.fits(r, v.arch) for v, r in results.items() if "error" not in r)
+    total_s = sum(r["compile_s"] for r in ok)
+    return (f"{len(results)} variants: {len(results) - len(ok)} failed to compile, {fit} fit (no spills, shared "
+            f"memory within the limit), {len(ok) - fit} pruned; {total_s:.0f} s of compile time in all "
+            f"({total_s / max(1, len(ok)):.1f} s a variant)")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ost_kernels.triton.aot", description=__doc__.split("\n")[0])
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--all", action="store_true", help="every variant (make triton-aot)")
+    which.add_argument("--sample", action="store_true", help="the CI subset that covers every code path (default)")
+    parser.add_argument("--archs", default=",".join(map(str, configs.ARCHS)))
+    parser.add_argument("--jobs", type=int, default=max(1, min(8, os.cpu_count() or 1)))
+    parser.add_argument("--out", default=os.path.join("benchmarks", "out", "triton_resources.md"))
+    parser.add_argument("--write-table", action="store_true", help=f"store the resources in {configs.RESOURCES_PATH}")
+    args = parser.parse_args(argv)
+    archs = tuple(int(a) for a in args.archs.split(","))
+    variants = all_variants(archs) if args.all else sample_variants(archs)
+    results = run(variants, args.jobs)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as fh:
+        fh.write(f"# Triton kernels compiled ahead of time\n\n{summary(results)}\n\n{markdown(results)}")
+    if args.write_table:
+        table = {v.key: {k: r[k] for k in ("registers", "spill_bytes", "shared_bytes", "compile_s")}
+                 for v, r in results.items() if "error" not in r and v.even_k and v.precision == "ieee"}
+        with open(configs.RESOURCES_PATH, "w") as fh:
+            json.dump(dict(sorted(table.items())), fh, indent=0)
+            fh.write("\n")
+    print(summary(results))
+    print(f"table: {args.out}" + (f"; resources: {configs.RESOURCES_PATH}" if args.write_table else ""))
+    return 1 if any("error" in r for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""The compile gate: Triton's interpreter never runs the code generator, so a kernel can pass
+every interpreter test and still not compile for a GPU. This compiles a sample of kernel
+variants that covers every code path (each kernel, input dtype and architecture, a d with a
+K tail, TF32) for sm_80 and sm_90, without a GPU; `make triton-aot` compiles all of them and
+refreshes the resource table the autotuner prunes with."""
+import importlib.util
+import os
+
+import pytest
+
+from ost_kernels.triton import aot, configs
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
+
+
+def test_sample_covers_every_code_path():
+    sample = aot.sample_variants()
+    assert {v.arch for v in sample} == set(configs.ARCHS)
+    for arch in configs.ARCHS:
+        for kernel in configs.KERNELS:
+            mine = [v for v in sample if v.arch == arch and v.kernel == kernel]
+            assert {v.dtype for v in mine} == set(configs.DTYPES)
+            assert any(not v.even_k for v in mine) and any(v.precision == "tf32" for v in mine)
+    assert {(v.TP, v.NP) for v in sample} == set(aot.SHAPES)
+
+
+def test_sample_compiles_for_sm80_and_sm90(tmp_path):
+    out = tmp_path / "resources.md"
+    assert aot.main(["--sample", "--jobs", str(min(2, os.cpu_count() or 1)), "--out", str(out)]) == 0, \
+        out.read_text()
+    text = out.read_text()
+    assert "ERROR" not in text and "0 failed to compile" in text
+
+
+def test_resource_table_leaves_a_fitting_config_everywhere():
+    """The table the autotuner prunes with (written by `make triton-aot`) covers every shape,
+    dtype, kernel and architecture with at least one config that fits."""
+    table = configs._table()
+    if not table:
+        pytest.fail(f"{configs.RESOURCES_PATH} is missing: run `make triton-aot`")
+    for arch in configs.ARCHS:
+        for kernel in configs.KERNELS:
+            for dtype in configs.DTYPES:
+                for TP, NP in aot.SHAPES:
+                    usable = configs.usable_configs(arch, kernel, dtype, TP, NP)
+                    measured = [c for c in configs.candidates(TP, NP)
+                                if configs.resources(arch, kernel, dtype, TP, NP, c) is not None]
+                    assert measured, f"no measurement for sm_{arch} {kernel} {dtype} T{TP} N{NP}"
+                    assert usable, f"no config fits for sm_{arch} {kernel} {dtype} T{TP} N{NP}"
