@@ -1,110 +1,25 @@
 """The `ost` command line.
 
-    ost descriptors generate --labels classes.csv --kind temporal --n 4 --out temporal_4.json \
-        [--model gpt-4o-mini] [--base-url URL] [--api-key KEY]
+    ost data download --dest ost-data                 # the paper's labels, descriptors, split lists
+    ost presets                                       # the paper's runs as configs
+    ost train --config k400_zero_shot --set root=/videos [--config ablation_spatio_only] [--resume]
+    ost eval --config hmdb_zero_shot --set root=/videos --checkpoint run/checkpoint.pt
+    ost plot-plan --config train.yaml --checkpoint run/checkpoint.pt --video v.mp4 --out plan.png
+    ost descriptors generate --labels classes.csv --kind temporal --n 4 --out temporal_4.json
+    ost descriptors reindex --full-labels all.csv --subset-labels base.csv --descriptors d.json --out base.json
+    ost convert-official --checkpoint official.pth --out ost.pt
     ost ensemble --zero-shot clip.pt --finetuned ost.pt --alpha 0.2 --out wise.pt
     ost make-synthetic --out demo                      # a small synthetic video data set
-    ost train --config train.yaml [--set key=value ...] [--resume]
-    ost eval --config train.yaml --checkpoint run/checkpoint.pt [--split ...] [--ensemble-alpha 0.2]
-    ost plot-plan --config train.yaml --checkpoint run/checkpoint.pt --video v.mp4 --out plan.png
 
-`--set` takes any setting of ost.config.TrainConfig, e.g. `--set od.eps=0.05 --set od.backend=cpu`.
+`--config` takes a YAML file or a preset name, repeatable (later ones win); `--set` any setting
+of ost.config.TrainConfig, e.g. `--set od.eps=0.05 --set od.backend=cpu`.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
-
-def _generate(args) -> int:
-    from .descriptors import load_class_names
-    from .generate import PROMPTS, Prompt, generate_descriptors, make_client
-
-    default = PROMPTS[args.kind]
-    prompt = Prompt(
-        system=Path(args.system).read_text(encoding="utf-8") if args.system else default.system,
-        user=Path(args.user).read_text(encoding="utf-8") if args.user else default.user,
-    )
-    names = load_class_names(args.labels)
-    client = make_client(args.base_url, args.api_key)
-    descs = generate_descriptors(names, args.kind, args.n, args.out, client=client, model=args.model,
-                                 temperature=args.temperature, max_attempts=args.max_attempts, prompt=prompt,
-                                 progress=not args.quiet)
-    print(f"{args.out}: {args.kind} descriptors for {len(descs)} classes")
-    return 0
-
-
-def _ensemble(args) -> int:
-    from .checkpoint import load_state_dict_file, save_checkpoint
-    from .ensemble import ensemble_state_dicts
-
-    merged = ensemble_state_dicts(load_state_dict_file(args.zero_shot), load_state_dict_file(args.finetuned),
-                                  args.alpha)
-    save_checkpoint(merged, args.out)
-    print(f"{args.out}: {args.alpha} * {args.zero_shot} + {1 - args.alpha} * {args.finetuned}")
-    return 0
-
-
-def _train(args) -> int:
-    from .config import load_config
-    from .train import train
-
-    cfg = load_config(args.config, args.set or [])
-    result = train(cfg, resume=args.resume, progress=not args.quiet)
-    print(json.dumps(result))
-    return 0
-
-
-def _load_model(cfg, checkpoint):
-    from .checkpoint import load_state_dict_file
-    from .config import build_model
-
-    model = build_model(cfg)
-    if checkpoint:
-        model.load_state_dict(load_state_dict_file(checkpoint))
-    return model
-
-
-def _eval(args) -> int:
-    from .ensemble import ensemble_models
-    from .evaluate import Split, evaluate
-    from .config import load_config
-
-    cfg = load_config(args.config, args.set or [])
-    model = _load_model(cfg, args.checkpoint)
-    if args.ensemble_alpha is not None:
-        zero_shot = _load_model(cfg, args.zero_shot)  # default: the model as created (e.g. original CLIP)
-        model = ensemble_models(zero_shot, model, args.ensemble_alpha)
-    splits = [Split(*spec.split(",")) for spec in args.split] if args.split else [
-        Split(cfg.labels, args.list or cfg.train_list, cfg.spatio, cfg.temporal, cfg.root)]
-    budget = int(args.memory_budget_mb * 2**20) if args.memory_budget_mb else None
-    result = evaluate(model, splits, cfg.frames, cfg.size, args.batch_size, progress=not args.quiet,
-                      out_path=args.out, class_chunk=args.class_chunk, memory_budget=budget)
-    s = result["summary"]
-    print(f"top1 {100 * s['top1']['mean']:.2f} +- {100 * s['top1']['std']:.2f}  "
-          f"top5 {100 * s['top5']['mean']:.2f} +- {100 * s['top5']['std']:.2f}  ({len(splits)} split(s))")
-    return 0
-
-
-def _make_synthetic(args) -> int:
-    from .synthetic import make_synthetic
-
-    paths = make_synthetic(args.out, args.classes, args.videos_per_class, args.frames, args.size, seed=args.seed)
-    print(json.dumps({k: str(v) for k, v in paths.items()}))
-    return 0
-
-
-def _plot_plan(args) -> int:
-    from .plots import plot_video_plans
-    from .config import load_config
-
-    cfg = load_config(args.config, args.set or [])
-    model = _load_model(cfg, args.checkpoint)
-    path = plot_video_plans(model, args.video, args.out, cfg.frames, cfg.size, top=args.top, kind=args.kind)
-    print(path)
-    return 0
+from . import commands
 
 
 def parse_args(argv=None):
@@ -123,40 +38,68 @@ def parse_args(argv=None):
     gen.add_argument("--api-key", default=None, help="key (default: $OPENAI_API_KEY)")
     gen.add_argument("--temperature", type=float, default=0.7)
     gen.add_argument("--max-attempts", type=int, default=4, help="tries per class (malformed replies, HTTP errors)")
-    gen.add_argument("--system", default=None, help="file with a system message to use instead of the default")
-    gen.add_argument("--user", default=None, help="file with a user template ({class_name}, {n}) instead")
+    gen.add_argument("--system", default=None,
+                     help="file with a system message to use instead of the paper's (Fig. 9 / Fig. 10)")
+    gen.add_argument("--user", default=None,
+                     help="file with a user template ({category} or {class_name}, {num_captions} or {n}) instead")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
-    gen.set_defaults(func=_generate)
+    gen.set_defaults(func=commands.generate)
+    rei = desc_sub.add_parser("reindex", help="re-index descriptors of a full label set to a subset (base/novel)")
+    rei.add_argument("--full-labels", required=True, help="label CSV the descriptor file is indexed by")
+    rei.add_argument("--subset-labels", required=True, help="label CSV of the subset (matched by class name)")
+    rei.add_argument("--descriptors", required=True, help="descriptor JSON indexed by the full label set")
+    rei.add_argument("--out", required=True)
+    rei.set_defaults(func=commands.reindex)
+
+    data = sub.add_parser("data", help="the paper's published data files")
+    data_sub = data.add_subparsers(dest="action", required=True)
+    dl = data_sub.add_parser("download", help="labels, descriptors and split lists of tomchen-ctj/OST (pinned, "
+                                              "SHA-256 checked, existing files skipped)")
+    dl.add_argument("--dest", required=True, help="folder to fill (the presets' data_dir: ost-data)")
+    dl.add_argument("--only", action="append", metavar="PREFIX", help="only paths under this prefix (repeatable)")
+    dl.add_argument("--base-url", default=None, help="another mirror of the pinned commit's files")
+    dl.add_argument("--quiet", action="store_true")
+    dl.set_defaults(func=commands.download)
+
+    sub.add_parser("presets", help="list the bundled presets (the paper's runs)").set_defaults(func=commands.presets)
+
+    conv = sub.add_parser("convert-official", help="an official OST checkpoint as a state dict of this package's model")
+    conv.add_argument("--checkpoint", required=True)
+    conv.add_argument("--out", required=True)
+    conv.add_argument("--model", default="ViT-B-16-quickgelu", help="the open_clip model it was trained from")
+    conv.set_defaults(func=commands.convert)
 
     ens = sub.add_parser("ensemble", help="weight-space ensembling of two checkpoints")
     ens.add_argument("--zero-shot", required=True, help="state dict (or checkpoint with 'model') of the zero-shot model")
     ens.add_argument("--finetuned", required=True, help="state dict (or checkpoint with 'model') of the fine-tuned model")
     ens.add_argument("--alpha", type=float, default=0.2, help="weight of the zero-shot model (paper: 0.2)")
     ens.add_argument("--out", required=True)
-    ens.set_defaults(func=_ensemble)
+    ens.set_defaults(func=commands.ensemble)
 
     tr = sub.add_parser("train", help="fine-tune CLIP with OST (torchrun for several processes)")
-    tr.add_argument("--config", help="YAML file of settings (see ost.train.TrainConfig)")
+    tr.add_argument("--config", action="append", help="YAML file or preset name (repeatable; later ones win)")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
     tr.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoint.pt")
     tr.add_argument("--quiet", action="store_true")
-    tr.set_defaults(func=_train)
+    tr.set_defaults(func=commands.train)
 
     ev = sub.add_parser("eval", help="top-1 / top-5 accuracy against all classes")
-    ev.add_argument("--config", help="the training YAML (model, frames, size, data)")
+    ev.add_argument("--config", action="append", help="YAML file or preset name (repeatable; later ones win)")
     ev.add_argument("--set", action="append", metavar="KEY=VALUE")
     ev.add_argument("--checkpoint", help="checkpoint or state dict (default: the model as created)")
-    ev.add_argument("--list", help="video list to evaluate (default: the config's train_list)")
+    ev.add_argument("--list", help="video list to evaluate (default: the config's eval_splits, else train_list)")
     ev.add_argument("--split", action="append", metavar="LABELS,LIST,SPATIO,TEMPORAL[,ROOT]",
                     help="a split to evaluate (repeatable; results are averaged as mean +- std)")
-    ev.add_argument("--ensemble-alpha", type=float, help="weight-space ensemble with the zero-shot model first")
-    ev.add_argument("--zero-shot", help="zero-shot weights for --ensemble-alpha (default: the model as created)")
+    ev.add_argument("--ensemble-alpha", type=float,
+                    help="weight-space ensemble with the zero-shot model first (default: the config's ensemble_alpha)")
+    ev.add_argument("--zero-shot", help="zero-shot weights for the ensembling (default: the pretrained model as "
+                                        "created; refused when the config has no pretrained weights)")
     ev.add_argument("--batch-size", type=int, default=8)
     ev.add_argument("--class-chunk", type=int, help="classes scored at a time (running top-5): bounded memory")
     ev.add_argument("--memory-budget-mb", type=float, help="derive the class chunk from this budget instead")
     ev.add_argument("--out", help="write the results as JSON here")
     ev.add_argument("--quiet", action="store_true")
-    ev.set_defaults(func=_eval)
+    ev.set_defaults(func=commands.evaluate)
 
     syn = sub.add_parser("make-synthetic", help="write a small synthetic video data set")
     syn.add_argument("--out", required=True)
@@ -165,17 +108,17 @@ def parse_args(argv=None):
     syn.add_argument("--frames", type=int, default=16)
     syn.add_argument("--size", type=int, default=64)
     syn.add_argument("--seed", type=int, default=0)
-    syn.set_defaults(func=_make_synthetic)
+    syn.set_defaults(func=commands.make_synthetic)
 
     pp = sub.add_parser("plot-plan", help="heatmaps of a video's transport plans against its top classes")
-    pp.add_argument("--config", help="the training YAML (model, frames, size, descriptors)")
+    pp.add_argument("--config", action="append", help="YAML file or preset name (repeatable; later ones win)")
     pp.add_argument("--set", action="append", metavar="KEY=VALUE")
     pp.add_argument("--checkpoint")
     pp.add_argument("--video", required=True)
     pp.add_argument("--top", type=int, default=3)
     pp.add_argument("--kind", choices=["spatio", "temporal"], default="temporal")
     pp.add_argument("--out", required=True, help="PNG file")
-    pp.set_defaults(func=_plot_plan)
+    pp.set_defaults(func=commands.plot_plan)
     return parser.parse_args(argv)
 
 

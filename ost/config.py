@@ -1,53 +1,82 @@
-"""Training configuration (YAML + `--set key=value` overrides) and the model it describes.
+"""Run configuration (YAML + `--set key=value` overrides) and the model it describes.
 
 Every setting is a field of TrainConfig. The OD logits and solver settings sit under `od`
 (ost.logits.ODLogitsConfig): in YAML `od: {eps: 0.05, backend: cpu}`, on the command line
 `--set od.eps=0.05`. `ost train`, `ost eval` and `ost plot-plan` read the same file.
+
+A config may name a `base` file (or list of files, relative to itself) whose settings it
+extends, and `--config` also takes the name of a bundled preset (ost/presets/, `ost presets`
+lists them). Relative data paths (labels, lists, descriptor files, evaluation splits) are
+resolved against `data_dir`, the folder `ost data download` fills. A value `REQUIRED` in a
+preset must be set by the user (e.g. `--set root=/path/to/videos`).
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from .transforms import check_normalization, check_views
 from .descriptors import DescriptorSet
 from .logits import ODLogitsConfig
-from .model import OSTModel
+from .model import CLASS_PROMPT, SPATIO_PROMPT, TEMPORAL_PROMPT, OSTModel
+from .presets import preset_path
+
+log = logging.getLogger("ost.config")
+REQUIRED = "REQUIRED"
 
 
 @dataclass
 class TrainConfig:
+    data_dir: str = "."  # relative data paths below are relative to this
     labels: str = ""
     train_list: str = ""
     spatio: str = ""
     temporal: str = ""
     root: str | None = None  # video paths are relative to this (default: the list's folder)
     few_shot: int | None = None  # train on K videos per class (seeded by `seed`)
+    eval_splits: list = field(default_factory=list)  # [{labels, list, spatio, temporal[, root]}] for `ost eval`
     model: str = "ViT-B-16"
     pretrained: str | None = None
     model_overrides: dict = field(default_factory=dict)  # extra open_clip.create_model arguments
+    init_checkpoint: str | None = None  # start training from these OST weights (e.g. a K400 run)
     frames: int = 8
     size: int = 224
-    batch_size: int = 8  # global: split over the ranks
+    normalization: str = "imagenet"  # pixel mean / std: imagenet (the official pipeline) | clip
+    views: tuple = (1, 1)  # evaluation views: temporal clips x spatial crops, softmax averaged
+    batch_size: int = 8  # global: split over the ranks; the in-batch logits span all of it
     grad_accum: int = 1
     epochs: int = 10
     max_steps: int | None = None
     lr: float = 8e-6
     weight_decay: float = 0.001
     betas: tuple = (0.9, 0.98)
-    warmup_steps: int = 0
+    warmup_steps: int = 0  # linear warm-up from 0, in optimizer steps ...
+    warmup_epochs: float = 0.0  # ... or in epochs (the official runs: 5)
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; GPU only for the half types)
     freeze_text: bool = False
     loss: str = "kl"  # kl (the paper's in-batch loss) | ce (cross-entropy over all classes)
     class_sharded: bool = False  # ce with each rank holding a shard of the classes (large label spaces)
+    spatio_prompt: str = SPATIO_PROMPT  # {descriptor}, optionally {class_name}
+    temporal_prompt: str = TEMPORAL_PROMPT
+    class_name_baseline: bool = False  # match against one class-name prompt per class (no descriptors)
+    class_prompt: str = CLASS_PROMPT
+    ensemble_alpha: float | None = None  # `ost eval`: WiSE-FT weight of the zero-shot model
     seed: int = 0
     num_workers: int = 0
     out_dir: str = "runs/ost"
     save_every: int = 50
     tensorboard: bool = False
     od: ODLogitsConfig = field(default_factory=ODLogitsConfig)  # logits and solver settings
+
+    def data_path(self, path: str | None) -> str | None:
+        """A data path as given, or under data_dir when relative."""
+        if path is None or Path(path).is_absolute():
+            return path
+        return str(Path(self.data_dir) / path)
 
 
 def _set(values: dict, dotted: str, value) -> None:
@@ -66,27 +95,59 @@ def _unknown(given, known, where: str) -> None:
         raise ValueError(f"unknown settings {unknown}{where}; known: {sorted(known)}")
 
 
-def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
-    """A YAML file of TrainConfig fields, then `key=value` overrides (values parsed as YAML;
-    `od.eps=0.05` sets a field of the `od` group)."""
-    values = {}
-    if path:
-        values = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a mapping of settings")
+def _read(path: Path, seen: tuple = ()) -> dict:
+    """A config file's settings over those of its `base` files (nested `od` merged)."""
+    if path in seen:
+        raise ValueError(f"{path}: `base` files include each other")
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of settings")
+    bases = values.pop("base", None) or []
+    merged: dict = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        _merge(merged, _read((path.parent / base).resolve(), seen + (path,)))
+    _merge(merged, values)
+    return merged
+
+
+def _merge(into: dict, values: dict) -> None:
+    for key, value in values.items():
+        if key == "od" and isinstance(value, dict) and isinstance(into.get("od"), dict):
+            into["od"] = {**into["od"], **value}
+        else:
+            into[key] = value
+
+
+def load_config(paths: str | list[str] | None, overrides: list[str] = ()) -> TrainConfig:
+    """YAML files (or bundled preset names) of TrainConfig fields, later ones over earlier ones
+    (e.g. a run's preset, then an ablation), then `key=value` overrides (values parsed as
+    YAML; `od.eps=0.05` sets a field of the `od` group)."""
+    values: dict = {}
+    for path in [paths] if isinstance(paths, str) else (paths or []):
+        _merge(values, _read(preset_path(path)))
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r}: expected key=value")
         key, value = item.split("=", 1)
         _set(values, key.strip(), yaml.safe_load(value))
     _unknown(values, [f.name for f in dataclasses.fields(TrainConfig)], "")
-    if "betas" in values:
-        values["betas"] = tuple(values["betas"])
+    missing = sorted(k for k, v in values.items() if v == REQUIRED)
+    if missing:
+        raise ValueError(f"settings {missing} are required by this config: set them, e.g. "
+                         + " ".join(f"--set {k}=..." for k in missing))
+    for key in ("betas", "views"):
+        if key in values:
+            values[key] = tuple(values[key])
     od = values.pop("od", None) or {}
     if not isinstance(od, dict):
         raise ValueError(f"setting 'od' must be a mapping of {[f.name for f in dataclasses.fields(ODLogitsConfig)]}")
     _unknown(od, [f.name for f in dataclasses.fields(ODLogitsConfig)], " under 'od'")
     cfg = TrainConfig(**values, od=ODLogitsConfig(**od))
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: TrainConfig) -> None:
     for name in ("labels", "train_list", "spatio", "temporal"):
         if not getattr(cfg, name):
             raise ValueError(f"setting {name!r} is required")
@@ -96,19 +157,53 @@ def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
         raise ValueError(f"loss must be kl or ce, got {cfg.loss!r}")
     if cfg.class_sharded and cfg.loss != "ce":
         raise ValueError("class_sharded training uses the cross-entropy over all classes: set loss: ce")
-    return cfg
+    check_normalization(cfg.normalization)
+    check_views(cfg.views)
+    if cfg.warmup_steps and cfg.warmup_epochs:
+        raise ValueError("set warmup_steps or warmup_epochs, not both")
+    if cfg.class_name_baseline and cfg.od.use_ot:
+        raise ValueError("class_name_baseline matches one class-name prompt per class, so the OD solver has "
+                         "nothing to transport: set od.use_ot: false (as presets/ablation_class_name.yaml does)")
+    if cfg.ensemble_alpha is not None and not 0.0 <= cfg.ensemble_alpha <= 1.0:
+        raise ValueError(f"ensemble_alpha must be in [0, 1], got {cfg.ensemble_alpha}")
+    for i, split in enumerate(cfg.eval_splits):
+        if not isinstance(split, dict):
+            raise ValueError(f"eval_splits[{i}] must be a mapping with labels, list, spatio, temporal")
+        _unknown(split, ("labels", "list", "spatio", "temporal", "root"), f" in eval_splits[{i}]")
+        lacking = [k for k in ("labels", "list", "spatio", "temporal") if k not in split]
+        if lacking:
+            raise ValueError(f"eval_splits[{i}] lacks {lacking}")
 
 
 def config_dict(cfg: TrainConfig) -> dict:
     """The config as plain YAML-able values (what config.yaml and checkpoints hold)."""
-    return {**dataclasses.asdict(cfg), "betas": list(cfg.betas)}
+    return {**dataclasses.asdict(cfg), "betas": list(cfg.betas), "views": list(cfg.views)}
+
+
+def descriptor_set(cfg: TrainConfig, labels=None, spatio=None, temporal=None) -> DescriptorSet:
+    """The classes and descriptors of the config (or of the given files, e.g. an evaluation
+    split); with class_name_baseline, each class's one "descriptor" is its name."""
+    labels = cfg.data_path(labels or cfg.labels)
+    if cfg.class_name_baseline:
+        from .descriptors import load_class_names
+
+        names = load_class_names(labels)
+        return DescriptorSet(names, [[n] for n in names], [[n] for n in names])
+    return DescriptorSet.from_files(labels, cfg.data_path(spatio or cfg.spatio), cfg.data_path(temporal or cfg.temporal))
 
 
 def build_model(cfg: TrainConfig, descriptors: DescriptorSet | None = None) -> OSTModel:
     """The OST model the config describes (descriptors default to the config's files)."""
     import open_clip
 
-    if descriptors is None:
-        descriptors = DescriptorSet.from_files(cfg.labels, cfg.spatio, cfg.temporal)
+    if cfg.pretrained == "openai" and "quickgelu" not in cfg.model.lower() and \
+            not cfg.model_overrides.get("force_quick_gelu"):
+        # OpenAI's CLIP weights were trained with QuickGELU; open_clip only warns.
+        log.warning("model %s with pretrained=openai uses nn.GELU, not the QuickGELU the weights were trained "
+                    "with: use %s-quickgelu (as the presets do)", cfg.model, cfg.model)
     clip = open_clip.create_model(cfg.model, pretrained=cfg.pretrained, **cfg.model_overrides)
-    return OSTModel(clip, open_clip.get_tokenizer(cfg.model), descriptors, config=cfg.od)
+    prompts = dict(spatio_prompt=cfg.spatio_prompt, temporal_prompt=cfg.temporal_prompt)
+    if cfg.class_name_baseline:
+        prompts = dict(spatio_prompt=cfg.class_prompt, temporal_prompt=cfg.class_prompt)
+    return OSTModel(clip, open_clip.get_tokenizer(cfg.model), descriptors or descriptor_set(cfg), config=cfg.od,
+                    **prompts)

@@ -1,69 +1,25 @@
-"""Video data for OST: annotation lists, PyAV decoding, TSN frame sampling, the paper's
-augmentations, few-shot subsets.
+"""Video data for OST: PyAV decoding, TSN frame sampling, and the dataset of clips with the
+paper's augmentations (ost.transforms) and test-time views. Annotation lists and few-shot
+subsets live in ost.annotations.
 
-Annotation lists use the format OST / ViFi-CLIP users have: one `relative/path.mp4 label_id`
-per line (blank lines and `#` comments allowed). A video that cannot be decoded is logged,
-counted and skipped (never a crash): the dataset returns a placeholder the collate function
-drops, and every batch reports how many it dropped.
+A video that cannot be decoded is logged, counted and skipped (never a crash): the dataset
+returns a placeholder the collate function drops, and every batch reports how many it dropped.
+Randomness comes from one `random.Random` per (seed, epoch, video), never from the global
+torch RNG, so a resumed run draws the same frames, crops and jitter as an uninterrupted one.
 """
 from __future__ import annotations
 
 import logging
 import random
-from collections import defaultdict
-from dataclasses import dataclass
-from pathlib import Path
 
 import av
 import numpy as np
 import torch
-from torchvision.transforms import v2
+
+from .annotations import VideoRecord
+from .transforms import check_views, eval_transform, train_transform
 
 log = logging.getLogger("ost.data")
-
-# CLIP's normalization (open_clip.constants.OPENAI_DATASET_MEAN / STD).
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-@dataclass(frozen=True)
-class VideoRecord:
-    path: Path
-    label: int
-
-
-def read_annotations(list_path, root=None, num_classes: int | None = None) -> list[VideoRecord]:
-    """Records of an annotation list; paths are relative to `root` (default: the list's folder)."""
-    list_path = Path(list_path)
-    root = Path(root) if root is not None else list_path.parent
-    records = []
-    for line_no, line in enumerate(list_path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.rsplit(maxsplit=1)
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise ValueError(f"{list_path}:{line_no}: expected 'relative/path.mp4 label_id', got {line!r}")
-        label = int(parts[1])
-        if label < 0 or (num_classes is not None and label >= num_classes):
-            raise ValueError(f"{list_path}:{line_no}: label {label} outside 0..{(num_classes or 1) - 1}")
-        records.append(VideoRecord(root / parts[0], label))
-    if not records:
-        raise ValueError(f"{list_path}: no videos listed")
-    return records
-
-
-def few_shot(records: list[VideoRecord], k: int, seed: int = 0) -> list[VideoRecord]:
-    """K videos per class, drawn with a fixed seed (all of a class's videos if it has fewer)."""
-    by_class = defaultdict(list)
-    for r in records:
-        by_class[r.label].append(r)
-    rng = random.Random(seed)
-    out = []
-    for label in sorted(by_class):
-        items = by_class[label]
-        out += rng.sample(items, min(k, len(items)))
-    return out
 
 
 def segment_indices(num_frames: int, T: int, train: bool, rng: random.Random | None = None) -> list[int]:
@@ -103,37 +59,33 @@ def count_frames(path) -> int:
         return sum(1 for _ in container.decode(stream))
 
 
-def train_transform(size: int):
-    """The paper's recipe (Table 7): multi-scale crop, flip 0.5, colour jitter 0.8, grayscale
-    0.2, then CLIP's normalization; one random draw per clip, applied to all its frames."""
-    return v2.Compose([
-        v2.RandomResizedCrop(size, scale=(0.4, 1.0), antialias=True),
-        v2.RandomHorizontalFlip(0.5),
-        v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-        v2.RandomGrayscale(0.2),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(CLIP_MEAN, CLIP_STD),
-    ])
-
-
-def eval_transform(size: int):
-    return v2.Compose([
-        v2.Resize(size, antialias=True),
-        v2.CenterCrop(size),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(CLIP_MEAN, CLIP_STD),
-    ])
-
+# -- options -----------------------------------------------------------------------------------
 
 class VideoDataset(torch.utils.data.Dataset):
-    """Clips of T frames: items are (frames (T, 3, size, size), label, index), or
-    (None, label, index) for a video that failed to decode (see collate_skipping)."""
+    """Clips of T frames: items are (frames, label, index), or (None, label, index) for a video
+    that failed to decode (see collate_skipping). frames is float32 (T, 3, size, size), or with
+    views=(clips, crops) != (1, 1) in evaluation (clips * crops, T, 3, size, size).
 
-    def __init__(self, records: list[VideoRecord], num_frames: int, size: int, train: bool, seed: int = 0):
+    Views (evaluation only, as the official TEST.NUM_CLIP x TEST.NUM_CROP): `clips` temporal
+    clips, each a TSN sampling with a random frame per segment (the official multi-clip test
+    draws training-mode SampleFrames `clips` times; here from the per-video seeded RNG, so
+    evaluation is reproducible), or the segment centres when clips == 1; `crops` 1 (centre) or
+    3 (three crops along the long side). Views are ordered crop-major (view = crop * clips +
+    clip), as the official pipeline concatenates them.
+
+    normalization: "imagenet" (the official pipeline's) or "clip" (NORMALIZATIONS)."""
+
+    def __init__(self, records: list[VideoRecord], num_frames: int, size: int, train: bool, seed: int = 0, *,
+                 normalization: str = "imagenet", views=(1, 1)):
         self.records = records
         self.num_frames = num_frames
         self.train = train
-        self.transform = train_transform(size) if train else eval_transform(size)
+        self.views = check_views(views)
+        if train and self.views != (1, 1):
+            raise ValueError(f"views={views!r}: several views are a test-time option; training takes (1, 1)")
+        self.normalization = normalization
+        self.transform = (train_transform(size, normalization) if train
+                          else eval_transform(size, normalization, self.views[1]))
         self.seed = seed
         self.epoch = 0
 
@@ -147,25 +99,38 @@ class VideoDataset(torch.utils.data.Dataset):
         rec = self.records[index]
         # Seeded per (epoch, video): the same run samples the same frames, resumed or not.
         rng = random.Random((self.seed * 1_000_003 + self.epoch) * 1_000_003 + index)
+        clips, crops = self.views
+        T = self.num_frames
         try:
             n = count_frames(rec.path)
-            frames = decode_frames(rec.path, segment_indices(n, self.num_frames, self.train, rng))
+            if clips == 1:
+                indices = segment_indices(n, T, self.train, rng)
+            else:
+                indices = [i for _ in range(clips) for i in segment_indices(n, T, True, rng)]
+            frames = decode_frames(rec.path, indices)
         except Exception as exc:  # unreadable, truncated, not a video: skip it, never crash
             log.warning("skipping unreadable video %s: %s", rec.path, exc)
             return None, rec.label, index
-        clip = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, 3, H, W) uint8
+        clip = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (clips * T, 3, H, W) uint8
         if self.train:
-            torch.manual_seed(rng.randrange(2**31))
-        return self.transform(clip), rec.label, index
+            return self.transform(clip, rng), rec.label, index
+        out = self.transform(clip)  # (clips * T, 3, S, S), or (3, clips * T, 3, S, S) with 3 crops
+        if self.views != (1, 1):
+            out = out.reshape(crops * clips, T, *out.shape[-3:])
+        return out, rec.label, index
 
 
 def collate_skipping(items):
-    """Stack the decodable clips of a batch; returns dict(frames (B, T, 3, H, W), labels (B,),
-    indices (B,), skipped: int, skipped_indices: list)."""
+    """Stack the decodable clips of a batch; returns dict(frames (B, T, 3, H, W), or
+    (B, V, T, 3, H, W) for multi-view items, labels (B,), indices (B,), skipped: int,
+    skipped_indices: list)."""
     ok = [it for it in items if it[0] is not None]
     bad = [it[2] for it in items if it[0] is None]
     if not ok:
         return {"frames": None, "labels": None, "indices": None, "skipped": len(bad), "skipped_indices": bad}
+    shapes = {tuple(it[0].shape) for it in ok}
+    if len(shapes) > 1:
+        raise ValueError(f"clips of one batch differ in shape: {sorted(shapes)} (mixed views or sizes?)")
     return {
         "frames": torch.stack([it[0] for it in ok]),
         "labels": torch.tensor([it[1] for it in ok]),

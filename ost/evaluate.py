@@ -3,20 +3,28 @@
 Descriptor embeddings are computed once per split (the model's evaluation cache); several
 splits (e.g. the three zero-shot splits of HMDB, UCF or K600) are averaged as mean +- std, as
 in the paper's Table 1. Optional weight-space ensembling with a zero-shot model first.
+
+Test views (the official TEST.NUM_CLIP x TEST.NUM_CROP, main_nce.py validate): with
+views=(clips, crops) != (1, 1) each video is scored as softmax(logits) averaged over its
+clips * crops views, then ranked; with (1, 1) (the default) it is ranked by its logits.
 """
 from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from .data import VideoDataset, collate_skipping, read_annotations
+from .annotations import read_annotations
+from .data import VideoDataset, collate_skipping
+from .transforms import check_normalization, check_views
 from .descriptors import DescriptorSet
-from .large_classes import chunked_topk
+from .large_classes import chunk_for_budget, chunked_topk
+from .logits import DescriptorEmbeddings
 from .model import OSTModel
 
 
@@ -29,22 +37,67 @@ class Split:
     root: str | None = None
 
 
+def view_scores(logits: torch.Tensor, num_views: int) -> torch.Tensor:
+    """Scores (B, A) of logits (B * num_views, A) whose rows are the views of each video in turn:
+    softmax over classes, averaged over a video's views (the official test sums them: same
+    ranking). Averaging probabilities, not logits, lets a confident view outvote unsure ones."""
+    if logits.shape[0] % num_views:
+        raise ValueError(f"{logits.shape[0]} rows of logits are not a whole number of {num_views} views")
+    return logits.float().softmax(dim=-1).view(-1, num_views, logits.shape[-1]).mean(1)
+
+
+def _all_class_logits(model: OSTModel, emb: torch.Tensor, desc: DescriptorEmbeddings, class_chunk: int | None,
+                      memory_budget: int | None) -> torch.Tensor:
+    """Logits (N, A) of frame embeddings (N, T, d) against every class; with class_chunk or
+    memory_budget the OD solver runs a chunk of classes at a time (as chunked_topk does), so
+    its memory is bounded by the chunk, and only the (N, A) logits themselves are kept."""
+    if class_chunk is None and memory_budget is None:
+        return model.logits(emb, desc)
+    A = desc.num_classes
+    chunk = class_chunk if class_chunk is not None else chunk_for_budget(emb.shape[0], emb.shape[1],
+                                                                         desc.spatio.shape[1], memory_budget)
+    if chunk < 1:
+        raise ValueError(f"class_chunk must be >= 1, got {chunk}")
+    parts = [model.logits(emb, desc.select(torch.arange(a0, min(A, a0 + chunk), device=emb.device)))
+             for a0 in range(0, A, chunk)]
+    return torch.cat(parts, dim=1)
+
+
 @torch.no_grad()
 def evaluate_split(model: OSTModel, split: Split, frames: int, size: int, batch_size: int = 8,
                    num_workers: int = 0, progress: bool = True, class_chunk: int | None = None,
-                   memory_budget: int | None = None) -> dict:
+                   memory_budget: int | None = None, *, views=(1, 1), normalization: str = "imagenet",
+                   descriptors: DescriptorSet | Callable[[Split], DescriptorSet] | None = None) -> dict:
     """{"top1", "top5", "videos", "skipped"} of the model on one split (its own classes).
 
     With class_chunk (classes at a time) or memory_budget (bytes), logits are computed a chunk
     of classes at a time with a running top-5 (ost.large_classes.chunked_topk): same results,
-    memory bounded whatever the number of classes."""
-    model.descriptors = DescriptorSet.from_files(split.labels, split.spatio, split.temporal)
+    memory bounded whatever the number of classes.
+
+    views=(clips, crops): test views per video (ost.data.VideoDataset); with more than one, a
+    video's score is softmax(logits over all classes) averaged over its views, the official
+    multi-view test. The softmax needs every class's logit, so chunking then bounds the
+    solver's memory chunk by chunk but keeps the (batch_size * views, A) logits. A batch
+    encodes batch_size * clips * crops clips. normalization: the pixel normalization the model
+    was trained with ("imagenet", the official pipeline's, or "clip").
+
+    descriptors: the split's DescriptorSet, or a function split -> DescriptorSet (e.g. a
+    config's class-name baseline); default DescriptorSet.from_files(labels, spatio, temporal)."""
+    clips, crops = check_views(views)
+    check_normalization(normalization)
+    multi_view = (clips, crops) != (1, 1)
+    if descriptors is None:
+        descriptors = DescriptorSet.from_files(split.labels, split.spatio, split.temporal)
+    elif callable(descriptors):
+        descriptors = descriptors(split)
+    model.descriptors = descriptors
     model.eval()
     model._cache = None  # descriptors changed: encode them once for this split
     device = next(model.parameters()).device
     records = read_annotations(split.video_list, split.root, model.descriptors.num_classes)
-    loader = torch.utils.data.DataLoader(VideoDataset(records, frames, size, train=False), batch_size=batch_size,
-                                         num_workers=num_workers, collate_fn=collate_skipping)
+    dataset = VideoDataset(records, frames, size, train=False, views=(clips, crops), normalization=normalization)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
+                                         collate_fn=collate_skipping)
     desc = model.descriptor_embeddings(progress=progress)
     k5 = min(5, model.descriptors.num_classes)
     hit1 = hit5 = seen = skipped = 0
@@ -52,12 +105,20 @@ def evaluate_split(model: OSTModel, split: Split, frames: int, size: int, batch_
         skipped += batch["skipped"]
         if batch["frames"] is None:
             continue
-        emb = model.encode_video(batch["frames"].to(device))
         labels = batch["labels"].to(device)
-        if class_chunk is None and memory_budget is None:
-            top = model.logits(emb, desc).topk(k5, dim=1).indices
+        if multi_view:
+            x = batch["frames"]  # (B, V, T, 3, S, S)
+            V = x.shape[1]
+            emb = model.encode_video(x.flatten(0, 1).to(device))  # (B * V, T, d)
+            logits = _all_class_logits(model, emb, desc, class_chunk, memory_budget)
+            top = view_scores(logits, V).topk(k5, dim=1).indices
         else:
-            _, top = chunked_topk(emb, desc, model.clip.logit_scale.exp(), k5, model.config, class_chunk, memory_budget)
+            emb = model.encode_video(batch["frames"].to(device))
+            if class_chunk is None and memory_budget is None:
+                top = model.logits(emb, desc).topk(k5, dim=1).indices
+            else:
+                _, top = chunked_topk(emb, desc, model.clip.logit_scale.exp(), k5, model.config, class_chunk,
+                                      memory_budget)
         hit1 += (top[:, 0] == labels).sum().item()
         hit5 += (top == labels[:, None]).any(1).sum().item()
         seen += len(labels)
@@ -68,10 +129,15 @@ def evaluate_split(model: OSTModel, split: Split, frames: int, size: int, batch_
 
 def evaluate(model: OSTModel, splits: list[Split], frames: int, size: int, batch_size: int = 8,
              progress: bool = True, out_path=None, class_chunk: int | None = None,
-             memory_budget: int | None = None) -> dict:
-    """Per-split results and their mean +- std; written as JSON to out_path when given."""
+             memory_budget: int | None = None, *, views=(1, 1), normalization: str = "imagenet",
+             descriptors: Callable[[Split], DescriptorSet] | None = None) -> dict:
+    """Per-split results and their mean +- std; written as JSON to out_path when given. views,
+    normalization and descriptors (a function split -> DescriptorSet): as in evaluate_split."""
+    check_views(views)  # fail before the first split, not after it
+    check_normalization(normalization)
     per_split = [evaluate_split(model, s, frames, size, batch_size, progress=progress, class_chunk=class_chunk,
-                                memory_budget=memory_budget) for s in splits]
+                                memory_budget=memory_budget, views=views, normalization=normalization,
+                                descriptors=descriptors) for s in splits]
     summary = {}
     for key in ("top1", "top5"):
         vals = [r[key] for r in per_split]

@@ -1,17 +1,16 @@
 """Descriptor generation with an LLM through any OpenAI-compatible chat endpoint.
 
 For each class the LLM is asked, with a system and a user message, for exactly n Spatio
-(static: objects, scene, appearance) or Temporal (the action's steps in order) descriptors,
-at temperature 0.7 as in the paper. The reply must contain a Python / JSON list of n
-non-empty strings; it is parsed with ast.literal_eval (never eval). Malformed or wrong-length
-replies and HTTP errors are retried a bounded number of times. Results are written to the
-output file after every class (temp file + rename), so an interrupted run resumes without
-asking again for the classes already done.
+(static cues of a single frame) or Temporal (the action's steps) descriptors. The defaults are
+the paper's own prompts, verbatim (Fig. 9 Spatio, Fig. 10 Temporal), sent to gpt-3.5-turbo at
+temperature 0.7 as in the paper. The reply must contain a Python / JSON list of n non-empty
+strings; it is parsed with ast.literal_eval (never eval). Malformed or wrong-length replies and
+HTTP errors are retried a bounded number of times. Results are written to the output file
+after every class (temp file + rename), so an interrupted run resumes without asking again for
+the classes already done.
 
-The paper shows its two prompts as figures (Fig. 9 Spatio, Fig. 10 Temporal); their exact
-wording is not in its published code, so the defaults below are our restatement of them
-(pass `prompts=` or the command line's --system/--user files to use your own). User
-templates may use {class_name} and {n}.
+User templates may use the paper's placeholders {category} (the class name) and
+{num_captions} (descriptors per class), or {class_name} and {n}.
 """
 from __future__ import annotations
 
@@ -31,33 +30,52 @@ from .files import atomic_write_json
 @dataclass(frozen=True)
 class Prompt:
     system: str
-    user: str  # may use {class_name} and {n}
+    user: str  # may use {category} / {class_name} and {num_captions} / {n}
+
+    def user_message(self, class_name: str, n: int) -> str:
+        return self.user.format(category=class_name, class_name=class_name, num_captions=n, n=n)
 
 
+# The paper's prompts (Figures 9 and 10), exactly as the figures' adjacent string literals join:
+# no separator stands between "{category}" and "Provide".
 PROMPTS = {
     "spatio": Prompt(
         system=(
-            "You are an expert in human action recognition. Given an action category, you list the static "
-            "visual elements that identify it in a single video frame: the objects involved, the scene, and "
-            "the appearance of the people. Answer only with a Python list of short strings."
+            "You are an intelligent chatbot designed for providing meaningful class-label "
+            "augmentations for classification tasks. Your task is to give corresponding meaningful "
+            "and distinguishable text descriptions. Here's how you can accomplish the "
+            "task:-----##INSTRUCTIONS: - Focus on the static visual cues that may benefit visual-side "
+            "classification.\n- Give the key descriptors that can be found within a single image.\n- "
+            "Try to focus on object-level cues, such as obvious objects or scenes that may include in "
+            "the image.\n- Do not include descriptor that only contains 'person'"
         ),
         user=(
-            'List exactly {n} spatio descriptors of the action "{class_name}": objects, scene and appearance '
-            "visible in a frame. Reply with a Python list of {n} short strings."
+            "Please give me a long list of descriptors for action: {category}Provide your answer only "
+            "as the description it self, {num_captions} descriptors in total.Please generate the "
+            "response in the form of a Python list string that consists of the descriptors you "
+            "provide.DO NOT PROVIDE ANY OTHER OUTPUT TEXT OR EXPLANATION. Only provide the Python "
+            "list string. For example, your response should look like this: [\"descriptor1\", "
+            "\"descriptor2\" ... ]."
         ),
     ),
     "temporal": Prompt(
         system=(
-            "You are an expert in human action recognition. Given an action category, you describe how the "
-            "action unfolds over time as the sequence of steps a video of it would show. Answer only with a "
-            "Python list of short sentences."
+            "You are an intelligent chatbot designed for providing meaningful class-label "
+            "augmentations for classification tasks. Your task is to give corresponding meaningful "
+            "and distinguishable text descriptions. Here's how you can accomplish the "
+            "task:-----##INSTRUCTIONS: - You can try to include as much verb as possible.\n- Do not "
+            "include descriptor that only contains 'person'"
         ),
         user=(
-            'Describe the action "{class_name}" as exactly {n} temporal steps, in the order they happen in a '
-            "video. Reply with a Python list of {n} short sentences."
+            "Please give me a long list of decompositions of steps for action: {category}Provide your "
+            "answer only as the steps it self, {num_captions} steps in total.Please generate the "
+            "response in the form of a Python list string that consists of the steps you provide.DO "
+            "NOT PROVIDE ANY OTHER OUTPUT TEXT OR EXPLANATION. Only provide the Python list string. "
+            "For example, your response should look like this: [\"step1\", \"step2\" ... ]."
         ),
     ),
 }
+MODEL = "gpt-3.5-turbo"
 TEMPERATURE = 0.7
 
 
@@ -123,7 +141,7 @@ def _load_partial(path: Path, num_classes: int) -> dict[str, list[str]]:
 
 
 def generate_descriptors(class_names: list[str], kind: str, n: int, out_path, *, client=None,
-                         model: str = "gpt-3.5-turbo", temperature: float = TEMPERATURE, max_attempts: int = 4,
+                         model: str = MODEL, temperature: float = TEMPERATURE, max_attempts: int = 4,
                          prompt: Prompt | None = None, retry_wait: float = 1.0,
                          progress: bool = True) -> list[list[str]]:
     """Generate (or finish generating) `kind` descriptors for every class; returns them per class
@@ -144,7 +162,7 @@ def generate_descriptors(class_names: list[str], kind: str, n: int, out_path, *,
     for i in tqdm(todo, desc=f"{kind} descriptors", disable=not progress, initial=len(class_names) - len(todo),
                   total=len(class_names)):
         messages = [{"role": "system", "content": prompt.system},
-                    {"role": "user", "content": prompt.user.format(class_name=class_names[i], n=n)}]
+                    {"role": "user", "content": prompt.user_message(class_names[i], n)}]
         last_error = None
         for attempt in range(max_attempts):
             try:

@@ -6,6 +6,11 @@ K (Spatio, Temporal):
 
     term_K = s * (v_bar . d_bar_K) + s * OD_K          OD_K = od_solve(frames, descriptors_K)
     logits = w_S * term_S + w_T * term_T               (w_S = w_T = 0.5 by default)
+
+Scale: the paper prints Eq. 13 as the mean of the four terms, 1/4 each; the official code
+(trainers/OST.py, get_logit / inference), which this follows, weights each kind's pair of
+terms by 0.5, i.e. twice the printed formula. Weights 0.25 / 0.25 give the printed equation.
+The factor only rescales the logits (the same argmax), but it changes the loss's temperature.
 """
 from __future__ import annotations
 

@@ -14,10 +14,13 @@ from tqdm.auto import tqdm
 from .descriptors import KINDS, DescriptorSet
 from .logits import DescriptorEmbeddings, ODLogitsConfig, od_logits
 
-__all__ = ["OSTModel", "DescriptorEmbeddings", "ODLogitsConfig", "od_logits", "SPATIO_PROMPT", "TEMPORAL_PROMPT"]
+__all__ = ["OSTModel", "DescriptorEmbeddings", "ODLogitsConfig", "od_logits", "SPATIO_PROMPT", "TEMPORAL_PROMPT",
+           "CLASS_PROMPT"]
 
 SPATIO_PROMPT = "This is a video about {descriptor}"
 TEMPORAL_PROMPT = "A video of {class_name} usually includes {descriptor}"
+# The class-name baseline's one prompt per class (the official code's text_prompt).
+CLASS_PROMPT = "a video of a person {class_name}."
 
 
 class OSTModel(nn.Module):

@@ -8,7 +8,8 @@ import torch
 
 from ost_kernels import od_plan
 
-from .data import VideoDataset, VideoRecord
+from .annotations import VideoRecord
+from .data import VideoDataset
 
 
 def plot_plans(plans: torch.Tensor, class_names: list[str], descriptors: list[list[str]], scores: list[float],

@@ -26,10 +26,10 @@ import torch.distributed as dist
 import yaml
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import TrainConfig, build_model, config_dict
-from .data import VideoDataset, collate_skipping, few_shot, read_annotations
-from .descriptors import DescriptorSet
+from .checkpoint import load_checkpoint, load_state_dict_file, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig, build_model, config_dict, descriptor_set
+from .annotations import few_shot, read_annotations
+from .data import VideoDataset, collate_skipping
 from .distributed import Distributed, EpochSampler
 from .large_classes import shard_range, sharded_cross_entropy
 from .loss import cross_entropy_loss, symmetric_kl_loss
@@ -37,11 +37,13 @@ from .logits import DescriptorEmbeddings
 
 
 def lr_lambda(warmup: int, total: int):
+    """The official schedule (timm's CosineLRScheduler as the paper's code sets it up): linear
+    warm-up from 0 over `warmup` optimizer steps, then cosine decay to lr / 100 at `total`,
+    the cosine measured from step 0 (not from the end of the warm-up), in optimizer steps."""
     def f(step: int) -> float:
         if warmup and step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+            return step / warmup
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, total))))
 
     return f
 
@@ -65,8 +67,11 @@ def _train(cfg: TrainConfig, env: Distributed, resume: bool, progress: bool) -> 
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
-    descriptors = DescriptorSet.from_files(cfg.labels, cfg.spatio, cfg.temporal)
-    model = build_model(cfg, descriptors).to(env.device)
+    descriptors = descriptor_set(cfg)
+    model = build_model(cfg, descriptors)
+    if cfg.init_checkpoint:  # e.g. few-shot runs "from K400"; a resumed run's own state comes later
+        model.load_state_dict(load_state_dict_file(cfg.init_checkpoint))
+    model = model.to(env.device)
     if cfg.freeze_text:
         for name, p in model.clip.named_parameters():
             if not name.startswith("visual.") and name != "logit_scale":
@@ -76,19 +81,20 @@ def _train(cfg: TrainConfig, env: Distributed, resume: bool, progress: bool) -> 
 
     if cfg.class_sharded and env.world > descriptors.num_classes:
         raise ValueError(f"class_sharded: {env.world} ranks but only {descriptors.num_classes} classes to shard")
-    records = read_annotations(cfg.train_list, cfg.root, descriptors.num_classes)
+    records = read_annotations(cfg.data_path(cfg.train_list), cfg.root, descriptors.num_classes)
     if cfg.few_shot:
         records = few_shot(records, cfg.few_shot, cfg.seed)
     if cfg.batch_size % env.world:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {env.world} ranks")
     local_bs = cfg.batch_size // env.world
-    dataset = VideoDataset(records, cfg.frames, cfg.size, train=True, seed=cfg.seed)
+    dataset = VideoDataset(records, cfg.frames, cfg.size, train=True, seed=cfg.seed, normalization=cfg.normalization)
     sampler = EpochSampler(len(dataset), local_bs, env.rank, env.world, cfg.seed)
     if sampler.batches_per_epoch() == 0:
         raise ValueError(f"{len(dataset)} videos make no full global batch of {cfg.batch_size}")
     steps_per_epoch = sampler.batches_per_epoch() // cfg.grad_accum
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_steps, total))
+    warmup = cfg.warmup_steps or round(cfg.warmup_epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, total))
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision) if env.device.type == "cuda" else None
     scaler = torch.amp.GradScaler("cuda", enabled=half is torch.float16)
 

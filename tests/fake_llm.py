@@ -27,8 +27,14 @@ class FakeLLM:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 user = next(m["content"] for m in body["messages"] if m["role"] == "user")
-                name = re.search(r'"([^"]+)"', user).group(1)
-                n = int(re.search(r"exactly (\d+) ", user).group(1))
+                # The paper's prompts ("...for action: {category}Provide ... {num_captions} steps in
+                # total") or a template of the tests' own ('..."{class_name}"... exactly {n} ...').
+                paper = re.search(r"for action: (.*?)Provide .*? (\d+) (?:descriptors|steps) in total", user)
+                if paper:
+                    name, n = paper.group(1), int(paper.group(2))
+                else:
+                    name = re.search(r'"([^"]+)"', user).group(1)
+                    n = int(re.search(r"exactly (\d+) ", user).group(1))
                 fake.requests.append(name)
                 if fake.delay:
                     time.sleep(fake.delay)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from ost.checkpoint import load_checkpoint, load_state_dict_file, rng_state, save_checkpoint, set_rng_state
-from ost.cli import _load_model, main
+from ost.cli import main
+from ost.commands import load_model as _load_model
 from ost.config import load_config
 from ost.synthetic import make_synthetic
 from ost_runs import write_config
@@ -103,3 +104,14 @@ def test_checkpoint_round_trip_with_rng_state(tmp_path):
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == want
     assert torch.equal(load_state_dict_file(tmp_path / "c.pt")["w"], torch.arange(3.0))
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    import os
+
+    from ost.files import atomic_write_json
+
+    path = atomic_write_json(tmp_path / "x.json", {"a": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -4,8 +4,8 @@ import random
 import pytest
 import torch
 
-from ost.data import (VideoDataset, collate_skipping, decode_frames, few_shot, read_annotations,
-                      segment_indices)
+from ost.annotations import few_shot, read_annotations
+from ost.data import VideoDataset, collate_skipping, decode_frames, segment_indices
 from ost.descriptors import DescriptorSet
 from ost.synthetic import make_synthetic
 

@@ -1,15 +1,14 @@
 """Descriptor and label files: the paper's published files load and round-trip; bad files
 give clear errors."""
 import json
-from pathlib import Path
 
 import pytest
 
 from ost.descriptors import (DescriptorError, DescriptorSet, load_class_names, load_descriptors,
                              parse_descriptor_object, save_descriptors)
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "ost-data"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/ost-data (the paper's files) is not here")
+from paper_data import PAPER_DATA as DATA
+from paper_data import needs_paper_data as needs_data
 
 # (labels csv, descriptor folder pattern) for every published dataset.
 DATASETS = {

@@ -109,3 +109,34 @@ def test_cli_reports_a_missing_key(tmp_path, monkeypatch, capsys):
     labels.write_text("id,name\n0,archery\n")
     code = main(["descriptors", "generate", "--labels", str(labels), "--kind", "spatio", "--out", str(tmp_path / "o.json")])
     assert code == 2 and "no API key" in capsys.readouterr().err
+
+
+from paper_data import PAPER_DATA  # noqa: E402
+
+PAPER_PROMPTS = PAPER_DATA / "paper_prompts.json"
+
+
+def test_default_prompts_are_the_papers_verbatim():
+    from ost.generate import MODEL, PROMPTS, TEMPERATURE
+
+    if not PAPER_PROMPTS.exists():
+        pytest.skip(f"{PAPER_PROMPTS} (the paper's prompts) is not here")
+    paper = json.loads(PAPER_PROMPTS.read_text())
+    for kind in ("spatio", "temporal"):
+        assert PROMPTS[kind].system == paper[kind]["system"]
+        assert PROMPTS[kind].user == paper[kind]["user"]
+    assert (MODEL, TEMPERATURE) == ("gpt-3.5-turbo", 0.7)
+    assert PROMPTS["temporal"].user_message("archery", 4).startswith(
+        "Please give me a long list of decompositions of steps for action: archeryProvide your answer only as the "
+        "steps it self, 4 steps in total.")
+
+
+def test_the_paper_prompts_reach_the_endpoint(tmp_path):
+    from ost.generate import PROMPTS
+
+    with FakeLLM() as server:
+        out = tmp_path / "t.json"
+        generate_descriptors(NAMES[:2], "spatio", 3, out, client=_client(server), progress=False)
+    assert server.requests == NAMES[:2]
+    assert load_descriptors(out, 2)[1] == [f"{NAMES[1]} part {k}" for k in range(3)]
+    assert "{category}" in PROMPTS["spatio"].user

@@ -114,8 +114,8 @@ def test_accumulation_frozen_text_and_evaluation_options(data, tmp_path):
     config = write_config(tmp_path, data, max_steps=2, grad_accum=2, batch_size=4, freeze_text=True)
     assert main(["train", "--config", str(config), "--quiet"]) == 0
     assert [s["step"] for s in steps(tmp_path / "run")] == [1, 2]
-    trained = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"]
-    from ost.cli import _load_model
+    trained = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
+    from ost.commands import load_model as _load_model
     from ost.config import load_config
 
     torch.manual_seed(0)  # the training run's seed: the same initial weights
@@ -124,8 +124,11 @@ def test_accumulation_frozen_text_and_evaluation_options(data, tmp_path):
     assert not torch.equal(trained["clip.visual.conv1.weight"], fresh["clip.visual.conv1.weight"])  # trained
     split = ",".join(str(data[k]) for k in ("labels", "val", "spatio", "temporal"))
     out = tmp_path / "res.json"
+    zero_shot = tmp_path / "zero_shot.pt"  # the config has no pretrained weights: name the zero-shot model
+    torch.save(fresh, zero_shot)
     assert main(["eval", "--config", str(config), "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"),
-                 "--split", split, "--split", split, "--ensemble-alpha", "0.2", "--out", str(out), "--quiet"]) == 0
+                 "--split", split, "--split", split, "--ensemble-alpha", "0.2", "--zero-shot", str(zero_shot),
+                 "--out", str(out), "--quiet"]) == 0
     res = json.loads(out.read_text())
     assert len(res["splits"]) == 2 and res["summary"]["top1"]["std"] == 0.0
     assert 0.0 <= res["summary"]["top5"]["mean"] <= 1.0

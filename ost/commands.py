@@ -1,0 +1,155 @@
+"""What each `ost` subcommand does (the parser is ost/cli.py). Every handler takes the parsed
+arguments and returns an exit status; heavy imports happen inside, so `ost --help` is quick."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def generate(args) -> int:
+    from .descriptors import load_class_names
+    from .generate import PROMPTS, Prompt, generate_descriptors, make_client
+
+    default = PROMPTS[args.kind]
+    prompt = Prompt(
+        system=Path(args.system).read_text(encoding="utf-8") if args.system else default.system,
+        user=Path(args.user).read_text(encoding="utf-8") if args.user else default.user,
+    )
+    names = load_class_names(args.labels)
+    client = make_client(args.base_url, args.api_key)
+    descs = generate_descriptors(names, args.kind, args.n, args.out, client=client, model=args.model,
+                                 temperature=args.temperature, max_attempts=args.max_attempts, prompt=prompt,
+                                 progress=not args.quiet)
+    print(f"{args.out}: {args.kind} descriptors for {len(descs)} classes")
+    return 0
+
+
+def reindex(args) -> int:
+    from .reindex import reindex_descriptors
+
+    reindex_descriptors(args.full_labels, args.subset_labels, args.descriptors, args.out)
+    print(f"{args.out}: {args.descriptors} re-indexed to the classes of {args.subset_labels}")
+    return 0
+
+
+def ensemble(args) -> int:
+    from .checkpoint import load_state_dict_file, save_checkpoint
+    from .ensemble import ensemble_state_dicts
+
+    merged = ensemble_state_dicts(load_state_dict_file(args.zero_shot), load_state_dict_file(args.finetuned),
+                                  args.alpha)
+    save_checkpoint(merged, args.out)
+    print(f"{args.out}: {args.alpha} * {args.zero_shot} + {1 - args.alpha} * {args.finetuned}")
+    return 0
+
+
+def train(args) -> int:
+    from .config import load_config
+    from .train import train as run
+
+    cfg = load_config(args.config, args.set or [])
+    print(json.dumps(run(cfg, resume=args.resume, progress=not args.quiet)))
+    return 0
+
+
+def load_model(cfg, checkpoint):
+    """The config's model, with the weights of `checkpoint` (loaded with weights_only=True) if given."""
+    from .checkpoint import load_state_dict_file
+    from .config import build_model
+
+    model = build_model(cfg)
+    if checkpoint:
+        model.load_state_dict(load_state_dict_file(checkpoint))
+    return model
+
+
+def _splits(cfg, args):
+    from .evaluate import Split
+
+    if args.split:
+        return [Split(*spec.split(",")) for spec in args.split]
+    if cfg.eval_splits and not args.list:
+        return [Split(cfg.data_path(s["labels"]), cfg.data_path(s["list"]), cfg.data_path(s["spatio"]),
+                      cfg.data_path(s["temporal"]), s.get("root", cfg.root)) for s in cfg.eval_splits]
+    return [Split(cfg.data_path(cfg.labels), cfg.data_path(args.list or cfg.train_list), cfg.data_path(cfg.spatio),
+                  cfg.data_path(cfg.temporal), cfg.root)]
+
+
+def evaluate(args) -> int:
+    from .config import load_config
+    from .ensemble import ensemble_models
+    from .evaluate import evaluate as run
+
+    cfg = load_config(args.config, args.set or [])
+    alpha = args.ensemble_alpha if args.ensemble_alpha is not None else cfg.ensemble_alpha
+    if alpha is not None and not (cfg.pretrained or args.zero_shot):
+        # Without pretrained weights "the model as created" is a random one: no zero-shot model at all.
+        raise ValueError("ensembling (ensemble_alpha / --ensemble-alpha) mixes in the zero-shot model, but the "
+                         "config sets no `pretrained` weights and no --zero-shot file was given: it would be a "
+                         "randomly initialized model. Set pretrained (e.g. openai), pass --zero-shot, or drop the "
+                         "ensembling (--set ensemble_alpha=null)")
+    model = load_model(cfg, args.checkpoint)
+    if alpha is not None:
+        zero_shot = load_model(cfg, args.zero_shot)  # default: the pretrained model as created
+        model = ensemble_models(zero_shot, model, alpha)
+    splits = _splits(cfg, args)
+    budget = int(args.memory_budget_mb * 2**20) if args.memory_budget_mb else None
+    result = run(model, splits, cfg.frames, cfg.size, args.batch_size, progress=not args.quiet, out_path=args.out,
+                 class_chunk=args.class_chunk, memory_budget=budget, views=tuple(cfg.views),
+                 normalization=cfg.normalization,
+                 descriptors=lambda split: _descriptor_set(cfg, split))
+    s = result["summary"]
+    print(f"top1 {100 * s['top1']['mean']:.2f} +- {100 * s['top1']['std']:.2f}  "
+          f"top5 {100 * s['top5']['mean']:.2f} +- {100 * s['top5']['std']:.2f}  ({len(splits)} split(s))")
+    return 0
+
+
+def _descriptor_set(cfg, split):
+    from .config import descriptor_set
+
+    return descriptor_set(cfg, split.labels, split.spatio, split.temporal)
+
+
+def make_synthetic(args) -> int:
+    from .synthetic import make_synthetic as make
+
+    paths = make(args.out, args.classes, args.videos_per_class, args.frames, args.size, seed=args.seed)
+    print(json.dumps({k: str(v) for k, v in paths.items()}))
+    return 0
+
+
+def plot_plan(args) -> int:
+    from .config import load_config
+    from .plots import plot_video_plans
+
+    cfg = load_config(args.config, args.set or [])
+    model = load_model(cfg, args.checkpoint)
+    print(plot_video_plans(model, args.video, args.out, cfg.frames, cfg.size, top=args.top, kind=args.kind))
+    return 0
+
+
+def presets(args) -> int:
+    from .presets import PRESETS_DIR, list_presets
+
+    for name, about in list_presets().items():
+        print(f"{name:34s} {about}")
+    print(f"(files in {PRESETS_DIR}; use one with --config NAME, e.g. `ost train --config k400_zero_shot "
+          "--set root=/path/to/videos --set train_list=/path/to/k400_train.txt`)")
+    return 0
+
+
+def download(args) -> int:
+    from .published import download_published
+
+    summary = download_published(args.dest, only=args.only or None, progress=not args.quiet,
+                                 **({"base_url": args.base_url} if args.base_url else {}))
+    print(json.dumps(summary))
+    return 0
+
+
+def convert(args) -> int:
+    from .convert import convert_official_checkpoint
+
+    convert_official_checkpoint(args.checkpoint, args.out, model_name=args.model)
+    print(f"{args.out}: {args.checkpoint} as a state dict of ost.model.OSTModel ({args.model})")
+    return 0
