@@ -76,10 +76,30 @@ def _fmt_mib(b):
     return "-" if b is None else f"{b / 2**20:.1f}"
 
 
+def pipeline_lines() -> list[str]:
+    """The input-pipeline groups: clips/s per provider, per loader worker, and new / old."""
+    lines = ["| case | old clips/s | new clips/s (x old) | new+cpu clips/s (x old) | new per worker |",
+             "|---|---|---|---|---|"]
+    for group in sorted(g for g in RESULTS if g.startswith("pipeline ")):
+        recs = RESULTS[group]
+        rate = {p: r["clips"] / r["median_s"] for p, r in recs.items() if r.get("median_s")}
+        old = rate.get("old")
+
+        def cell(provider):
+            if provider not in rate:
+                return "-"
+            return f"{rate[provider]:.1f}" + (f" ({rate[provider] / old:.2f}x)" if old else "")
+
+        per_worker = f"{rate['new'] / recs['new']['workers']:.1f}" if "new" in rate else "-"
+        lines.append(f"| {group[len('pipeline '):]} | {'-' if old is None else f'{old:.1f}'} | {cell('new')} | "
+                     f"{cell('new+cpu')} | {per_worker} |")
+    return lines if len(lines) > 2 else []
+
+
 def summary_lines() -> list[str]:
     lines = ["| case | provider | median | vs einops | vs matmul | peak extra MiB | iters (mean) |",
              "|---|---|---|---|---|---|---|"]
-    for group in sorted(RESULTS, key=_group_key):
+    for group in sorted((g for g in RESULTS if not g.startswith("pipeline ")), key=_group_key):
         recs = RESULTS[group]
         ref = recs.get("einops", {}).get("median_s")
         floor = recs.get("matmul", {}).get("median_s")
@@ -159,6 +179,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.write_sep("=", "od_solve benchmark summary (ratios: time / einops, time / bare matmul)")
     for line in lines:
         terminalreporter.write_line(line)
+    pipeline = pipeline_lines()
+    if pipeline:
+        terminalreporter.write_sep("=", "video input pipeline (clips/s through a DataLoader; new / old in one run)")
+        for line in pipeline:
+            terminalreporter.write_line(line)
+        lines += ["", *pipeline]
     with open(os.path.join(OUT_DIR, "summary.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
     terminalreporter.write_line(f"(written to {os.path.relpath(OUT_DIR)}/summary.md and results.json)")

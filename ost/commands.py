@@ -96,7 +96,7 @@ def evaluate(args) -> int:
     budget = int(args.memory_budget_mb * 2**20) if args.memory_budget_mb else None
     result = run(model, splits, cfg.frames, cfg.size, args.batch_size, progress=not args.quiet, out_path=args.out,
                  class_chunk=args.class_chunk, memory_budget=budget, views=tuple(cfg.views),
-                 normalization=cfg.normalization,
+                 normalization=cfg.normalization, num_workers=cfg.num_workers,
                  descriptors=lambda split: _descriptor_set(cfg, split))
     s = result["summary"]
     print(f"top1 {100 * s['top1']['mean']:.2f} +- {100 * s['top1']['std']:.2f}  "

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from .transforms import check_normalization, check_views
+from .augment import check_normalization
+from .transforms import check_views
 from .descriptors import DescriptorSet
 from .logits import ODLogitsConfig
 from .model import CLASS_PROMPT, SPATIO_PROMPT, TEMPORAL_PROMPT, OSTModel
@@ -66,7 +67,8 @@ class TrainConfig:
     class_prompt: str = CLASS_PROMPT
     ensemble_alpha: float | None = None  # `ost eval`: WiSE-FT weight of the zero-shot model
     seed: int = 0
-    num_workers: int = 0
+    num_workers: int | None = None  # loader processes per rank; default: the cores (shared by the ranks), <= 8
+    prefetch: int = 4  # batches each loader worker prepares ahead
     out_dir: str = "runs/ost"
     save_every: int = 50
     tensorboard: bool = False

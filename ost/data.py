@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import random
 
-import av
 import numpy as np
 import torch
 
 from .annotations import VideoRecord
+from .augment import apply_photometric, photometric_params
+from .decode import read_frames
 from .transforms import check_views, eval_transform, train_transform
 
 log = logging.getLogger("ost.data")
@@ -36,30 +37,8 @@ def segment_indices(num_frames: int, T: int, train: bool, rng: random.Random | N
 
 def decode_frames(path, indices: list[int]) -> np.ndarray:
     """Frames at `indices` (any order, repeats allowed) as (len, H, W, 3) uint8 RGB."""
-    wanted = sorted(set(indices))
-    got = {}
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        for i, frame in enumerate(container.decode(stream)):
-            if i in wanted:
-                got[i] = frame.to_ndarray(format="rgb24")
-            if i >= wanted[-1]:
-                break
-    if not got:
-        raise ValueError(f"{path}: no frames decoded")
-    last = max(got)
-    return np.stack([got.get(i, got[last]) for i in indices])
+    return read_frames(path, lambda n: indices)
 
-
-def count_frames(path) -> int:
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        if stream.frames:
-            return int(stream.frames)
-        return sum(1 for _ in container.decode(stream))
-
-
-# -- options -----------------------------------------------------------------------------------
 
 class VideoDataset(torch.utils.data.Dataset):
     """Clips of T frames: items are (frames, label, index), or (None, label, index) for a video
@@ -73,10 +52,15 @@ class VideoDataset(torch.utils.data.Dataset):
     3 (three crops along the long side). Views are ordered crop-major (view = crop * clips +
     clip), as the official pipeline concatenates them.
 
-    normalization: "imagenet" (the official pipeline's) or "clip" (NORMALIZATIONS)."""
+    normalization: "imagenet" (the official pipeline's) or "clip" (ost.augment.NORMALIZATIONS).
+
+    deferred=True (what training and evaluation use): items are (uint8 frames, label, index,
+    photometric parameters or None) with the geometric transforms done; the colour jitter,
+    grayscale and normalization run on the whole batch on the training device
+    (ost.augment.finish_batch). deferred=False gives finished float32 clips, as above."""
 
     def __init__(self, records: list[VideoRecord], num_frames: int, size: int, train: bool, seed: int = 0, *,
-                 normalization: str = "imagenet", views=(1, 1)):
+                 normalization: str = "imagenet", views=(1, 1), deferred: bool = False):
         self.records = records
         self.num_frames = num_frames
         self.train = train
@@ -86,6 +70,7 @@ class VideoDataset(torch.utils.data.Dataset):
         self.normalization = normalization
         self.transform = (train_transform(size, normalization) if train
                           else eval_transform(size, normalization, self.views[1]))
+        self.deferred = deferred
         self.seed = seed
         self.epoch = 0
 
@@ -95,46 +80,61 @@ class VideoDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __getitem__(self, index: int):
+    def _indices(self, n: int, rng: random.Random) -> list[int]:
+        clips, T = self.views[0], self.num_frames
+        if clips == 1:
+            return segment_indices(n, T, self.train, rng)
+        return [i for _ in range(clips) for i in segment_indices(n, T, True, rng)]
+
+    def __getitem__(self, key):
+        """key: a video index, or (epoch, index) (what EpochSampler yields, so that persistent
+        loader workers see the epoch)."""
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         rec = self.records[index]
-        # Seeded per (epoch, video): the same run samples the same frames, resumed or not.
-        rng = random.Random((self.seed * 1_000_003 + self.epoch) * 1_000_003 + index)
-        clips, crops = self.views
-        T = self.num_frames
+        # Seeded per (epoch, video): the same run samples the same frames, resumed or not,
+        # whichever worker loads it.
+        rng = random.Random((self.seed * 1_000_003 + epoch) * 1_000_003 + index)
         try:
-            n = count_frames(rec.path)
-            if clips == 1:
-                indices = segment_indices(n, T, self.train, rng)
-            else:
-                indices = [i for _ in range(clips) for i in segment_indices(n, T, True, rng)]
-            frames = decode_frames(rec.path, indices)
-        except Exception as exc:  # unreadable, truncated, not a video: skip it, never crash
+            frames = read_frames(rec.path, lambda n: self._indices(n, rng))
+        except Exception as exc:  # unreadable, truncated, missing, not a video: skip it, never crash
             log.warning("skipping unreadable video %s: %s", rec.path, exc)
-            return None, rec.label, index
+            return (None, rec.label, index) + ((None,) if self.deferred else ())
         clip = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (clips * T, 3, H, W) uint8
+        params = None
         if self.train:
-            return self.transform(clip, rng), rec.label, index
-        out = self.transform(clip)  # (clips * T, 3, S, S), or (3, clips * T, 3, S, S) with 3 crops
-        if self.views != (1, 1):
-            out = out.reshape(crops * clips, T, *out.shape[-3:])
-        return out, rec.label, index
+            aug = self.transform.draw(clip.shape[0], clip.shape[-2], clip.shape[-1], rng)
+            clip = self.transform.geometric(clip, aug)
+            params = photometric_params(aug, clip.shape[0])
+        else:
+            clip = self.transform.geometric(clip)  # (clips * T, 3, S, S), or (3, clips * T, ...)
+            if self.views != (1, 1):
+                clips, crops = self.views
+                clip = clip.reshape(crops * clips, self.num_frames, *clip.shape[-3:])
+        if self.deferred:
+            return clip, rec.label, index, params
+        batched = None if params is None else {k: v[None] for k, v in params.items()}
+        return apply_photometric(clip[None], batched, self.normalization)[0], rec.label, index
 
 
 def collate_skipping(items):
     """Stack the decodable clips of a batch; returns dict(frames (B, T, 3, H, W), or
     (B, V, T, 3, H, W) for multi-view items, labels (B,), indices (B,), skipped: int,
-    skipped_indices: list)."""
+    skipped_indices: list, and for deferred training items photometric: dict of (B, ...)
+    parameters for ost.augment.finish_batch)."""
     ok = [it for it in items if it[0] is not None]
     bad = [it[2] for it in items if it[0] is None]
     if not ok:
-        return {"frames": None, "labels": None, "indices": None, "skipped": len(bad), "skipped_indices": bad}
+        return {"frames": None, "labels": None, "indices": None, "skipped": len(bad), "skipped_indices": bad,
+                "photometric": None}
     shapes = {tuple(it[0].shape) for it in ok}
     if len(shapes) > 1:
         raise ValueError(f"clips of one batch differ in shape: {sorted(shapes)} (mixed views or sizes?)")
+    params = [it[3] for it in ok] if len(ok[0]) > 3 else [None]
     return {
         "frames": torch.stack([it[0] for it in ok]),
         "labels": torch.tensor([it[1] for it in ok]),
         "indices": torch.tensor([it[2] for it in ok]),
         "skipped": len(bad),
         "skipped_indices": bad,
+        "photometric": None if params[0] is None else {k: torch.stack([p[k] for p in params]) for k in params[0]},
     }

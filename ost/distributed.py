@@ -60,7 +60,10 @@ class Distributed:
 
 
 class EpochSampler(torch.utils.data.Sampler):
-    """This rank's share of a seeded per-epoch permutation, from position `start` on (resume)."""
+    """This rank's share of a seeded per-epoch permutation, from position `start` on (resume).
+
+    Yields (epoch, index) pairs: loader workers that persist across epochs hold their own copy
+    of the dataset, so the epoch (which seeds each clip's random draws) travels with the index."""
 
     def __init__(self, n: int, batch_size: int, rank: int, world: int, seed: int):
         self.n, self.batch_size, self.rank, self.world, self.seed = n, batch_size, rank, world, seed
@@ -77,10 +80,22 @@ class EpochSampler(torch.utils.data.Sampler):
         per_batch = self.batch_size * self.world
         for b in range(self.start, len(order) // per_batch):
             chunk = order[b * per_batch : (b + 1) * per_batch]
-            yield from chunk[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+            for index in chunk[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]:
+                yield self.epoch, index
 
     def __len__(self) -> int:
         return (len(self.global_order()) // (self.batch_size * self.world) - self.start) * self.batch_size
 
     def batches_per_epoch(self) -> int:
         return self.n // (self.batch_size * self.world)
+
+
+def loader_workers(requested: int | None, world: int) -> int:
+    """Loader processes per rank: as asked, or by default this machine's cores shared among the
+    ranks on it, at most 8 (decoding and cropping a clip takes a core; see the README)."""
+    if requested is not None:
+        if requested < 0:
+            raise ValueError(f"num_workers must be >= 0, got {requested}")
+        return requested
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    return min(8, max(1, (os.cpu_count() or 1) // max(1, local_world)))

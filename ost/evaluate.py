@@ -20,8 +20,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .annotations import read_annotations
+from .augment import finish_batch
+from .distributed import loader_workers
 from .data import VideoDataset, collate_skipping
-from .transforms import check_normalization, check_views
+from .augment import check_normalization
+from .transforms import check_views
 from .descriptors import DescriptorSet
 from .large_classes import chunk_for_budget, chunked_topk
 from .logits import DescriptorEmbeddings
@@ -65,7 +68,7 @@ def _all_class_logits(model: OSTModel, emb: torch.Tensor, desc: DescriptorEmbedd
 
 @torch.no_grad()
 def evaluate_split(model: OSTModel, split: Split, frames: int, size: int, batch_size: int = 8,
-                   num_workers: int = 0, progress: bool = True, class_chunk: int | None = None,
+                   num_workers: int | None = None, progress: bool = True, class_chunk: int | None = None,
                    memory_budget: int | None = None, *, views=(1, 1), normalization: str = "imagenet",
                    descriptors: DescriptorSet | Callable[[Split], DescriptorSet] | None = None) -> dict:
     """{"top1", "top5", "videos", "skipped"} of the model on one split (its own classes).
@@ -95,9 +98,12 @@ def evaluate_split(model: OSTModel, split: Split, frames: int, size: int, batch_
     model._cache = None  # descriptors changed: encode them once for this split
     device = next(model.parameters()).device
     records = read_annotations(split.video_list, split.root, model.descriptors.num_classes)
-    dataset = VideoDataset(records, frames, size, train=False, views=(clips, crops), normalization=normalization)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
-                                         collate_fn=collate_skipping)
+    # Loader workers crop uint8 clips; the normalization runs on the model's device.
+    dataset = VideoDataset(records, frames, size, train=False, views=(clips, crops), normalization=normalization,
+                           deferred=True)
+    workers = loader_workers(num_workers, 1)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                         collate_fn=collate_skipping, pin_memory=device.type == "cuda")
     desc = model.descriptor_embeddings(progress=progress)
     k5 = min(5, model.descriptors.num_classes)
     hit1 = hit5 = seen = skipped = 0
@@ -106,14 +112,14 @@ def evaluate_split(model: OSTModel, split: Split, frames: int, size: int, batch_
         if batch["frames"] is None:
             continue
         labels = batch["labels"].to(device)
+        x = finish_batch(batch, device, normalization)  # (B, T, 3, S, S), or (B, V, T, 3, S, S)
         if multi_view:
-            x = batch["frames"]  # (B, V, T, 3, S, S)
             V = x.shape[1]
-            emb = model.encode_video(x.flatten(0, 1).to(device))  # (B * V, T, d)
+            emb = model.encode_video(x.flatten(0, 1))  # (B * V, T, d)
             logits = _all_class_logits(model, emb, desc, class_chunk, memory_budget)
             top = view_scores(logits, V).topk(k5, dim=1).indices
         else:
-            emb = model.encode_video(batch["frames"].to(device))
+            emb = model.encode_video(x)
             if class_chunk is None and memory_budget is None:
                 top = model.logits(emb, desc).topk(k5, dim=1).indices
             else:
@@ -130,14 +136,16 @@ def evaluate_split(model: OSTModel, split: Split, frames: int, size: int, batch_
 def evaluate(model: OSTModel, splits: list[Split], frames: int, size: int, batch_size: int = 8,
              progress: bool = True, out_path=None, class_chunk: int | None = None,
              memory_budget: int | None = None, *, views=(1, 1), normalization: str = "imagenet",
-             descriptors: Callable[[Split], DescriptorSet] | None = None) -> dict:
+             descriptors: Callable[[Split], DescriptorSet] | None = None,
+             num_workers: int | None = None) -> dict:
     """Per-split results and their mean +- std; written as JSON to out_path when given. views,
-    normalization and descriptors (a function split -> DescriptorSet): as in evaluate_split."""
+    normalization, descriptors (a function split -> DescriptorSet) and num_workers: as in
+    evaluate_split."""
     check_views(views)  # fail before the first split, not after it
     check_normalization(normalization)
-    per_split = [evaluate_split(model, s, frames, size, batch_size, progress=progress, class_chunk=class_chunk,
-                                memory_budget=memory_budget, views=views, normalization=normalization,
-                                descriptors=descriptors) for s in splits]
+    per_split = [evaluate_split(model, s, frames, size, batch_size, num_workers=num_workers, progress=progress,
+                                class_chunk=class_chunk, memory_budget=memory_budget, views=views,
+                                normalization=normalization, descriptors=descriptors) for s in splits]
     summary = {}
     for key in ("top1", "top5"):
         vals = [r[key] for r in per_split]

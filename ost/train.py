@@ -30,7 +30,8 @@ from .checkpoint import load_checkpoint, load_state_dict_file, rng_state, save_c
 from .config import TrainConfig, build_model, config_dict, descriptor_set
 from .annotations import few_shot, read_annotations
 from .data import VideoDataset, collate_skipping
-from .distributed import Distributed, EpochSampler
+from .augment import finish_batch
+from .distributed import Distributed, EpochSampler, loader_workers
 from .large_classes import shard_range, sharded_cross_entropy
 from .loss import cross_entropy_loss, symmetric_kl_loss
 from .logits import DescriptorEmbeddings
@@ -87,8 +88,18 @@ def _train(cfg: TrainConfig, env: Distributed, resume: bool, progress: bool) -> 
     if cfg.batch_size % env.world:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {env.world} ranks")
     local_bs = cfg.batch_size // env.world
-    dataset = VideoDataset(records, cfg.frames, cfg.size, train=True, seed=cfg.seed, normalization=cfg.normalization)
+    dataset = VideoDataset(records, cfg.frames, cfg.size, train=True, seed=cfg.seed, normalization=cfg.normalization,
+                           deferred=True)
     sampler = EpochSampler(len(dataset), local_bs, env.rank, env.world, cfg.seed)
+    workers = loader_workers(cfg.num_workers, env.world)
+    # One loader for the whole run: its workers persist across epochs (the sampler carries the
+    # epoch), pinned memory on GPUs, its own generator so the global RNG (resume state) is not
+    # touched by it.
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=local_bs, sampler=sampler, num_workers=workers, collate_fn=collate_skipping,
+        persistent_workers=workers > 0, pin_memory=env.device.type == "cuda",
+        prefetch_factor=cfg.prefetch if workers > 0 else None,
+        generator=torch.Generator().manual_seed(cfg.seed))
     if sampler.batches_per_epoch() == 0:
         raise ValueError(f"{len(dataset)} videos make no full global batch of {cfg.batch_size}")
     steps_per_epoch = sampler.batches_per_epoch() // cfg.grad_accum
@@ -135,9 +146,6 @@ def _train(cfg: TrainConfig, env: Distributed, resume: bool, progress: bool) -> 
     last_loss, skipped_total = float("nan"), 0
     while step < total:
         sampler.epoch, sampler.start = epoch, batch_in_epoch
-        dataset.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=local_bs, sampler=sampler,
-                                             num_workers=cfg.num_workers, collate_fn=collate_skipping)
         t0, micro, loss_sum = time.time(), 0, 0.0
         for batch in loader:
             batch_in_epoch += 1
@@ -147,7 +155,7 @@ def _train(cfg: TrainConfig, env: Distributed, resume: bool, progress: bool) -> 
             drop = env.any_rank(batch["skipped"] > 0) if env.world > 1 else batch["frames"] is None
             if drop:
                 continue
-            frames = batch["frames"].to(env.device)
+            frames = finish_batch(batch, env.device, cfg.normalization)  # uint8 in, jitter etc. on the device
             labels = batch["labels"].to(env.device)
             with torch.autocast(env.device.type, dtype=half, enabled=half is not None):
                 frame_emb = env.gather(model.encode_video(frames))

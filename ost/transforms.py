@@ -4,7 +4,8 @@ datasets/pipeline.py), re-implemented on torchvision v2, on (T, 3, H, W) uint8 c
 * training (Table 7's recipe): short side to int(256 / 224 * size), MultiScaleCrop (scales
   1 / .875 / .75 / .66 of the short side for width and height, at most one scale step apart,
   at one of 5 fixed offsets), resize to size x size, flip 0.5, colour jitter (0.4, 0.4, 0.2,
-  0.1) with p 0.8, its parameters drawn per frame, grayscale p 0.2, normalization;
+  0.1) with p 0.8, its parameters drawn per frame, grayscale p 0.2, normalization (the
+  photometric half is ost.augment: batched, on the training device when the loader defers it);
 * evaluation: short side to int(256 / 224 * size), centre crop; or, with 3 crops, short side
   to size and the three crops along the long side.
 
@@ -20,15 +21,7 @@ from dataclasses import dataclass
 import torch
 from torchvision.transforms.v2 import functional as F
 
-# CLIP's normalization (open_clip.constants.OPENAI_DATASET_MEAN / STD).
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-# ImageNet's: the official OST pipeline's img_norm_cfg (mean 123.675, 116.28, 103.53 and std
-# 58.395, 57.12, 57.375 on 0..255 pixels, RGB order).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# The `normalization=` choices: name -> (mean, std) per RGB channel, for pixels in 0..1.
-NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "clip": (CLIP_MEAN, CLIP_STD)}
+from .augment import apply_photometric, check_normalization, photometric_params
 
 # The official recipe's constants (datasets/build.py build_dataloader, pipeline.py defaults).
 RESIZE_RATIO = 256 / 224          # short side before cropping: int(256 / 224 * size)
@@ -38,13 +31,6 @@ FLIP_P = 0.5
 JITTER_P = 0.8                    # AUG.COLOR_JITTER
 GRAY_P = 0.2                      # AUG.GRAY_SCALE
 BRIGHTNESS, CONTRAST, SATURATION, HUE = 0.4, 0.4, 0.2, 0.1
-
-def check_normalization(normalization) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) of a `normalization=` choice; ValueError naming the choices otherwise."""
-    if not isinstance(normalization, str) or normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {sorted(NORMALIZATIONS)}, got {normalization!r}")
-    return NORMALIZATIONS[normalization]
-
 
 def check_views(views) -> tuple[int, int]:
     """`views=(clips, crops)` as a pair of ints: clips >= 1, crops 1 (centre) or 3 (three-crop),
@@ -132,12 +118,6 @@ def _crop(clip: torch.Tensor, box) -> torch.Tensor:
     return clip[..., top:top + h, left:left + w]
 
 
-def normalize(clip: torch.Tensor, normalization: str = "imagenet") -> torch.Tensor:
-    """uint8 frames (..., 3, H, W) -> float32, scaled to 0..1 and normalized per channel."""
-    mean, std = check_normalization(normalization)
-    return F.normalize(F.to_dtype(clip, torch.float32, scale=True), list(mean), list(std))
-
-
 # -- training ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class JitterParams:
@@ -168,20 +148,6 @@ def draw_jitter(rng: random.Random) -> JitterParams:
                         rng.uniform(1 - SATURATION, 1 + SATURATION), rng.uniform(-HUE, HUE))
 
 
-def jitter_frame(frame: torch.Tensor, p: JitterParams) -> torch.Tensor:
-    """A uint8 frame (3, H, W) with the adjustments of `p`, in its order."""
-    for k in p.order:
-        if k == 0:
-            frame = F.adjust_brightness(frame, p.brightness)
-        elif k == 1:
-            frame = F.adjust_contrast(frame, p.contrast)
-        elif k == 2:
-            frame = F.adjust_saturation(frame, p.saturation)
-        else:
-            frame = F.adjust_hue(frame, p.hue)
-    return frame
-
-
 class TrainTransform:
     """The official training pipeline on a clip (T, 3, H, W) uint8 -> (T, 3, size, size) float32.
 
@@ -206,22 +172,19 @@ class TrainTransform:
         gray = rng.random() < GRAY_P
         return ClipAugmentation(resized, box, flip, jitter, gray)
 
-    def augment(self, clip: torch.Tensor, aug: ClipAugmentation) -> torch.Tensor:
-        """uint8 (T, 3, H, W) -> uint8 (T, 3, size, size), before normalization."""
+    def geometric(self, clip: torch.Tensor, aug: ClipAugmentation) -> torch.Tensor:
+        """uint8 (T, 3, H, W) -> uint8 (T, 3, size, size): short-side resize, the box, resize to
+        size, flip. What the loader does; the photometric rest runs batched (ost.augment)."""
         clip = F.resize(clip, list(aug.resized), antialias=True)
         clip = F.resize(_crop(clip, aug.box), [self.size, self.size], antialias=True)
-        if aug.flip:
-            clip = F.horizontal_flip(clip)
-        if aug.jitter is not None:
-            clip = torch.stack([jitter_frame(f, p) for f, p in zip(clip, aug.jitter)])
-        if aug.gray:
-            clip = F.rgb_to_grayscale(clip, num_output_channels=3)
-        return clip
+        return F.horizontal_flip(clip) if aug.flip else clip
 
     def __call__(self, clip: torch.Tensor, rng: random.Random | None = None) -> torch.Tensor:
+        """uint8 (T, 3, H, W) -> float32 (T, 3, size, size), the whole pipeline on one clip."""
         rng = rng if rng is not None else random.Random()
         aug = self.draw(clip.shape[0], clip.shape[-2], clip.shape[-1], rng)
-        return normalize(self.augment(clip, aug), self.normalization)
+        params = {k: v[None] for k, v in photometric_params(aug, clip.shape[0]).items()}
+        return apply_photometric(self.geometric(clip, aug)[None], params, self.normalization)[0]
 
 
 # -- evaluation --------------------------------------------------------------------------------
@@ -244,11 +207,16 @@ class EvalTransform:
         h, w = short_side_shape(height, width, self.short)
         return [centre_crop_box(h, w, self.size)] if self.crops == 1 else three_crop_boxes(h, w, self.size)
 
-    def __call__(self, clip: torch.Tensor) -> torch.Tensor:
+    def geometric(self, clip: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, H, W) -> uint8 (N, 3, size, size), or (3, N, 3, size, size) with 3 crops."""
         boxes = self.boxes(clip.shape[-2], clip.shape[-1])
         clip = resize_short_side(clip, self.short)
-        out = [normalize(_crop(clip, b), self.normalization) for b in boxes]
-        return out[0] if self.crops == 1 else torch.stack(out)
+        out = [_crop(clip, b) for b in boxes]
+        return out[0].contiguous() if self.crops == 1 else torch.stack(out)
+
+    def __call__(self, clip: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, H, W) -> float32, normalized, shaped as geometric()."""
+        return apply_photometric(self.geometric(clip), None, self.normalization)
 
 
 def train_transform(size: int, normalization: str = "imagenet") -> TrainTransform:

@@ -72,3 +72,33 @@ def test_annotation_errors_and_few_shot(tmp_path, synthetic):
     shots = few_shot(recs, 2, seed=3)
     assert sorted(r.label for r in shots) == [0, 0, 1, 1, 2, 2]
     assert shots == few_shot(recs, 2, seed=3)
+
+
+def test_bad_videos_in_loader_workers_are_skipped_and_counted(synthetic, tmp_path):
+    """In worker processes too: a garbage file, a missing one and a truncated one never stop
+    the loader; the batch says how many it dropped (deferred items: uint8, with parameters)."""
+    good = read_annotations(synthetic["train"])
+    data = good[0].path.read_bytes()
+    (tmp_path / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    (tmp_path / "broken.mp4").write_bytes(b"this is not a video")
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"{good[0].path} 0\n{tmp_path / 'broken.mp4'} 1\n{tmp_path / 'missing.mp4'} 2\n"
+                   f"{tmp_path / 'truncated.mp4'} 0\n{good[1].path} 0\n")
+    ds = VideoDataset(read_annotations(lst, root="/"), num_frames=4, size=24, train=True, deferred=True)
+    loader = torch.utils.data.DataLoader(ds, batch_size=5, collate_fn=collate_skipping, num_workers=2)
+    batch = next(iter(loader))
+    assert batch["skipped"] == 3 and batch["skipped_indices"] == [1, 2, 3]
+    assert batch["frames"].shape == (2, 4, 3, 24, 24) and batch["frames"].dtype == torch.uint8
+    assert batch["photometric"]["factors"].shape == (2, 4, 4)
+
+
+def test_deferred_items_finish_to_the_same_clips(synthetic):
+    """Deferring the photometric half to the batch gives the clips the dataset makes itself."""
+    from ost.augment import finish_batch
+
+    recs = read_annotations(synthetic["train"])
+    for train in (True, False):
+        eager = VideoDataset(recs, num_frames=4, size=24, train=train, seed=3)
+        deferred = VideoDataset(recs, num_frames=4, size=24, train=train, seed=3, deferred=True)
+        batch = collate_skipping([deferred[i] for i in range(3)])
+        torch.testing.assert_close(finish_batch(batch, torch.device("cpu")), torch.stack([eager[i][0] for i in range(3)]))

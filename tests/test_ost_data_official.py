@@ -11,10 +11,10 @@ from torchvision.transforms.v2 import functional as F
 
 from ost.annotations import read_annotations
 from ost.data import VideoDataset
-from ost.transforms import (NORMALIZATIONS, ClipAugmentation, EvalTransform, TrainTransform, draw_jitter,
-                            eval_transform, fixed_crop_offsets, jitter_frame, multiscale_crop_box,
-                            multiscale_crop_sizes, normalize, short_side_shape, three_crop_boxes,
-                            train_transform)
+from ost.augment import NORMALIZATIONS, apply_photometric, photometric_params
+from ost.transforms import (ClipAugmentation, EvalTransform, TrainTransform, draw_jitter, eval_transform,
+                            fixed_crop_offsets, multiscale_crop_box, multiscale_crop_sizes, short_side_shape,
+                            three_crop_boxes, train_transform)
 
 from paper_data import PAPER_DATA
 
@@ -29,7 +29,7 @@ def position_clip(T=3, H=64, W=96):
 
 
 def unnormalize(out, normalization="imagenet"):
-    """float (..., 3, H, W) from normalize() back to 0..255."""
+    """float (..., 3, H, W) from apply_photometric() back to 0..255."""
     mean, std = (torch.tensor(v)[:, None, None] for v in NORMALIZATIONS[normalization])
     return (out * std + mean) * 255
 
@@ -104,7 +104,7 @@ def test_training_crop_geometry_on_position_coded_frames():
         top, left, h, w = aug.box
         assert aug.resized == (H, W) and (h, w) in allowed
         assert (top, left) in fixed_crop_offsets(H, W, h, w)
-        out = tf.augment(clip, ClipAugmentation(aug.resized, aug.box, aug.flip, None, False))
+        out = tf.geometric(clip, aug)
         assert out.shape == (T, 3, size, size) and out.dtype == torch.uint8
         assert all(torch.equal(out[0], out[t]) for t in range(T))
         xs, ys = out[0, 0].float(), out[0, 1].float()
@@ -151,28 +151,41 @@ def test_jitter_parameters_are_drawn_per_frame_and_applied_per_clip_with_p():
     clip = torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     clip = clip.expand(T, -1, -1, -1).contiguous()
     a = jittered[0]
-    base = ClipAugmentation((16, 16), (0, 0, 16, 16), False, a.jitter, False)
-    out = tf.augment(clip, base)
+
+    def photometric(aug):
+        params = {k: v[None] for k, v in photometric_params(aug, T).items()}
+        return apply_photometric(clip[None], params)[0]
+
+    out = photometric(ClipAugmentation((16, 16), (0, 0, 16, 16), False, a.jitter, False))
     assert not torch.equal(out[0], out[1])
-    shared = tf.augment(clip, ClipAugmentation((16, 16), (0, 0, 16, 16), False, (a.jitter[0],) * T, False))
+    shared = photometric(ClipAugmentation((16, 16), (0, 0, 16, 16), False, (a.jitter[0],) * T, False))
     assert all(torch.equal(shared[0], shared[t]) for t in range(T))
-    gray = tf.augment(clip, ClipAugmentation((16, 16), (0, 0, 16, 16), False, None, True))
-    assert torch.equal(gray[:, 0], gray[:, 1]) and torch.equal(gray[:, 1], gray[:, 2])
+    gray = photometric(ClipAugmentation((16, 16), (0, 0, 16, 16), False, None, True))
+    std = torch.tensor(NORMALIZATIONS["imagenet"][1]).view(3, 1, 1)
+    mean = torch.tensor(NORMALIZATIONS["imagenet"][0]).view(3, 1, 1)
+    raw = gray * std + mean  # back to 0..1: the three channels are equal
+    torch.testing.assert_close(raw[:, 0], raw[:, 1]) and torch.testing.assert_close(raw[:, 1], raw[:, 2])
 
 
 def test_one_jitter_draw_is_torchvisions_colorjitter(monkeypatch):
     """The official ColorJitter calls torchvision.transforms.ColorJitter(0.4, 0.4, 0.2, 0.1) on each
-    frame: with the same parameters, jitter_frame gives what torchvision gives (to one grey level:
-    torchvision's v1 and v2 functionals round a few chained uint8 results differently)."""
-    frame = torch.randint(0, 256, (3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    frame: with the same parameters, ost.augment's batched adjustments give what torchvision
+    gives on float frames (to float rounding), and on uint8 frames to a few grey levels
+    (torchvision truncates to uint8 after each of the four adjustments; the batched ones stay in
+    float, so up to one level a step)."""
+    frames = torch.randint(0, 256, (4, 3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     rng = random.Random(5)
-    for _ in range(4):
-        p = draw_jitter(rng)
+    draws = [draw_jitter(rng) for _ in range(4)]
+    aug = ClipAugmentation((12, 12), (0, 0, 12, 12), False, tuple(draws), False)
+    params = {k: v[None] for k, v in photometric_params(aug, 4).items()}
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in NORMALIZATIONS["imagenet"])
+    ours = apply_photometric(frames[None], params)[0] * std + mean  # 0..1 again
+    for frame, p, got in zip(frames, draws, ours):
         cj = torchvision.transforms.ColorJitter(0.4, 0.4, 0.2, 0.1)
         monkeypatch.setattr(torchvision.transforms.ColorJitter, "get_params", staticmethod(
             lambda *a, p=p: (torch.tensor(p.order), p.brightness, p.contrast, p.saturation, p.hue)))
-        diff = (jitter_frame(frame, p).int() - cj(frame).int()).abs()
-        assert diff.max() <= 1 and (diff > 0).float().mean() < 0.05
+        torch.testing.assert_close(got, cj(frame.float() / 255), rtol=0, atol=2e-5)
+        assert ((got * 255).round() - cj(frame).float()).abs().max() <= 4
 
 
 # -- 4. normalization -----------------------------------------------------------------------------
@@ -185,7 +198,7 @@ def test_both_normalizations():
     px = torch.tensor([10, 128, 250], dtype=torch.uint8)[:, None, None].expand(3, 2, 2)
     for name, (m, s) in NORMALIZATIONS.items():
         want = (torch.tensor([10, 128, 250]) / 255 - torch.tensor(m)) / torch.tensor(s)
-        torch.testing.assert_close(normalize(px, name)[:, 0, 0], want)
+        torch.testing.assert_close(apply_photometric(px, None, name)[:, 0, 0], want)
     clip = position_clip(2, 32, 40)
     for train in (True, False):
         run = (lambda n: train_transform(16, n)(clip, random.Random(0))) if train else \
@@ -212,7 +225,7 @@ def test_eval_resizes_the_short_side_to_256_224_then_centre_crops():
     # A smaller input is resized first (short side 32 -> 64), then cropped: not crop-then-resize.
     small = position_clip(1, 32, 48)
     want = F.resize(small, [64, 96], antialias=True)[..., top:top + size, left:left + size]
-    torch.testing.assert_close(eval_transform(size)(small), normalize(want))
+    torch.testing.assert_close(eval_transform(size)(small), apply_photometric(want, None))
     assert short_side_shape(100, 178, 256) == (256, 456)  # rounded like mmcv (455.68 -> 456)
     assert EvalTransform(224).boxes(240, 320) == [((256 - 224) // 2, (341 - 224) // 2, 224, 224)]
 

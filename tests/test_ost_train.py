@@ -45,9 +45,12 @@ def test_training_really_trains(data, tmp_path):
 
 def test_killed_run_resumes_without_lost_or_repeated_steps(data, tmp_path):
     (tmp_path / "ref").mkdir()
-    reference = write_config(tmp_path / "ref", data, out_dir=str(tmp_path / "ref" / "run"), save_every=5)
+    # The reference loads in the main process, the killed and resumed runs with two loader
+    # workers: the same clips, crops and losses whatever loads them.
+    reference = write_config(tmp_path / "ref", data, out_dir=str(tmp_path / "ref" / "run"), save_every=5,
+                             num_workers=0)
     assert main(["train", "--config", str(reference), "--quiet"]) == 0
-    config = write_config(tmp_path, data, save_every=5)
+    config = write_config(tmp_path, data, save_every=5, num_workers=2)
     proc = subprocess.Popen([sys.executable, "-m", "ost", "train", "--config", str(config), "--quiet"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log_path = tmp_path / "run" / "metrics.jsonl"
