@@ -3,8 +3,10 @@
 //
 // Shapes: video (B, T, d), desc (A, N, d), frame_mask (B, T) bool, desc_mask (A, N) bool.
 // od_forward returns scores (B, A), the Sinkhorn potentials f (B, A, T) and g (B, A, N) with
-// P_ij = exp((f_i + g_j - C_ij) / eps), the iterations used (B, A) int32 and the final
-// row-marginal error (B, A). Scores, potentials and errors are float64 for float64 inputs
+// P_ij = exp((f_i + g_j - C_ij) / eps), the iterations used (B, A) int32, the final
+// row-marginal error (B, A), and a cache for the backward: with keep_cache, what the backend's
+// backward can reuse instead of recomputing it (the CPU kernel: the sims, (B * T, A * N)),
+// zero-size otherwise. Scores, potentials, errors and cache are float64 for float64 inputs
 // and float32 otherwise. od_backward turns grad_scores (B, A) into gradients of video and desc
 // with the plan held constant, computing only those asked for (video_grad, desc_grad); a
 // gradient not asked for is returned as a zero-size tensor.
@@ -22,10 +24,11 @@ PyObject* PyInit__C(void) {
 TORCH_LIBRARY(ost_kernels, m) {
   m.def(
       "od_forward(Tensor video, Tensor desc, Tensor? frame_mask, Tensor? desc_mask, "
-      "float eps, int max_iter, float tol, bool normalize) "
-      "-> (Tensor scores, Tensor f, Tensor g, Tensor iterations, Tensor error)");
+      "float eps, int max_iter, float tol, bool normalize, bool keep_cache=False) "
+      "-> (Tensor scores, Tensor f, Tensor g, Tensor iterations, Tensor error, Tensor cache)");
   m.def(
       "od_backward(Tensor grad_scores, Tensor video, Tensor desc, Tensor? frame_mask, "
-      "Tensor? desc_mask, Tensor f, Tensor g, float eps, bool normalize, bool video_grad, bool desc_grad) "
+      "Tensor? desc_mask, Tensor f, Tensor g, Tensor cache, float eps, bool normalize, bool video_grad, "
+      "bool desc_grad) "
       "-> (Tensor grad_video, Tensor grad_desc)");
 }

@@ -1,15 +1,17 @@
 """Autograd for every backend's forward op, written once.
 
 Every backend registers a forward op (video, desc, frame_mask, desc_mask, eps, max_iter, tol,
-normalize) -> (scores, f, g, iterations, error) and a backward op
+normalize, keep_cache) -> (scores, f, g, iterations, error, cache) and a backward op
 
-    backward(grad_scores, video, desc, frame_mask, desc_mask, f, g, eps, normalize,
+    backward(grad_scores, video, desc, frame_mask, desc_mask, f, g, cache, eps, normalize,
              video_grad, desc_grad) -> (grad_video, grad_desc)
 
 that computes only the gradients asked for (a side not asked for comes back as a zero-size
 tensor: an op cannot return None). The plan is held constant, d score / d sim = P*, so the
 forward saves the potentials f, g (B * A * (T + N) floats) and the backward rebuilds P from
-them in one pass instead of solving again (benchmarks/test_bench_backward_strategy.py).
+them in one pass instead of solving again (benchmarks/test_bench_backward_strategy.py). The
+cache is whatever else the backend kept for its backward (zero-size when nothing: see
+csrc/ops.cpp).
 
 This module imports nothing from ost_kernels: it sits at the bottom of the import graph.
 """
@@ -41,24 +43,24 @@ def _refuse_double_backward(grad, owner):
 
 
 def _setup_context(ctx, inputs, output):
-    video, desc, frame_mask, desc_mask, eps, _max_iter, _tol, normalize = inputs
-    _scores, f, g, iterations, error = output
-    ctx.save_for_backward(video, desc, frame_mask, desc_mask, f, g)
+    video, desc, frame_mask, desc_mask, eps, _max_iter, _tol, normalize, _keep_cache = inputs
+    _scores, f, g, iterations, error, cache = output
+    ctx.save_for_backward(video, desc, frame_mask, desc_mask, f, g, cache)
     ctx.eps, ctx.normalize = eps, normalize
-    ctx.mark_non_differentiable(f, g, iterations, error)
+    ctx.mark_non_differentiable(f, g, iterations, error, cache)
 
 
 def register_autograd(forward_op, backward_op) -> None:
     """Make forward_op differentiable in its scores through backward_op (see module doc)."""
 
-    def backward(ctx, grad_scores, _grad_f, _grad_g, _grad_iterations, _grad_error):
-        video, desc, frame_mask, desc_mask, f, g = ctx.saved_tensors
+    def backward(ctx, grad_scores, _grad_f, _grad_g, _grad_iterations, _grad_error, _grad_cache):
+        video, desc, frame_mask, desc_mask, f, g, cache = ctx.saved_tensors
         video_grad, desc_grad = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         with torch.no_grad():
-            grad_video, grad_desc = backward_op(grad_scores, video, desc, frame_mask, desc_mask, f, g,
+            grad_video, grad_desc = backward_op(grad_scores, video, desc, frame_mask, desc_mask, f, g, cache,
                                                 ctx.eps, ctx.normalize, video_grad, desc_grad)
         grad_video = _refuse_double_backward(grad_video if video_grad else None, video)
         grad_desc = _refuse_double_backward(grad_desc if desc_grad else None, desc)
-        return grad_video, grad_desc, None, None, None, None, None, None
+        return grad_video, grad_desc, None, None, None, None, None, None, None
 
     torch.library.register_autograd(forward_op, backward, setup_context=_setup_context)

@@ -7,9 +7,10 @@ import torch
 from ._cosine import compute_dtype
 
 
-def empty_forward_outputs(video: torch.Tensor, desc: torch.Tensor):
-    """Uninitialized scores (B, A), f (B, A, T), g (B, A, N), iterations (B, A) int32 and
-    error (B, A) for video (B, T, d) and desc (A, N, d); float64 for float64 inputs, else float32."""
+def empty_forward_outputs(video: torch.Tensor, desc: torch.Tensor, keep_cache: bool = False):
+    """Uninitialized scores (B, A), f (B, A, T), g (B, A, N), iterations (B, A) int32, error
+    (B, A) and the backward's cache (B * T, A * N) (zero-size unless keep_cache) for video
+    (B, T, d) and desc (A, N, d); float64 for float64 inputs, else float32."""
     B, T, _ = video.shape
     A, N, _ = desc.shape
     dtype = compute_dtype(video.dtype)
@@ -19,7 +20,13 @@ def empty_forward_outputs(video: torch.Tensor, desc: torch.Tensor):
         video.new_empty((B, A, N), dtype=dtype),
         video.new_empty((B, A), dtype=torch.int32),
         video.new_empty((B, A), dtype=dtype),
+        video.new_empty((B * T, A * N), dtype=dtype) if keep_cache else no_cache(video),
     )
+
+
+def no_cache(video: torch.Tensor) -> torch.Tensor:
+    """The forward's cache output of a backend that keeps nothing: zero-size, compute dtype."""
+    return video.new_empty((0,), dtype=compute_dtype(video.dtype))
 
 
 def not_requested(x: torch.Tensor) -> torch.Tensor:

@@ -67,7 +67,7 @@ def od_solve(
         (scores, ODInfo).
     """
     options = _checked(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, backend)
-    name, (scores, _f, _g, iterations, error) = _run(video, desc, frame_mask, desc_mask, options, backend)
+    name, (scores, _f, _g, iterations, error, _cache) = _run(video, desc, frame_mask, desc_mask, options, backend)
     if return_info:
         return scores, ODInfo(iterations, error, name)
     return scores
@@ -93,7 +93,8 @@ def od_plan(
     """
     options = _checked(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, backend)
     with torch.no_grad():
-        name, (_scores, f, g, iterations, error) = _run(video, desc, frame_mask, desc_mask, options, backend)
+        name, (_scores, f, g, iterations, error, _cache) = _run(video, desc, frame_mask, desc_mask, options,
+                                                                backend)
         plan = od_plan_from_potentials(video, desc, frame_mask, desc_mask, f, g, options.eps, options.normalize)
     if return_info:
         return plan, ODInfo(iterations, error, name)

@@ -39,21 +39,23 @@ def test_opcheck_forward(backend, dtype, masks, gen):
     require(backend, dtype=dtype)
     video, desc, fm, dm = _op_args(gen, dtype, masks, requires_grad=dtype != torch.bfloat16)
     op = getattr(torch.ops.ost_kernels, FORWARD_OPS[backend]).default
-    torch.library.opcheck(op, (video, desc, fm, dm, 0.1, 50, 1e-3, True))
+    for keep_cache in (False, True):
+        torch.library.opcheck(op, (video, desc, fm, dm, 0.1, 50, 1e-3, True, keep_cache))
 
 
+@pytest.mark.parametrize("keep_cache", [False, True], ids=["recompute", "cache"])
 @pytest.mark.parametrize("sides", [(True, True), (True, False), (False, True)], ids=["both", "video", "desc"])
 @pytest.mark.parametrize("masks", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("backend", list(BACKWARD_OPS))
-def test_opcheck_backward(backend, dtype, masks, sides, gen):
+def test_opcheck_backward(backend, dtype, masks, sides, keep_cache, gen):
     require(backend, dtype=dtype)
     video, desc, fm, dm = _op_args(gen, dtype, masks)
     forward = getattr(torch.ops.ost_kernels, FORWARD_OPS[backend])
-    _, f, g, _, _ = forward(video, desc, fm, dm, 0.1, 50, 1e-3, True)
+    _, f, g, _, _, cache = forward(video, desc, fm, dm, 0.1, 50, 1e-3, True, keep_cache)
     grad = torch.randn(3, 5, generator=gen, dtype=f.dtype)
     op = getattr(torch.ops.ost_kernels, BACKWARD_OPS[backend]).default
-    torch.library.opcheck(op, (grad, video, desc, fm, dm, f, g, 0.1, True, *sides))
+    torch.library.opcheck(op, (grad, video, desc, fm, dm, f, g, cache, 0.1, True, *sides))
 
 
 class _BackwardCalls(TorchDispatchMode):
@@ -138,7 +140,8 @@ def test_direct_op_call_checks_its_inputs():
         torch.ops.ost_kernels.od_forward(torch.randn(2, 3, 8), torch.randn(4, 2, 8), None, None, 0.0, 10, 0.0, True)
     with pytest.raises(RuntimeError, match=r"f must be \(B, A, T\)"):
         torch.ops.ost_kernels.od_backward(torch.randn(2, 4), torch.randn(2, 3, 8), torch.randn(4, 2, 8), None, None,
-                                          torch.randn(2, 4, 2), torch.randn(2, 4, 2), 0.1, True, True, True)
+                                          torch.randn(2, 4, 2), torch.randn(2, 4, 2), torch.empty(0), 0.1, True, True,
+                                          True)
 
 
 def test_large_class_count_is_tiled(gen):
@@ -148,3 +151,24 @@ def test_large_class_count_is_tiled(gen):
     got = od_solve(video, desc, frame_mask=fm, desc_mask=dm, tol=0, max_iter=30, backend="cpu")
     want = od_solve(video, desc, frame_mask=fm, desc_mask=dm, tol=0, max_iter=30, backend="torch")
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cache_mb", ["64", "0"], ids=["kept-sims", "recomputed-sims"])
+def test_cpu_backward_with_and_without_kept_sims_over_several_chunks(cache_mb, gen, monkeypatch):
+    """The CPU backward reuses the forward's sims when they fit the budget and recomputes them a
+    chunk of classes at a time otherwise (here 3 chunks of 256 classes): both equal the torch
+    backend's gradients."""
+    require("cpu")
+    from ost_kernels.backends import cpu
+
+    monkeypatch.setenv(cpu.CACHE_BUDGET_ENV, cache_mb)
+    video, desc, fm, dm = case(64, 600, 32, 8, 16, gen, masks=True)
+    grad_out = torch.randn(64, 600, generator=gen)
+    grads = {}
+    for backend in ("cpu", "torch"):
+        v, d = video.clone().requires_grad_(True), desc.clone().requires_grad_(True)
+        scores = od_solve(v, d, frame_mask=fm, desc_mask=dm, tol=0, max_iter=20, backend=backend)
+        grads[backend] = torch.autograd.grad(scores, (v, d), grad_out)
+    assert cpu.keeps_sims(video.requires_grad_(True), desc) == (cache_mb != "0")
+    for got, want in zip(grads["cpu"], grads["torch"]):
+        torch.testing.assert_close(got, want, rtol=2e-5, atol=2e-5)

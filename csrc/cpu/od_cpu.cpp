@@ -17,64 +17,91 @@
 #include <tuple>
 
 #include "common.h"
+#include "cpu/rows.h"
 #include "cpu/sinkhorn_lanes.h"
 
 namespace ost_kernels::cpu {
 namespace {
 
-// Work is cut in sub-tiles of kSubClasses classes x a block of videos (see videos_per_item):
-// one thread computes a sub-tile's sims with a single-threaded matmul into its own
-// buffer (small enough to stay in its cache) and solves them right away. Descriptors are
-// normalized kChunkClasses at a time, so no full copy of desc is ever made.
-constexpr int64_t kSubClasses = 32;
+// Work is cut in sub-tiles of up to kMaxSubClasses classes x a block of videos (see
+// videos_per_item): one thread computes a sub-tile's sims with a single-threaded matmul into
+// its own buffer (small enough to stay in its cache) and solves them right away. Sub-tiles as
+// wide as the classes allow, without padding: the per-thread matmuls then run about as fast
+// as one big multi-threaded one (measured: 64 x 128 tiles cost 30% more at T = 8).
+// Descriptors are normalized kChunkClasses at a time, so no full copy of desc is ever made.
+constexpr int64_t kMaxSubClasses = 128;
 constexpr int64_t kChunkClasses = 1024;
 constexpr int64_t kMaxRows = 256;  // matmul rows (video frames) per work item, at most ...
 constexpr int64_t kMinRows = 64;   // ... and at least, where there are that many
 
-// Videos per work item: up to kMaxRows frames, fewer while that leaves under 4 items a thread.
+// Videos per work item: up to kMaxRows frames, fewer while that leaves under 2 items a thread.
 int64_t videos_per_item(int64_t B, int64_t T, int64_t n_sub, int64_t threads) {
   int64_t vb = std::min(B, std::max<int64_t>(1, kMaxRows / T));
   const int64_t vb_min = std::min(B, std::max<int64_t>(1, kMinRows / T));
-  while (vb > vb_min && ceil_div(B, vb) * n_sub < 4 * threads) vb = std::max(vb_min, vb / 2);
+  while (vb > vb_min && ceil_div(B, vb) * n_sub < 2 * threads) vb = std::max(vb_min, vb / 2);
   return vb;
 }
 
-// Unit descriptors of classes [a0, a0 + na), laid out per sub-tile as (N * kSubClasses, d)
-// with rows in (j, a) order and zero rows for padding classes; and their mask as
-// (n_sub, N, kSubClasses), padding classes reading as valid.
+// Unit descriptors of classes [a0, a0 + na) in n_sub sub-tiles of at most kMaxSubClasses classes;
+// sub-tile s holds classes [start(s), start(s) + width(s)) as N * width(s) rows in (j, a)
+// order, so that the sims of consecutive classes are contiguous for each descriptor j. No
+// padding classes: the solver's last SIMD group of a row reads past the tile's classes into
+// the next values (finite, or the kLanes slack at the end), runs those lanes idle and never
+// writes them. valid: the same layout for the descriptor mask.
 struct ClassChunk {
-  at::Tensor dn;     // (n_sub, N * kSubClasses, d)
-  at::Tensor valid;  // (n_sub, N, kSubClasses) bool
-  int64_t n_sub;
+  at::Tensor dn;     // (N * na, d)
+  at::Tensor valid;  // (N * na + kLanes) bool
+  int64_t na, n_sub;
+  // Equal widths (to a class): equal work items, so no thread waits on a wider one.
+  int64_t start(int64_t s) const { return s * na / n_sub; }
+  int64_t width(int64_t s) const { return start(s + 1) - start(s); }
 };
 
 ClassChunk class_chunk(const at::Tensor& desc, const std::optional<at::Tensor>& desc_mask, int64_t a0, int64_t na,
                        bool normalize) {
-  const int64_t N = desc.size(1), d = desc.size(2), n_sub = ceil_div(na, kSubClasses);
-  const auto mask = narrow_mask(desc_mask, a0, na);
-  // As unit_rows, but the division writes straight into the sub-tile layout (one pass less).
-  at::Tensor x = desc.narrow(0, a0, na).to(compute_type(desc.scalar_type())).contiguous();  // (na, N, d)
-  if (mask.has_value()) x = x.masked_fill(mask->logical_not().unsqueeze(-1), 0);
-  const at::Tensor norms = normalize ? x.norm(2, {-1}, true).clamp_min_(kNormEps) : at::Tensor();
-  at::Tensor dn = at::empty({n_sub, N, kSubClasses, d}, x.options());
-  at::Tensor valid = at::ones({n_sub, N, kSubClasses}, desc.options().dtype(at::kBool));
-  for (int64_t s = 0; s < n_sub; ++s) {
-    const int64_t c0 = s * kSubClasses, nc = std::min(kSubClasses, na - c0);
-    at::Tensor block = dn[s].transpose(0, 1);  // (kSubClasses, N, d)
-    at::Tensor dst = block.narrow(0, 0, nc);
-    if (normalize)
-      at::div_out(dst, x.narrow(0, c0, nc), norms.narrow(0, c0, nc));
-    else
-      dst.copy_(x.narrow(0, c0, nc));
-    if (nc < kSubClasses) block.narrow(0, nc, kSubClasses - nc).zero_();
-    if (mask.has_value()) valid[s].narrow(1, 0, nc).copy_(mask->narrow(0, c0, nc).t());
+  const int64_t N = desc.size(1), d = desc.size(2);
+  ClassChunk cc{at::Tensor(), at::Tensor(), na, ceil_div(na, kMaxSubClasses)};
+  const auto mask = contiguous_mask(narrow_mask(desc_mask, a0, na));
+  const at::Tensor x = desc.narrow(0, a0, na).to(compute_type(desc.scalar_type())).contiguous();  // (na, N, d)
+  cc.dn = at::empty({N * na, d}, x.options());
+  cc.valid = at::ones({N * na + kLanes}, desc.options().dtype(at::kBool));
+  // Row (a, j) of x goes to row (j, a) of its sub-tile's block.
+  auto place = [&](int64_t row) {
+    const int64_t a = row / N, j = row % N;
+    int64_t s = a * cc.n_sub / na;  // the sub-tile holding class a (start() rounds down)
+    while (cc.start(s + 1) <= a) ++s;
+    while (cc.start(s) > a) --s;
+    return N * cc.start(s) + j * cc.width(s) + (a - cc.start(s));
+  };
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "class_chunk", [&] {
+    scalar_t* dst = cc.dn.data_ptr<scalar_t>();
+    scale_rows(x.data_ptr<scalar_t>(), na * N, d, normalize, data_or_null(mask),
+               [&](int64_t row) { return dst + place(row) * d; });
+  });
+  if (mask.has_value()) {
+    bool* v = cc.valid.data_ptr<bool>();
+    const bool* m = mask->data_ptr<bool>();
+    for (int64_t row = 0; row < na * N; ++row) v[place(row)] = m[row];
   }
-  return {dn.view({n_sub, N * kSubClasses, d}), valid, n_sub};
+  return cc;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> od_forward_cpu(
+// Copies a sub-tile's sims, (nb * T, N * sub) in (j, a) order, into the cache's rows and
+// columns of its nb videos and nc classes, (B * T, A * N) in (a, j) order.
+template <typename scalar_t>
+void keep_sims(const scalar_t* sim, int64_t rows, int64_t N, int64_t sub, int64_t nc, scalar_t* cache, int64_t ld) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const scalar_t* src = sim + r * N * sub;
+    scalar_t* dst = cache + r * ld;
+    for (int64_t a = 0; a < nc; ++a)
+      for (int64_t j = 0; j < N; ++j) dst[a * N + j] = src[j * sub + a];
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> od_forward_cpu(
     const at::Tensor& video, const at::Tensor& desc, const std::optional<at::Tensor>& frame_mask_in,
-    const std::optional<at::Tensor>& desc_mask_in, double eps, int64_t max_iter, double tol, bool normalize) {
+    const std::optional<at::Tensor>& desc_mask_in, double eps, int64_t max_iter, double tol, bool normalize,
+    bool keep_cache) {
   check_embeddings(video, desc, frame_mask_in, desc_mask_in);
   check_solver_args(eps, max_iter, tol);
   TORCH_CHECK(video.device().is_cpu(), "ost_kernels::od_forward (CPU): inputs must be CPU tensors");
@@ -85,8 +112,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> od_forwar
   at::Tensor g = at::empty({B, A, N}, opts);
   at::Tensor iterations = at::empty({B, A}, video.options().dtype(at::kInt));
   at::Tensor error = at::empty({B, A}, opts);
+  // The sims, kept for the backward when asked (the caller decides: when gradients will be
+  // needed and B * T * A * N fits its budget); the backward then does not recompute them.
+  at::Tensor cache = keep_cache ? at::empty({B * T, A * N}, opts) : at::empty({0}, opts);
   const auto frame_mask = contiguous_mask(frame_mask_in);
-  const at::Tensor vn = unit_rows(video, normalize, frame_mask).view({B * T, d});
+  const at::Tensor vn = unit_rows_fused(video, normalize, frame_mask);  // (B * T, d)
   const int64_t threads = at::get_num_threads();
 
   for (int64_t a0 = 0; a0 < A; a0 += kChunkClasses) {
@@ -98,96 +128,141 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> od_forwar
     // split would leave a thread waiting on the slowest block.
     std::atomic<int64_t> next{0};
     at::parallel_for(0, std::min(threads, n_items), 1, [&](int64_t, int64_t) {
-      at::Tensor sim_buf = at::empty({vb * T, N * kSubClasses}, opts);
+      // kLanes of slack: the last SIMD group of the last row may read past the sims.
+      at::Tensor sim_buf = at::zeros({vb * T * N * std::min(kMaxSubClasses, na) + kLanes}, opts);
       for (int64_t item = next++; item < n_items; item = next++) {
         const int64_t b0 = (item / cc.n_sub) * vb, s = item % cc.n_sub;
-        const int64_t nb = std::min(vb, B - b0), c0 = s * kSubClasses, nc = std::min(kSubClasses, na - c0);
-        at::Tensor sim = sim_buf.narrow(0, 0, nb * T);
-        at::mm_out(sim, vn.narrow(0, b0 * T, nb * T), cc.dn[s].t());
+        const int64_t nb = std::min(vb, B - b0), c0 = cc.start(s), nc = cc.width(s);
+        at::Tensor sim = sim_buf.narrow(0, 0, nb * T * N * nc).view({nb * T, N * nc});
+        at::mm_out(sim, vn.narrow(0, b0 * T, nb * T), cc.dn.narrow(0, N * c0, N * nc).t());
         AT_DISPATCH_FLOATING_TYPES(opts.dtype().toScalarType(), "od_forward_cpu", [&] {
           Tile<scalar_t> t{};
           t.sim = sim.data_ptr<scalar_t>();
-          t.nb = nb, t.na = nc, t.na_pad = kSubClasses, t.T = T, t.N = N, t.b0 = b0, t.a0 = a0 + c0, t.A = A;
+          t.nb = nb, t.na = nc, t.na_pad = nc, t.T = T, t.N = N, t.b0 = b0, t.a0 = a0 + c0, t.A = A;
           t.frame_mask = data_or_null(frame_mask);
-          t.desc_valid = cc.valid[s].data_ptr<bool>();
+          t.desc_valid = cc.valid.data_ptr<bool>() + N * c0;
           t.eps = eps, t.max_iter = max_iter, t.tol = tol, t.unit_sims = normalize;
           t.scores = scores.data_ptr<scalar_t>(), t.f = f.data_ptr<scalar_t>(), t.g = g.data_ptr<scalar_t>();
           t.error = error.data_ptr<scalar_t>(), t.iterations = iterations.data_ptr<int32_t>();
           run_forward(t, 0, nb * ceil_div(nc, kLanes));
+          if (keep_cache)
+            keep_sims(t.sim, nb * T, N, nc, nc, cache.data_ptr<scalar_t>() + b0 * T * A * N + (a0 + c0) * N, A * N);
         });
       }
     });
   }
-  return {scores, f, g, iterations, error};
+  return {scores, f, g, iterations, error, cache};
 }
+
+// Backward works on chunks of classes whose weights, (B * T, classes * N), hold about
+// kBackwardElements values: big enough for efficient multi-threaded matmuls, small enough to
+// stay a modest buffer.
+constexpr int64_t kBackwardElements = int64_t(1) << 22;
+
+// weights[row, c] = grad_scores[b, a] * exp((sim[row, c] - 1 + f[b, a, i] + g[b, a, j]) / eps) for
+// row = b * T + i and column c = (a - a0) * N + j of the chunk, 0 where the frame or the
+// descriptor is masked. The per-column terms go to scratch first, so that the exponentials run
+// in one vectorizable pass.
+template <typename scalar_t>
+OST_INLINE void backward_weights(const scalar_t* sim, int64_t ld_sim, scalar_t* weights, int64_t rows_begin,
+                                 int64_t rows_end, int64_t T, int64_t N, int64_t A, int64_t a0, int64_t na,
+                                 const scalar_t* grad, const scalar_t* f, const scalar_t* g, const bool* frame_mask,
+                                 const bool* desc_mask, double eps) {
+  const int64_t cols = na * N;
+  const scalar_t inv_eps = scalar_t(1.0 / eps);
+  std::vector<scalar_t> add(cols), scale(cols);
+  for (int64_t row = rows_begin; row < rows_end; ++row) {
+    const int64_t b = row / T, i = row % T;
+    scalar_t* __restrict out = weights + (row - rows_begin) * cols;
+    if (frame_mask && !frame_mask[row]) {
+      std::fill(out, out + cols, scalar_t(0));
+      continue;
+    }
+    const scalar_t* gb = g + (b * A + a0) * N;
+    for (int64_t a = 0; a < na; ++a) {
+      const int64_t pair = b * A + a0 + a;
+      const scalar_t fa = f[pair * T + i] - scalar_t(1), ga = grad[pair];
+      for (int64_t j = 0; j < N; ++j) {
+        const bool ok = !desc_mask || desc_mask[(a0 + a) * N + j];
+        add[a * N + j] = fa + gb[a * N + j];
+        scale[a * N + j] = ok ? ga : scalar_t(0);
+      }
+    }
+    const scalar_t* __restrict s = sim + row * ld_sim;
+    const scalar_t* __restrict ad = add.data();
+    const scalar_t* __restrict sc = scale.data();
+    _Pragma("omp simd")
+    for (int64_t c = 0; c < cols; ++c) {
+      const scalar_t e = fast_exp((s[c] + ad[c]) * inv_eps);
+      out[c] = sc[c] != scalar_t(0) ? sc[c] * e : scalar_t(0);
+    }
+  }
+}
+
+// Compiled twice (AVX2 + FMA and baseline x86-64) where target_clones is available.
+#define OST_BACKWARD_WEIGHTS(scalar_t, name)                                                                      \
+  OST_MULTIVERSION void name(const scalar_t* sim, int64_t ld_sim, scalar_t* weights, int64_t rows_begin,           \
+                             int64_t rows_end, int64_t T, int64_t N, int64_t A, int64_t a0, int64_t na,           \
+                             const scalar_t* grad, const scalar_t* f, const scalar_t* g, const bool* frame_mask, \
+                             const bool* desc_mask, double eps) {                                                 \
+    backward_weights(sim, ld_sim, weights, rows_begin, rows_end, T, N, A, a0, na, grad, f, g, frame_mask,         \
+                     desc_mask, eps);                                                                             \
+  }
+OST_BACKWARD_WEIGHTS(float, backward_weights_dispatch)
+OST_BACKWARD_WEIGHTS(double, backward_weights_dispatch)
+#undef OST_BACKWARD_WEIGHTS
 
 std::tuple<at::Tensor, at::Tensor> od_backward_cpu(const at::Tensor& grad_scores_in, const at::Tensor& video,
                                                    const at::Tensor& desc,
                                                    const std::optional<at::Tensor>& frame_mask_in,
                                                    const std::optional<at::Tensor>& desc_mask_in,
-                                                   const at::Tensor& f, const at::Tensor& g, double eps,
-                                                   bool normalize, bool video_grad, bool desc_grad) {
+                                                   const at::Tensor& f_in, const at::Tensor& g_in,
+                                                   const at::Tensor& cache, double eps, bool normalize,
+                                                   bool video_grad, bool desc_grad) {
   check_embeddings(video, desc, frame_mask_in, desc_mask_in);
-  check_potentials(grad_scores_in, f, g, video, desc);
+  check_potentials(grad_scores_in, f_in, g_in, video, desc);
   TORCH_CHECK(std::isfinite(eps) && eps > 0, "ost_kernels::od_backward: eps must be finite and > 0, got ", eps);
   TORCH_CHECK(video.device().is_cpu(), "ost_kernels::od_backward (CPU): inputs must be CPU tensors");
   const int64_t B = video.size(0), T = video.size(1), d = video.size(2), A = desc.size(0), N = desc.size(1);
   const auto opts = video.options().dtype(compute_type(video.scalar_type()));
+  const bool cached = cache.numel() > 0;
+  TORCH_CHECK(!cached || (cache.dim() == 2 && cache.size(0) == B * T && cache.size(1) == A * N &&
+                          cache.scalar_type() == opts.dtype().toScalarType() && cache.is_contiguous()),
+              "ost_kernels::od_backward (CPU): cache must be the forward's (B * T, A * N) sims or empty, got ",
+              cache.sizes());
   if (!video_grad && !desc_grad) return {not_requested(video), not_requested(desc)};
-  const at::Tensor grad_scores = grad_scores_in.to(opts.dtype().toScalarType());
+  const at::Tensor grad_scores = grad_scores_in.to(opts.dtype().toScalarType()).contiguous();
+  const at::Tensor f = f_in.contiguous(), g = g_in.contiguous();
   const auto frame_mask = contiguous_mask(frame_mask_in);
-  const at::Tensor vn = unit_rows(video, normalize, frame_mask).view({B * T, d});
+  const auto desc_mask = contiguous_mask(desc_mask_in);
+  const at::Tensor vn = unit_rows_fused(video, normalize, frame_mask);  // (B * T, d)
   at::Tensor grad_vn = video_grad ? at::zeros({B * T, d}, opts) : at::Tensor();
-  at::Tensor grad_desc = desc_grad ? at::empty_like(desc) : not_requested(desc);
-  // Backward runs one sub-tile of classes at a time over videos in blocks of ~2^20 sims,
-  // with multi-threaded matmuls: each thread writing its own rows keeps it deterministic.
-  const int64_t nb_max = std::min(B, std::max<int64_t>(1, (int64_t(1) << 20) / (T * N * kSubClasses)));
-  at::Tensor sim_buf = at::empty({nb_max * T, N * kSubClasses}, opts);
-  at::Tensor weight_buf = at::empty({nb_max * T, N * kSubClasses}, opts);
-
-  for (int64_t a0 = 0; a0 < A; a0 += kChunkClasses) {
-    const int64_t na = std::min(kChunkClasses, A - a0);
-    const ClassChunk cc = class_chunk(desc, desc_mask_in, a0, na, normalize);
-    at::Tensor grad_dn = desc_grad ? at::zeros({cc.n_sub, N * kSubClasses, d}, opts) : at::Tensor();
-    for (int64_t s = 0; s < cc.n_sub; ++s) {
-      const int64_t c0 = a0 + s * kSubClasses, nc = std::min(kSubClasses, A - c0);
-      for (int64_t b0 = 0; b0 < B; b0 += nb_max) {
-        const int64_t nb = std::min(nb_max, B - b0);
-        at::Tensor sim = sim_buf.narrow(0, 0, nb * T);
-        at::Tensor weights = weight_buf.narrow(0, 0, nb * T);
-        const at::Tensor vn_tile = vn.narrow(0, b0 * T, nb * T);
-        at::mm_out(sim, vn_tile, cc.dn[s].t());
-        // The tile's grad, f and g with classes innermost, zero-padded to kSubClasses.
-        at::Tensor grad_t = at::zeros({nb, kSubClasses}, opts);
-        at::Tensor f_t = at::zeros({nb, T, kSubClasses}, opts);
-        at::Tensor g_t = at::zeros({nb, N, kSubClasses}, opts);
-        grad_t.narrow(1, 0, nc).copy_(grad_scores.narrow(0, b0, nb).narrow(1, c0, nc));
-        f_t.narrow(2, 0, nc).copy_(f.narrow(0, b0, nb).narrow(1, c0, nc).transpose(1, 2));
-        g_t.narrow(2, 0, nc).copy_(g.narrow(0, b0, nb).narrow(1, c0, nc).transpose(1, 2));
-        AT_DISPATCH_FLOATING_TYPES(opts.dtype().toScalarType(), "od_backward_cpu", [&] {
-          Tile<scalar_t> t{};
-          t.sim = sim.data_ptr<scalar_t>();
-          t.nb = nb, t.na = nc, t.na_pad = kSubClasses, t.T = T, t.N = N, t.b0 = b0, t.a0 = c0, t.A = A;
-          t.frame_mask = data_or_null(frame_mask);
-          t.desc_valid = cc.valid[s].data_ptr<bool>();
-          t.eps = eps;
-          t.grad_t = grad_t.data_ptr<scalar_t>(), t.f_t = f_t.data_ptr<scalar_t>(), t.g_t = g_t.data_ptr<scalar_t>();
-          t.weights = weights.data_ptr<scalar_t>();
-          at::parallel_for(0, nb, 1, [&](int64_t begin, int64_t end) { run_backward(t, begin, end); });
-        });
-        // d/d vn = W dn and d/d dn = W^T vn, W being the (video frames x descriptors) weights.
-        if (video_grad) grad_vn.narrow(0, b0 * T, nb * T).addmm_(weights, cc.dn[s]);
-        if (desc_grad) grad_dn[s].addmm_(weights.t(), vn_tile);
-      }
+  at::Tensor grad_dn = desc_grad ? at::empty({A * N, d}, opts) : at::Tensor();
+  const int64_t chunk = std::min(A, std::max<int64_t>(16, kBackwardElements / std::max<int64_t>(1, B * T * N)));
+  at::Tensor weight_buf = at::empty({B * T * chunk * N}, opts);
+  for (int64_t a0 = 0; a0 < A; a0 += chunk) {
+    const int64_t na = std::min(chunk, A - a0);
+    const at::Tensor dn = unit_rows_fused(desc.narrow(0, a0, na), normalize, narrow_mask(desc_mask, a0, na));
+    at::Tensor weights = weight_buf.narrow(0, 0, B * T * na * N).view({B * T, na * N});
+    if (!cached) at::mm_out(weights, vn, dn.t());  // the sims again, in place of the weights
+    AT_DISPATCH_FLOATING_TYPES(opts.dtype().toScalarType(), "od_backward_cpu", [&] {
+      const scalar_t* sim = cached ? cache.data_ptr<scalar_t>() + a0 * N : weights.data_ptr<scalar_t>();
+      const int64_t ld_sim = cached ? A * N : na * N;
+      at::parallel_for(0, B * T, 16, [&](int64_t begin, int64_t end) {
+        backward_weights_dispatch(sim, ld_sim, weights.data_ptr<scalar_t>() + begin * na * N, begin, end, T, N, A, a0,
+                                  na, grad_scores.data_ptr<scalar_t>(), f.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(),
+                                  data_or_null(frame_mask), data_or_null(desc_mask), eps);
+      });
+    });
+    // d/d vn = W dn and d/d dn = W^T vn: two matmuls over the whole chunk.
+    if (video_grad) grad_vn.addmm_(weights, dn);
+    if (desc_grad) {
+      at::Tensor out = grad_dn.narrow(0, a0 * N, na * N);
+      at::mm_out(out, weights.t(), vn);
     }
-    if (!desc_grad) continue;
-    // Back from the sub-tile layout (n_sub, N, kSubClasses, d) to classes (na, N, d).
-    const at::Tensor grad_units =
-        grad_dn.view({cc.n_sub, N, kSubClasses, d}).transpose(1, 2).reshape({cc.n_sub * kSubClasses, N, d}).narrow(0, 0, na);
-    grad_desc.narrow(0, a0, na).copy_(unit_rows_backward(desc.narrow(0, a0, na), grad_units, normalize));
   }
-  at::Tensor grad_video = video_grad ? unit_rows_backward(video, grad_vn.view({B, T, d}), normalize)
-                                    : not_requested(video);
+  at::Tensor grad_video = video_grad ? unit_rows_backward_fused(video, grad_vn, normalize) : not_requested(video);
+  at::Tensor grad_desc = desc_grad ? unit_rows_backward_fused(desc, grad_dn, normalize) : not_requested(desc);
   return {grad_video, grad_desc};
 }
 

@@ -61,9 +61,6 @@ struct Tile {
   // forward outputs, full (B, A, ...) tensors
   scalar_t *scores, *f, *g, *error;
   int32_t* iterations;
-  // backward: tile-local inputs, transposed so classes are innermost, and the output weights
-  const scalar_t *grad_t, *f_t, *g_t;  // (nb, na_pad), (nb, T, na_pad), (nb, N, na_pad)
-  scalar_t* weights;                   // same layout as sim
 
   int64_t ld() const { return N * na_pad; }
   const scalar_t* sim_row(int64_t b, int64_t i, int64_t j) const { return sim + (b * T + i) * ld() + j * na_pad; }
@@ -356,30 +353,6 @@ OST_INLINE void solve_group(const Tile<scalar_t>& t, int64_t b, int64_t a_first,
   }
 }
 
-// Backward weights grad_scores * P for video b of the tile, in the sims' layout:
-// P_ij = exp((sim_ij - 1 + f_i + g_j) / eps), 0 where masked or padded.
-template <typename scalar_t>
-OST_INLINE void backward_video(const Tile<scalar_t>& t, int64_t b) {
-  const int64_t T = t.T, N = t.N, na_pad = t.na_pad;
-  const scalar_t inv_eps = scalar_t(1.0 / t.eps);
-  const scalar_t* grad = t.grad_t + b * na_pad;
-  for (int64_t i = 0; i < T; ++i) {
-    const bool row = t.frame_ok(b, i);
-    const scalar_t* fi = t.f_t + (b * T + i) * na_pad;
-    for (int64_t j = 0; j < N; ++j) {
-      const scalar_t* src = t.sim_row(b, i, j);
-      const scalar_t* gj = t.g_t + (b * N + j) * na_pad;
-      const bool* valid = t.desc_valid + j * na_pad;
-      scalar_t* out = t.weights + (b * T + i) * t.ld() + j * na_pad;
-#pragma omp simd
-      for (int64_t a = 0; a < na_pad; ++a) {
-        const scalar_t e = fast_exp((src[a] - scalar_t(1) + fi[a] + gj[a]) * inv_eps);
-        out[a] = (row && valid[a]) ? grad[a] * e : scalar_t(0);
-      }
-    }
-  }
-}
-
 template <typename scalar_t>
 OST_INLINE void forward_groups(const Tile<scalar_t>& t, int64_t begin, int64_t end) {
   GroupScratch<scalar_t> w(t.T, t.N);
@@ -387,20 +360,11 @@ OST_INLINE void forward_groups(const Tile<scalar_t>& t, int64_t begin, int64_t e
   for (int64_t q = begin; q < end; ++q) solve_group(t, q / groups_per_video, (q % groups_per_video) * kLanes, w);
 }
 
-template <typename scalar_t>
-OST_INLINE void backward_videos(const Tile<scalar_t>& t, int64_t begin, int64_t end) {
-  for (int64_t b = begin; b < end; ++b) backward_video(t, b);
-}
-
 // Compiled twice (AVX2 + FMA and baseline x86-64) where target_clones is available.
 OST_MULTIVERSION void forward_groups_f32(const Tile<float>& t, int64_t b, int64_t e) { forward_groups(t, b, e); }
 OST_MULTIVERSION void forward_groups_f64(const Tile<double>& t, int64_t b, int64_t e) { forward_groups(t, b, e); }
-OST_MULTIVERSION void backward_videos_f32(const Tile<float>& t, int64_t b, int64_t e) { backward_videos(t, b, e); }
-OST_MULTIVERSION void backward_videos_f64(const Tile<double>& t, int64_t b, int64_t e) { backward_videos(t, b, e); }
 void run_forward(const Tile<float>& t, int64_t b, int64_t e) { forward_groups_f32(t, b, e); }
 void run_forward(const Tile<double>& t, int64_t b, int64_t e) { forward_groups_f64(t, b, e); }
-void run_backward(const Tile<float>& t, int64_t b, int64_t e) { backward_videos_f32(t, b, e); }
-void run_backward(const Tile<double>& t, int64_t b, int64_t e) { backward_videos_f64(t, b, e); }
 
 }  // namespace
 }  // namespace ost_kernels::cpu

@@ -164,9 +164,10 @@ void check_float32_compute(const at::Tensor& video, const char* op) {
               " (CUDA): float64 is not supported by the CUDA kernels; use backend 'cpu' or 'torch'");
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> od_forward_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> od_forward_cuda(
     const at::Tensor& video, const at::Tensor& desc, const std::optional<at::Tensor>& frame_mask_in,
-    const std::optional<at::Tensor>& desc_mask_in, double eps, int64_t max_iter, double tol, bool normalize) {
+    const std::optional<at::Tensor>& desc_mask_in, double eps, int64_t max_iter, double tol, bool normalize,
+    bool /*keep_cache: the CUDA backward recomputes the sims*/) {
   check_embeddings(video, desc, frame_mask_in, desc_mask_in);
   check_solver_args(eps, max_iter, tol);
   check_float32_compute(video, "od_forward");
@@ -201,14 +202,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> od_forwar
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   }
-  return {scores, f, g, iterations, error};
+  return {scores, f, g, iterations, error, at::empty({0}, opts)};  // no cache: the backward recomputes
 }
 
 std::tuple<at::Tensor, at::Tensor> od_backward_cuda(const at::Tensor& grad_scores_in, const at::Tensor& video,
                                                     const at::Tensor& desc,
                                                     const std::optional<at::Tensor>& frame_mask_in,
                                                     const std::optional<at::Tensor>& desc_mask_in,
-                                                    const at::Tensor& f_in, const at::Tensor& g_in, double eps,
+                                                    const at::Tensor& f_in, const at::Tensor& g_in,
+                                                    const at::Tensor& /*cache: none kept*/, double eps,
                                                     bool normalize, bool video_grad, bool desc_grad) {
   check_embeddings(video, desc, frame_mask_in, desc_mask_in);
   check_potentials(grad_scores_in, f_in, g_in, video, desc);

@@ -32,12 +32,17 @@ def unavailable_reason() -> str | None:
     return None
 
 
+_kernels: dict[tuple[str, str], bool] = {}
+
+
 @constant_for_compile
 def has_kernel(op: str, dispatch_key: str) -> bool:
-    """Whether ost_kernels::<op> has a kernel for the dispatch key ("CPU", "CUDA")."""
-    return unavailable_reason() is None and torch._C._dispatch_has_kernel_for_dispatch_key(
-        f"ost_kernels::{op}", dispatch_key
-    )
+    """Whether ost_kernels::<op> has a kernel for the dispatch key ("CPU", "CUDA"); looked up
+    once (every od_solve call asks)."""
+    if (op, dispatch_key) not in _kernels:
+        _kernels[(op, dispatch_key)] = unavailable_reason() is None and \
+            torch._C._dispatch_has_kernel_for_dispatch_key(f"ost_kernels::{op}", dispatch_key)
+    return _kernels[(op, dispatch_key)]
 
 
 def extension_reason(dispatch_key: str, missing: str) -> str | None:
@@ -53,19 +58,20 @@ def extension_reason(dispatch_key: str, missing: str) -> str | None:
 def _register() -> None:
     # The ops exist only once the library is loaded, so these cannot run at import time.
     torch.library.register_fake("ost_kernels::od_forward")(
-        lambda video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize: empty_forward_outputs(video, desc)
+        lambda video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, keep_cache=False:
+        empty_forward_outputs(video, desc, keep_cache)
     )
     torch.library.register_fake("ost_kernels::od_backward")(
-        lambda grad_scores, video, desc, frame_mask, desc_mask, f, g, eps, normalize, video_grad, desc_grad:
+        lambda grad_scores, video, desc, frame_mask, desc_mask, f, g, cache, eps, normalize, video_grad, desc_grad:
         empty_backward_outputs(video, desc, video_grad, desc_grad)
     )
     register_autograd("ost_kernels::od_forward", torch.ops.ost_kernels.od_backward)
 
 
-def forward(video, desc, frame_mask, desc_mask, options):
+def forward(video, desc, frame_mask, desc_mask, options, keep_cache: bool = False):
     """The C++ op; the dispatcher picks the CPU or CUDA kernel from the tensors' device."""
     return torch.ops.ost_kernels.od_forward(video, desc, frame_mask, desc_mask, options.eps, options.max_iter,
-                                            options.tol, options.normalize)
+                                            options.tol, options.normalize, keep_cache)
 
 
 def backward(*args):

@@ -1,5 +1,14 @@
-"""Backend "cpu": the C++ CPU kernel of ost_kernels._C (csrc/cpu/), float64 included."""
+"""Backend "cpu": the C++ CPU kernel of ost_kernels._C (csrc/cpu/), float64 included.
+
+When gradients will be needed and the call's sims, B * T * A * N values, fit CACHE_BUDGET
+bytes, the forward keeps them for the backward, which then skips recomputing them (one of its
+three matmuls); above the budget the backward recomputes them a chunk of classes at a time, so
+memory stays bounded whatever A is. benchmarks/test_bench_backward_strategy.py measures both.
+OST_KERNELS_CPU_CACHE_MB sets the budget (0 never keeps them).
+"""
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -7,6 +16,8 @@ from . import _cpp
 from .base import Backend, unsupported_dtype, wrong_device
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+CACHE_BUDGET_ENV = "OST_KERNELS_CPU_CACHE_MB"
+DEFAULT_CACHE_MB = 64
 
 
 def reason(device: torch.device, dtype: torch.dtype, shape=None) -> str | None:
@@ -14,4 +25,23 @@ def reason(device: torch.device, dtype: torch.dtype, shape=None) -> str | None:
             or _cpp.extension_reason("CPU", "the built ost_kernels._C has no CPU kernel; rebuild it"))
 
 
-BACKEND = Backend(name="cpu", dtypes=DTYPES, reason=reason, forward=_cpp.forward, backward=_cpp.backward)
+def cache_budget() -> int:
+    """Bytes the forward may keep for the backward (OST_KERNELS_CPU_CACHE_MB, default 64)."""
+    return int(float(os.environ.get(CACHE_BUDGET_ENV, DEFAULT_CACHE_MB)) * 2**20)
+
+
+def keeps_sims(video: torch.Tensor, desc: torch.Tensor) -> bool:
+    """Whether a forward on these inputs keeps its sims for the backward."""
+    if not (torch.is_grad_enabled() and (video.requires_grad or desc.requires_grad)):
+        return False  # no backward will run
+    B, T, _ = video.shape
+    A, N, _ = desc.shape
+    itemsize = 8 if video.dtype == torch.float64 else 4
+    return B * T * A * N * itemsize <= cache_budget()
+
+
+def _forward(video, desc, frame_mask, desc_mask, options):
+    return _cpp.forward(video, desc, frame_mask, desc_mask, options, keep_cache=keeps_sims(video, desc))
+
+
+BACKEND = Backend(name="cpu", dtypes=DTYPES, reason=reason, forward=_forward, backward=_cpp.backward)

@@ -18,7 +18,7 @@ import torch
 
 from .._autograd import register_autograd
 from .._cosine import unit, unit_backward
-from .._outputs import empty_backward_outputs, empty_forward_outputs, not_requested
+from .._outputs import empty_backward_outputs, empty_forward_outputs, no_cache, not_requested
 from .base import Backend
 
 # Upper bound on the elements of one (B, a, T, N) chunk: 16M floats, 64 MiB in float32.
@@ -165,27 +165,29 @@ def od_backward(grad_scores, video, desc, frame_mask, desc_mask, f, g, eps: floa
 # (ost_kernels._autograd) and torch.compile sees one opaque call.
 @torch.library.custom_op("ost_kernels::od_forward_torch", mutates_args=())
 def od_forward_op(video: torch.Tensor, desc: torch.Tensor, frame_mask: torch.Tensor | None,
-                  desc_mask: torch.Tensor | None, eps: float, max_iter: int, tol: float,
-                  normalize: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return od_forward(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize)
+                  desc_mask: torch.Tensor | None, eps: float, max_iter: int, tol: float, normalize: bool,
+                  keep_cache: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                     torch.Tensor, torch.Tensor]:
+    # The reference keeps no cache: its backward recomputes what it needs.
+    return (*od_forward(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize), no_cache(video))
 
 
 @torch.library.custom_op("ost_kernels::od_backward_torch", mutates_args=())
 def od_backward_op(grad_scores: torch.Tensor, video: torch.Tensor, desc: torch.Tensor,
                    frame_mask: torch.Tensor | None, desc_mask: torch.Tensor | None, f: torch.Tensor,
-                   g: torch.Tensor, eps: float, normalize: bool, video_grad: bool,
+                   g: torch.Tensor, cache: torch.Tensor, eps: float, normalize: bool, video_grad: bool,
                    desc_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     return od_backward(grad_scores, video, desc, frame_mask, desc_mask, f, g, eps, normalize, video_grad,
                        desc_grad)
 
 
 @od_forward_op.register_fake
-def _(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize):
+def _(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, keep_cache=False):
     return empty_forward_outputs(video, desc)
 
 
 @od_backward_op.register_fake
-def _(grad_scores, video, desc, frame_mask, desc_mask, f, g, eps, normalize, video_grad, desc_grad):
+def _(grad_scores, video, desc, frame_mask, desc_mask, f, g, cache, eps, normalize, video_grad, desc_grad):
     return empty_backward_outputs(video, desc, video_grad, desc_grad)
 
 

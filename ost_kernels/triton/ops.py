@@ -151,12 +151,14 @@ def od_forward_triton(
     max_iter: int,
     tol: float,
     normalize: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    keep_cache: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Same contract as ost_kernels::od_forward: scores (B, A), f (B, A, T), g (B, A, N),
-    iterations (B, A) int32, error (B, A), all float32."""
+    iterations (B, A) int32, error (B, A), all float32, and an empty cache (the backward
+    recomputes the sims inside its weights kernel)."""
     B, T, d = video.shape
     A, N, _ = desc.shape
-    scores, f, g, iterations, error = empty_forward_outputs(video, desc)
+    scores, f, g, iterations, error, cache = empty_forward_outputs(video, desc)
     forward, _ = _kernels()
     with _device_guard(video):
         wrap_triton(forward)[_grid(B, A)](
@@ -169,7 +171,7 @@ def od_forward_triton(
             size_bucket(B, 1024), size_bucket(A, 1 << 16),
             **_kernel_options(video.dtype), **_meta("forward", video, T, N, d),
         )
-    return scores, f, g, iterations, error
+    return scores, f, g, iterations, error, cache
 
 
 def _matmul_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -189,6 +191,7 @@ def od_backward_triton(
     desc_mask: torch.Tensor | None,
     f: torch.Tensor,
     g: torch.Tensor,
+    cache: torch.Tensor,
     eps: float,
     normalize: bool,
     video_grad: bool,
