@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <optional>
+#include <string>
 
 namespace ost_kernels {
 
@@ -68,6 +69,21 @@ inline void check_potentials(const at::Tensor& grad_scores, const at::Tensor& f,
   TORCH_CHECK(grad_scores.device() == video.device() && f.device() == video.device() &&
                   g.device() == video.device(),
               "ost_kernels: grad_scores, f and g must be on ", video.device());
+}
+
+// A mask row with no valid entry has no mass to transport: refused, as od_solve refuses it.
+// On CPU the answer is read at once; on a GPU it is a device-side assertion (no host sync),
+// which surfaces at the next synchronization as an error with this message.
+inline void check_mask_rows(const std::optional<at::Tensor>& mask, const char* name) {
+  if (!mask.has_value()) return;
+  const std::string message = std::string("ost_kernels: ") + name +
+                              " has rows with no valid entry (all False); every row needs at least one valid entry";
+  const at::Tensor every_row = mask->any(1).all();
+  if (mask->is_cpu()) {
+    TORCH_CHECK(every_row.item<bool>(), message);
+  } else {
+    at::_assert_async(every_row, message);
+  }
 }
 
 // Embeddings in the compute dtype, L2-normalized along d when asked, zeroed where masked

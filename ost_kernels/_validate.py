@@ -3,17 +3,13 @@
 Every failure names the argument and what was expected. The solver scalars are checked by
 SolverOptions (options.py); the tensors and the backend name here.
 
-A mask row with no valid entry is a data-dependent check. On CPU tensors it raises a
-ValueError at once. On other devices reading the answer back would cost a host sync per
-call, so there it is queued as a device-side assertion (torch._assert_async): the error
-surfaces at the next synchronization, as a RuntimeError carrying the same message, while the
-kernels treat such a row as carrying no mass. While torch.compile traces, the check is left
-out (it would break the graph).
+A mask row with no valid entry is refused by _mask_rows.check_mask_rows (see there).
 """
 from __future__ import annotations
 
 import torch
 
+from ._mask_rows import check_mask_rows
 from .backends import NAMES
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -36,11 +32,6 @@ def _check_embeddings(name: str, x, letters: str) -> None:
         raise ValueError(f"od_solve: `{name}` {letters} must have no zero-size dimension, got shape {_shape(x)}")
 
 
-def _empty_rows_message(name: str, rows: str) -> str:
-    return (f"od_solve: `{name}` has rows with no valid entry (all False){rows}; "
-            "every row needs at least one valid entry")
-
-
 def _check_mask(name: str, mask, expected: tuple[int, int], letters: str, device: torch.device) -> None:
     if mask is None:
         return
@@ -54,15 +45,7 @@ def _check_mask(name: str, mask, expected: tuple[int, int], letters: str, device
         )
     if mask.device != device:
         raise ValueError(f"od_solve: `{name}` is on {mask.device} but the embeddings are on {device}")
-    if torch.compiler.is_compiling() or mask.device.type == "meta":
-        return
-    if mask.device.type == "cpu":
-        empty = ~mask.any(dim=1)
-        if bool(empty.any()):
-            rows = torch.nonzero(empty).flatten()[:5].tolist()
-            raise ValueError(_empty_rows_message(name, f", e.g. rows {rows}"))
-    else:
-        torch._assert_async(mask.any(dim=1).all(), _empty_rows_message(name, ""))
+    check_mask_rows(mask, f"`{name}`", "od_solve")
 
 
 def check_inputs(video, desc, frame_mask, desc_mask, backend) -> None:

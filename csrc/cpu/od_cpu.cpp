@@ -105,7 +105,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   check_embeddings(video, desc, frame_mask_in, desc_mask_in);
   check_solver_args(eps, max_iter, tol);
   TORCH_CHECK(video.device().is_cpu(), "ost_kernels::od_forward (CPU): inputs must be CPU tensors");
-  const int64_t B = video.size(0), T = video.size(1), d = video.size(2), A = desc.size(0), N = desc.size(1);
+  check_mask_rows(frame_mask_in, "frame_mask");
+  check_mask_rows(desc_mask_in, "desc_mask");
+  const int64_t B = video.size(0), T = video.size(1), A = desc.size(0), N = desc.size(1);
   const auto opts = video.options().dtype(compute_type(video.scalar_type()));
   at::Tensor scores = at::empty({B, A}, opts);
   at::Tensor f = at::empty({B, A, T}, opts);

@@ -18,6 +18,7 @@ import torch
 
 from .._autograd import register_autograd
 from .._cosine import unit, unit_backward
+from .._mask_rows import check_mask_rows
 from .._outputs import empty_backward_outputs, empty_forward_outputs, no_cache, not_requested
 from .base import Backend
 
@@ -168,6 +169,8 @@ def od_forward_op(video: torch.Tensor, desc: torch.Tensor, frame_mask: torch.Ten
                   desc_mask: torch.Tensor | None, eps: float, max_iter: int, tol: float, normalize: bool,
                   keep_cache: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                                      torch.Tensor, torch.Tensor]:
+    check_mask_rows(frame_mask, "frame_mask", "ost_kernels::od_forward_torch")
+    check_mask_rows(desc_mask, "desc_mask", "ost_kernels::od_forward_torch")
     # The reference keeps no cache: its backward recomputes what it needs.
     return (*od_forward(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize), no_cache(video))
 

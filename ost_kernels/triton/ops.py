@@ -28,6 +28,7 @@ from torch.library import triton_op, wrap_triton
 from .._autograd import register_autograd
 from .._cosine import unit, unit_backward
 from .._env import triton_interpreting as interpreting
+from .._mask_rows import check_mask_rows
 from .._outputs import empty_forward_outputs, not_requested
 from ..constants import LN2, LOG2E, NORM_EPS
 from . import configs
@@ -156,6 +157,8 @@ def od_forward_triton(
     """Same contract as ost_kernels::od_forward: scores (B, A), f (B, A, T), g (B, A, N),
     iterations (B, A) int32, error (B, A), all float32, and an empty cache (the backward
     recomputes the sims inside its weights kernel)."""
+    check_mask_rows(frame_mask, "frame_mask", "ost_kernels::od_forward_triton")
+    check_mask_rows(desc_mask, "desc_mask", "ost_kernels::od_forward_triton")
     B, T, d = video.shape
     A, N, _ = desc.shape
     scores, f, g, iterations, error, cache = empty_forward_outputs(video, desc)
