@@ -28,7 +28,7 @@ def unavailable_reason() -> str | None:
             f"the C++ extension ost_kernels._C is not built ({exc}); "
             "build it with `pip install -e . --no-build-isolation` (see README)"
         )
-    _register()
+    register_op_library("ost_kernels")
     return None
 
 
@@ -55,17 +55,37 @@ def extension_reason(dispatch_key: str, missing: str) -> str | None:
     return None
 
 
-def _register() -> None:
-    # The ops exist only once the library is loaded, so these cannot run at import time.
-    torch.library.register_fake("ost_kernels::od_forward")(
+def register_op_library(namespace: str) -> None:
+    """Fake kernels (for torch.compile) and autograd of <namespace>::od_forward / od_backward,
+    a library with csrc/op_schema.h's schema (ost_kernels; the tests' CUDA emulation has its
+    own). The ops exist only once the library is loaded, so this cannot run at import time."""
+    torch.library.register_fake(f"{namespace}::od_forward")(
         lambda video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, keep_cache=False:
         empty_forward_outputs(video, desc, keep_cache)
     )
-    torch.library.register_fake("ost_kernels::od_backward")(
+    torch.library.register_fake(f"{namespace}::od_backward")(
         lambda grad_scores, video, desc, frame_mask, desc_mask, f, g, cache, eps, normalize, video_grad, desc_grad:
         empty_backward_outputs(video, desc, video_grad, desc_grad)
     )
-    register_autograd("ost_kernels::od_forward", torch.ops.ost_kernels.od_backward)
+    register_autograd(f"{namespace}::od_forward", getattr(torch.ops, namespace).od_backward)
+
+
+def cache_budget(env: str, default_mb: float) -> int:
+    """Bytes a forward may keep for the backward: the environment variable env in MiB, else
+    default_mb."""
+    return int(float(os.environ.get(env, default_mb)) * 2**20)
+
+
+def keeps_sims(video: torch.Tensor, desc: torch.Tensor, budget: int) -> bool:
+    """Whether a forward on video (B, T, d) and desc (A, N, d) keeps its sims for the backward:
+    a backward will run and the B * T * A * N values (float32; float64 for float64 inputs) fit
+    budget bytes."""
+    if not (torch.is_grad_enabled() and (video.requires_grad or desc.requires_grad)):
+        return False  # no backward will run
+    B, T, _ = video.shape
+    A, N, _ = desc.shape
+    itemsize = 8 if video.dtype == torch.float64 else 4
+    return B * T * A * N * itemsize <= budget
 
 
 def forward(video, desc, frame_mask, desc_mask, options, keep_cache: bool = False):

@@ -8,8 +8,6 @@ OST_KERNELS_CPU_CACHE_MB sets the budget (0 never keeps them).
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
 from . import _cpp
@@ -25,19 +23,9 @@ def reason(device: torch.device, dtype: torch.dtype, shape=None) -> str | None:
             or _cpp.extension_reason("CPU", "the built ost_kernels._C has no CPU kernel; rebuild it"))
 
 
-def cache_budget() -> int:
-    """Bytes the forward may keep for the backward (OST_KERNELS_CPU_CACHE_MB, default 64)."""
-    return int(float(os.environ.get(CACHE_BUDGET_ENV, DEFAULT_CACHE_MB)) * 2**20)
-
-
 def keeps_sims(video: torch.Tensor, desc: torch.Tensor) -> bool:
     """Whether a forward on these inputs keeps its sims for the backward."""
-    if not (torch.is_grad_enabled() and (video.requires_grad or desc.requires_grad)):
-        return False  # no backward will run
-    B, T, _ = video.shape
-    A, N, _ = desc.shape
-    itemsize = 8 if video.dtype == torch.float64 else 4
-    return B * T * A * N * itemsize <= cache_budget()
+    return _cpp.keeps_sims(video, desc, _cpp.cache_budget(CACHE_BUDGET_ENV, DEFAULT_CACHE_MB))
 
 
 def _forward(video, desc, frame_mask, desc_mask, options):
