@@ -11,12 +11,24 @@ import os
 import pytest
 import torch
 
+import ost_kernels._validate
+import ost_kernels.backends
+
 from ost_kernels._env import triton_interpreting
 from ost_kernels.backends import REGISTRY, unavailable_reason
 from ost_kernels.backends._cpp import DISABLE_ENV
 
-# Triton runs under its interpreter here (tests/conftest.py sets TRITON_INTERPRET=1).
-BACKENDS = ["torch", "cpu", "triton"]
+from cuda_emulation.backend import BACKEND as EMULATED
+
+# A test-only backend: od_solve(..., backend="cuda-emulated") works in this process.
+REGISTRY.setdefault(EMULATED.name, EMULATED)
+if EMULATED.name not in ost_kernels.backends.NAMES:
+    ost_kernels.backends.NAMES += (EMULATED.name,)
+    ost_kernels._validate.NAMES = ost_kernels.backends.NAMES
+
+# Triton runs under its interpreter here (tests/conftest.py sets TRITON_INTERPRET=1), and the
+# CUDA fallback's code as "cuda-emulated" (tests/cuda_emulation/: on CPU threads).
+BACKENDS = ["torch", "cpu", "triton", EMULATED.name]
 
 EXTENSION_EXPECTED = (os.environ.get(DISABLE_ENV, "0") != "1"
                       and os.environ.get("OST_KERNELS_SKIP_EXTENSION", "0") != "1")
@@ -32,7 +44,7 @@ def _should_run(backend: str, device: torch.device) -> bool:
         return False
     if backend == "torch":
         return True
-    if backend == "cpu":
+    if backend in ("cpu", EMULATED.name):  # both need only the C++ compiler
         return EXTENSION_EXPECTED
     if backend == "triton":
         return triton_interpreting() and importlib.util.find_spec("triton") is not None

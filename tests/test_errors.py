@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from backends_under_test import BACKENDS, require
 from ost_kernels import BackendUnavailableError, od_plan, od_solve
 
 V = torch.randn(2, 3, 8)
@@ -102,15 +103,32 @@ def test_triton_limits_make_auto_fall_back(monkeypatch):
     assert "split the batch" in unavailable_reason("triton", cpu, torch.float32, ProblemShape(70_000, 8, 3, 4, 8))
 
 
-def test_cuda_shared_memory_limit_is_a_reason(monkeypatch):
+def test_cuda_kernel_limits_are_a_reason(monkeypatch):
     import ost_kernels.backends.cuda as cuda
     from ost_kernels.backends import ProblemShape, resolve
 
     monkeypatch.setattr(cuda, "cuda_present", lambda: True)
     monkeypatch.setattr(cuda._cpp, "extension_reason", lambda *a: None)
     gpu = torch.device("cuda")
-    assert cuda.reason(gpu, torch.float32, ProblemShape(2, 32, 3, 4, 8)) is None
-    why = cuda.reason(gpu, torch.float32, ProblemShape(2, 512, 3, 16, 8))
-    assert "shared memory" in why and "49152" in why
+    assert cuda.reason(gpu, torch.float32, ProblemShape(2, 128, 3, 16, 8)) is None
+    for T, N in ((129, 4), (8, 17)):
+        why = cuda.reason(gpu, torch.float32, ProblemShape(2, T, 3, N, 8))
+        assert why == ("the CUDA kernels take T up to 128 frames and N up to 16 descriptors "
+                       f"(got T = {T}, N = {N})")
     monkeypatch.setenv("TRITON_INTERPRET", "0")  # so that Triton is not picked on its own
     assert resolve("auto", gpu, torch.float32, ProblemShape(2, 512, 3, 16, 8)).name == "torch"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("side", ["frame_mask", "desc_mask"])
+def test_every_op_refuses_an_empty_mask_row(backend, side):
+    """Called directly, past od_solve's checks, each backend's op refuses a mask row with no
+    valid entry (mu = 1 / 0) with the same clear error instead of returning inf or NaN."""
+    from ost_kernels.backends import REGISTRY
+    from ost_kernels.options import SolverOptions
+
+    require(backend)
+    masks = dict(frame_mask=torch.ones(2, 3, dtype=torch.bool), desc_mask=torch.ones(4, 5, dtype=torch.bool))
+    masks[side][1] = False
+    with pytest.raises((ValueError, RuntimeError), match=f"{side}.? has rows with no valid entry"):
+        REGISTRY[backend].forward(V, D, masks["frame_mask"], masks["desc_mask"], SolverOptions())

@@ -13,8 +13,17 @@ from backends_under_test import BACKENDS, require
 from inputs import case
 from ost_kernels import od_solve
 
-FORWARD_OPS = {"torch": "od_forward_torch", "cpu": "od_forward"}
-BACKWARD_OPS = {"torch": "od_backward_torch", "cpu": "od_backward"}
+# The ops each backend registers, as (library, name); "cuda-emulated" is the CUDA fallback's
+# code on the CPU (tests/cuda_emulation/).
+FORWARD_OPS = {"torch": ("ost_kernels", "od_forward_torch"), "cpu": ("ost_kernels", "od_forward"),
+               "cuda-emulated": ("ost_kernels_emulated", "od_forward")}
+BACKWARD_OPS = {"torch": ("ost_kernels", "od_backward_torch"), "cpu": ("ost_kernels", "od_backward"),
+                "cuda-emulated": ("ost_kernels_emulated", "od_backward")}
+
+
+def _op(qualified):
+    library, name = qualified
+    return getattr(getattr(torch.ops, library), name)
 
 
 def test_cpu_backend_is_built_and_auto_picks_it():
@@ -38,7 +47,7 @@ def _op_args(gen, dtype, masks, requires_grad=False):
 def test_opcheck_forward(backend, dtype, masks, gen):
     require(backend, dtype=dtype)
     video, desc, fm, dm = _op_args(gen, dtype, masks, requires_grad=dtype != torch.bfloat16)
-    op = getattr(torch.ops.ost_kernels, FORWARD_OPS[backend]).default
+    op = _op(FORWARD_OPS[backend]).default
     for keep_cache in (False, True):
         torch.library.opcheck(op, (video, desc, fm, dm, 0.1, 50, 1e-3, True, keep_cache))
 
@@ -51,10 +60,10 @@ def test_opcheck_forward(backend, dtype, masks, gen):
 def test_opcheck_backward(backend, dtype, masks, sides, keep_cache, gen):
     require(backend, dtype=dtype)
     video, desc, fm, dm = _op_args(gen, dtype, masks)
-    forward = getattr(torch.ops.ost_kernels, FORWARD_OPS[backend])
+    forward = _op(FORWARD_OPS[backend])
     _, f, g, _, _, cache = forward(video, desc, fm, dm, 0.1, 50, 1e-3, True, keep_cache)
     grad = torch.randn(3, 5, generator=gen, dtype=f.dtype)
-    op = getattr(torch.ops.ost_kernels, BACKWARD_OPS[backend]).default
+    op = _op(BACKWARD_OPS[backend]).default
     torch.library.opcheck(op, (grad, video, desc, fm, dm, f, g, cache, 0.1, True, *sides))
 
 
@@ -68,7 +77,7 @@ class _BackwardCalls(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if func.namespace == "ost_kernels" and "backward" in func.__name__:
+        if func.namespace.startswith("ost_kernels") and "backward" in func.__name__:
             self.calls.append((args[-2], args[-1], out[0].numel(), out[1].numel()))
         return out
 

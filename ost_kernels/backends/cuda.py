@@ -1,8 +1,14 @@
 """Backend "cuda": the CUDA C++ fallback of ost_kernels._C (csrc/cuda/), used where Triton is not.
 
-Its Sinkhorn kernel keeps each pair's T x N block in shared memory, four pairs (warps) a
-block, within the default 48 KiB per block; larger T * N is refused here, so that "auto"
-passes over it, and by the op itself (csrc/cuda/od_cuda.cu: the same formula).
+Its Sinkhorn kernel gives each (video, class) pair a group of lanes holding the pair's T x N
+block in registers, four frames a lane, so it takes T up to 128 and N up to 16 (register
+arrays sized 4, 8 or 16). Larger problems are refused here, so that "auto" passes over them,
+and by the op itself (csrc/cuda/sinkhorn_groups.cuh: kMaxFrames, kMaxDescriptors).
+
+As backend "cpu", the forward keeps its sims for the backward (which then skips one of its
+three GEMMs) when gradients will be needed and the B * T * A * N float32 values fit
+OST_KERNELS_CUDA_CACHE_MB (default 256 MiB: the paper's in-batch set of 32 videos x 32 frames
+against 10,000 classes of 4 descriptors takes 164 MiB); above it the backward recomputes them.
 """
 from __future__ import annotations
 
@@ -13,13 +19,18 @@ from . import _cpp
 from .base import Backend, ProblemShape, unsupported_dtype, wrong_device
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-WARPS_PER_BLOCK = 4
-SHARED_MEMORY_LIMIT = 48 * 1024
+MAX_FRAMES = 128
+MAX_DESCRIPTORS = 16
+CACHE_BUDGET_ENV = "OST_KERNELS_CUDA_CACHE_MB"
+DEFAULT_CACHE_MB = 256
 
 
-def shared_memory_bytes(T: int, N: int) -> int:
-    """Shared memory of one Sinkhorn block: z (T * N), alpha and row LSE (T), beta (N) per warp."""
-    return WARPS_PER_BLOCK * (T * N + 2 * T + N) * 4
+def limit_reason(shape: ProblemShape | None) -> str | None:
+    """None if the CUDA kernels take this problem's T and N, else why not."""
+    if shape is not None and (shape.T > MAX_FRAMES or shape.N > MAX_DESCRIPTORS):
+        return (f"the CUDA kernels take T up to {MAX_FRAMES} frames and N up to {MAX_DESCRIPTORS} descriptors "
+                f"(got T = {shape.T}, N = {shape.N})")
+    return None
 
 
 def reason(device: torch.device, dtype: torch.dtype, shape: ProblemShape | None = None) -> str | None:
@@ -28,10 +39,16 @@ def reason(device: torch.device, dtype: torch.dtype, shape: ProblemShape | None 
                                             "at build time, or OST_KERNELS_BUILD_CUDA=0)"))
     if why is None and not cuda_present():
         why = "no CUDA device is available"
-    if why is None and shape is not None and shared_memory_bytes(shape.T, shape.N) > SHARED_MEMORY_LIMIT:
-        why = (f"T * N = {shape.T} * {shape.N} needs {shared_memory_bytes(shape.T, shape.N)} bytes of shared memory "
-               f"per block, over the CUDA kernel's {SHARED_MEMORY_LIMIT}")
-    return why
+    return why or limit_reason(shape)
 
 
-BACKEND = Backend(name="cuda", dtypes=DTYPES, reason=reason, forward=_cpp.forward, backward=_cpp.backward)
+def keeps_sims(video: torch.Tensor, desc: torch.Tensor) -> bool:
+    """Whether a forward on these inputs keeps its sims for the backward."""
+    return _cpp.keeps_sims(video, desc, _cpp.cache_budget(CACHE_BUDGET_ENV, DEFAULT_CACHE_MB))
+
+
+def _forward(video, desc, frame_mask, desc_mask, options):
+    return _cpp.forward(video, desc, frame_mask, desc_mask, options, keep_cache=keeps_sims(video, desc))
+
+
+BACKEND = Backend(name="cuda", dtypes=DTYPES, reason=reason, forward=_forward, backward=_cpp.backward)

@@ -1,0 +1,362 @@
+// The CUDA fallback's Sinkhorn: one group of G lanes per (video, class) pair, 32 / G pairs a
+// warp, the pair's T x N block held in registers (lane l of its group owns frames
+// i = l, l + G, ..., l + (R - 1) G, each with all N descriptors). Row sums are sums in a
+// lane's registers; column sums and the pair's error are butterfly shuffles within the group.
+//
+// Written once for two executors: the GPU (WarpLanes: __shfl_xor_sync) and a host emulation
+// that runs each lane as a thread (tests/cuda_emulation/), which is how the tests check this
+// code on a machine without a GPU. Nothing here may use a CUDA-only construct outside the
+// Lanes class and the OST_HD / math helpers below.
+//
+// Per pair, as the Triton kernel (ost_kernels/triton/kernels.py) and docs/design.md:
+//   * Scaling form where it is safe: with hi / lo the pair's largest / smallest valid sim,
+//     K = exp2((sim - hi) * log2(e) / eps) lies in [2^-SAFE_RANGE2, 1] when
+//     (hi - lo) * log2(e) / eps <= SAFE_RANGE2, so r = mu / (K c), c = nu / (K^T r) neither
+//     underflows nor overflows: one exp2 per entry per solve, multiply-adds in the loop.
+//   * Base-2 log domain otherwise: z = (sim - hi) * log2(e) / eps, a = log2 mu - LSE2_j(z + b),
+//     b = log2 nu - LSE2_i(z + a); that loop runs only when a warp holds such a pair.
+//   One register array X holds K (safe pairs) or z (the others); u / v hold r / c or a / b.
+//   Each pair is frozen once it meets the stop rule; the loops run while any pair of the warp
+//   is active, so every shuffle has all 32 lanes (a frozen pair's lanes compute and discard).
+// Outputs: f = a * eps * ln 2 + 1 - hi, g = b * eps * ln 2 (0 where masked), the score
+// sum_ij P_ij sim_ij with sim recovered from X as hi + log2(K) / scale2, the iterations and the
+// final row-marginal error.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define OST_HD __host__ __device__ __forceinline__
+#else
+#define OST_HD inline
+#endif
+
+namespace ost_kernels::cuda {
+
+constexpr float kSafeRange2 = float(64.0 * 1.4426950408889634);  // 64 in natural units, as every kernel
+constexpr int kRowsPerLane = 4;                                     // R: frames a lane owns
+constexpr int kMaxGroup = 32;                                       // lanes per pair at most
+constexpr int kMaxFrames = kRowsPerLane * kMaxGroup;                // T limit: 128
+constexpr int kMaxDescriptors = 16;                                 // N limit (NMAX templates 4, 8, 16)
+
+// Where the sims and masks of one launch live. sim is the raw dot products of a tile of nb
+// videos x na classes, (nb * T, na * N) row-major, float32; inv_v (B * T) and inv_d (A * N)
+// turn them into cosines (all ones without normalization).
+struct PairTile {
+  const float* sim;
+  const float* inv_v;
+  const float* inv_d;
+  const bool* frame_mask;  // (B, T) or nullptr
+  const bool* desc_mask;   // (A, N) or nullptr
+  int64_t nb, na, b0, a0, A;
+  int T, N;
+  float scale2;   // log2(e) / eps
+  float eps_ln2;  // eps * ln 2
+  int max_iter;
+  float tol;
+};
+
+// Lanes per pair: enough for T frames at kRowsPerLane each, a power of two (groups tile the
+// warp), 1 to 32.
+OST_HD int group_size_for(int T) {
+  int G = 1;
+  while (G < kMaxGroup && G * kRowsPerLane < T) G *= 2;
+  return G;
+}
+
+// The register width for N descriptors: 4, 8 or 16 (one template instance each).
+OST_HD int nmax_for(int N) { return N <= 4 ? 4 : N <= 8 ? 8 : 16; }
+
+// The group operations solve_pair needs, from an Exchange giving xor_shuffle(v, offset) among
+// the 32 lanes of a warp and any(p) over them. Butterfly sums give every lane of the group
+// the same bits (a + b == b + a), so group-uniform decisions stay uniform.
+template <class Exchange>
+struct GroupLanes {
+  Exchange& x;
+  int lane32;  // 0..31
+  int G;
+
+  OST_HD int group_size() const { return G; }
+  OST_HD int lane() const { return lane32 % G; }
+  OST_HD float group_sum(float v) {
+    for (int o = G / 2; o > 0; o /= 2) v += x.xor_shuffle(v, o);
+    return v;
+  }
+  OST_HD float group_max(float v) {
+    for (int o = G / 2; o > 0; o /= 2) v = fmaxf(v, x.xor_shuffle(v, o));
+    return v;
+  }
+  OST_HD float group_min(float v) {
+    for (int o = G / 2; o > 0; o /= 2) v = fminf(v, x.xor_shuffle(v, o));
+    return v;
+  }
+  OST_HD bool warp_any(bool p) { return x.any(p); }
+};
+
+struct PairOutputs {
+  float* scores;  // (B, A)
+  float* f;       // (B, A, T)
+  float* g;       // (B, A, N)
+  int32_t* iterations;
+  float* error;
+};
+
+OST_HD float ost_exp2(float x) { return exp2f(x); }
+OST_HD float ost_log2(float x) { return log2f(x); }
+
+// x / y over the full float range (as Triton's fdiv): __fdividef would return 0 for
+// |y| > 2^126, and an IEEE division costs several times more in the loop.
+OST_HD float full_div(float x, float y) {
+#if defined(__CUDA_ARCH__)
+  float q;
+  asm("div.full.f32 %0, %1, %2;" : "=f"(q) : "f"(x), "f"(y));
+  return q;
+#else
+  return x / y;
+#endif
+}
+
+// log2 sum exp2(x) of n values already reduced to their max m (m = -inf: all -inf).
+OST_HD float lse2_finish(float m, float s) { return m == -INFINITY ? -INFINITY : m + ost_log2(s); }
+
+// Solves the pair `pair` of the tile (pair >= nb * na: no pair; its lanes still take part in
+// the shuffles). Lanes: group_sum / group_max / group_min over the G lanes of the pair's
+// group, warp_any over all 32 lanes, lane() in [0, G), and G.
+template <int NMAX, class Lanes>
+OST_HD void solve_pair(const PairTile& t, const PairOutputs& out, Lanes& lanes, int64_t pair) {
+  constexpr int R = kRowsPerLane;
+  const int G = lanes.group_size(), l = lanes.lane();
+  const int T = t.T, N = t.N;
+  const bool have = pair < t.nb * t.na;
+  const int64_t b = have ? pair / t.na : 0, a = have ? pair % t.na : 0;
+  const int64_t vb = t.b0 + b, ca = t.a0 + a;
+  const int64_t ld = t.na * N;
+
+  bool row_ok[R], col_ok[NMAX];
+  float X[R][NMAX];
+  float rows_here = 0.f;
+#pragma unroll
+  for (int k = 0; k < R; ++k) {
+    const int i = l + k * G;
+    row_ok[k] = have && i < T && (!t.frame_mask || t.frame_mask[vb * T + i]);
+    rows_here += row_ok[k] ? 1.f : 0.f;
+  }
+  float cols = 0.f;
+#pragma unroll
+  for (int j = 0; j < NMAX; ++j) {
+    col_ok[j] = have && j < N && (!t.desc_mask || t.desc_mask[ca * N + j]);
+    cols += col_ok[j] ? 1.f : 0.f;
+  }
+  // Empty rows are refused by the ops; the clamp keeps a refused-but-launched pair finite.
+  const float mu = 1.f / fmaxf(lanes.group_sum(rows_here), 1.f);
+  const float nu = 1.f / fmaxf(cols, 1.f);
+
+  // Cosines into X, and the pair's range.
+  float inv_d[NMAX];
+#pragma unroll
+  for (int j = 0; j < NMAX; ++j) inv_d[j] = col_ok[j] ? t.inv_d[ca * N + j] : 0.f;
+  float hi = -INFINITY, lo = INFINITY;
+#pragma unroll
+  for (int k = 0; k < R; ++k) {
+    const int i = l + k * G;
+    const float iv = row_ok[k] ? t.inv_v[vb * T + i] : 0.f;
+    const float* row = t.sim + (b * T + i) * ld + a * N;
+#pragma unroll
+    for (int j = 0; j < NMAX; ++j) {
+      const bool ok = row_ok[k] && col_ok[j];
+      const float s = ok ? row[j] * iv * inv_d[j] : 0.f;
+      X[k][j] = s;
+      hi = ok ? fmaxf(hi, s) : hi;
+      lo = ok ? fminf(lo, s) : lo;
+    }
+  }
+  hi = lanes.group_max(hi);
+  lo = lanes.group_min(lo);
+  if (hi == -INFINITY) hi = lo = 0.f;  // no pair
+  // fmaxf / fminf pass over NaN, but a NaN sim (from a NaN input) reaches the sums below, so
+  // its pair's score is NaN, as the reference's, and no other pair's.
+  const bool safe = (hi - lo) * t.scale2 <= kSafeRange2;
+#pragma unroll
+  for (int k = 0; k < R; ++k)
+#pragma unroll
+    for (int j = 0; j < NMAX; ++j) {
+      const float z = (X[k][j] - hi) * t.scale2;
+      const bool ok = row_ok[k] && col_ok[j];
+      X[k][j] = safe ? (ok ? ost_exp2(z) : 0.f) : (ok ? z : -INFINITY);
+    }
+
+  float u[R], v[NMAX], rowv[R];  // safe: r, c, K c; log: a, b, LSE2_j(z + b)
+  int32_t iters = 0;
+  float err = 0.f;
+  const bool tol_stop = t.tol > 0.f;
+
+  // Scaling form.
+#pragma unroll
+  for (int k = 0; k < R; ++k) u[k] = 0.f;
+#pragma unroll
+  for (int j = 0; j < NMAX; ++j) v[j] = 1.f;
+  auto k_times_c = [&] {
+#pragma unroll
+    for (int k = 0; k < R; ++k) {
+      float s = 0.f;
+#pragma unroll
+      for (int j = 0; j < NMAX; ++j) s += X[k][j] * v[j];
+      rowv[k] = s;
+    }
+  };
+  k_times_c();
+  bool active = have && safe;
+  for (int it = 0; it < t.max_iter && lanes.warp_any(active); ++it) {
+    float r_new[R];
+#pragma unroll
+    for (int k = 0; k < R; ++k) r_new[k] = row_ok[k] ? full_div(mu, rowv[k]) : 0.f;
+#pragma unroll
+    for (int j = 0; j < NMAX; ++j) {
+      if (j >= N) break;  // uniform over the launch: no divergence
+      float s = 0.f;
+#pragma unroll
+      for (int k = 0; k < R; ++k) s += X[k][j] * r_new[k];
+      s = lanes.group_sum(s);
+      if (active) v[j] = col_ok[j] ? full_div(nu, s) : 1.f;
+    }
+    if (active) {
+#pragma unroll
+      for (int k = 0; k < R; ++k) u[k] = r_new[k];
+      ++iters;
+    }
+    // A frozen pair's v did not change, so its K c stays what its r was solved against.
+    k_times_c();
+    float e = 0.f;
+#pragma unroll
+    for (int k = 0; k < R; ++k) e += row_ok[k] ? fabsf(u[k] * rowv[k] - mu) : 0.f;
+    e = lanes.group_sum(e);
+    if (active) {
+      err = e;
+      // NaN errors compare false, so a poisoned pair stops (as backend "torch").
+      active = !tol_stop || e > t.tol;
+    }
+  }
+
+  // Log domain, for the unsafe pairs.
+  active = have && !safe;
+  if (lanes.warp_any(active)) {
+    const float log2_mu = ost_log2(mu), log2_nu = ost_log2(nu);
+    if (!safe) {
+#pragma unroll
+      for (int k = 0; k < R; ++k) u[k] = 0.f;
+#pragma unroll
+      for (int j = 0; j < NMAX; ++j) v[j] = 0.f;
+    }
+    auto row_lse = [&] {
+#pragma unroll
+      for (int k = 0; k < R; ++k) {
+        float m = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < NMAX; ++j) m = fmaxf(m, X[k][j] + v[j]);
+        const float m0 = m == -INFINITY ? 0.f : m;
+        float s = 0.f;
+#pragma unroll
+        for (int j = 0; j < NMAX; ++j) s += ost_exp2(X[k][j] + v[j] - m0);
+        rowv[k] = lse2_finish(m, s);
+      }
+    };
+    if (!safe) row_lse();
+    for (int it = 0; it < t.max_iter && lanes.warp_any(active); ++it) {
+      float a_new[R];
+#pragma unroll
+      for (int k = 0; k < R; ++k) a_new[k] = row_ok[k] ? log2_mu - rowv[k] : 0.f;
+#pragma unroll
+      for (int j = 0; j < NMAX; ++j) {
+        if (j >= N) break;
+        float m = -INFINITY;
+#pragma unroll
+        for (int k = 0; k < R; ++k) m = fmaxf(m, X[k][j] + a_new[k]);
+        m = lanes.group_max(m);
+        const float m0 = m == -INFINITY ? 0.f : m;
+        float s = 0.f;
+#pragma unroll
+        for (int k = 0; k < R; ++k) s += ost_exp2(X[k][j] + a_new[k] - m0);
+        s = lanes.group_sum(s);
+        if (active) v[j] = col_ok[j] ? log2_nu - lse2_finish(m, s) : 0.f;
+      }
+      if (active) {
+#pragma unroll
+        for (int k = 0; k < R; ++k) u[k] = a_new[k];
+        ++iters;
+        row_lse();
+      }
+      float e = 0.f;
+#pragma unroll
+      for (int k = 0; k < R; ++k) e += row_ok[k] ? fabsf(ost_exp2(u[k] + rowv[k]) - mu) : 0.f;
+      e = lanes.group_sum(e);
+      if (active) {
+        err = e;
+        active = !tol_stop || e > t.tol;
+      }
+    }
+  }
+
+  // Score: P = r K c (safe) or exp2(z + a + b), sim = hi + z / scale2 with z = log2 K or X.
+  float score = 0.f;
+#pragma unroll
+  for (int k = 0; k < R; ++k)
+#pragma unroll
+    for (int j = 0; j < NMAX; ++j) {
+      const float z = safe ? ost_log2(X[k][j]) : X[k][j];
+      const float p = safe ? u[k] * X[k][j] * v[j] : ost_exp2(z + u[k] + v[j]);
+      score += (row_ok[k] && col_ok[j]) ? p * (hi + z / t.scale2) : 0.f;
+    }
+  score = lanes.group_sum(score);
+  // From here on u, v are base-2 log potentials for every pair.
+  if (safe) {
+#pragma unroll
+    for (int k = 0; k < R; ++k) u[k] = ost_log2(u[k]);
+#pragma unroll
+    for (int j = 0; j < NMAX; ++j) v[j] = ost_log2(v[j]);
+  }
+  if (!have) return;
+  const int64_t pair_index = vb * t.A + ca;
+#pragma unroll
+  for (int k = 0; k < R; ++k) {
+    const int i = l + k * G;
+    if (i < T) out.f[pair_index * T + i] = row_ok[k] ? u[k] * t.eps_ln2 + (1.f - hi) : 0.f;
+  }
+#pragma unroll
+  for (int j = 0; j < NMAX; ++j)
+    if (j < N && j % G == l) out.g[pair_index * N + j] = col_ok[j] ? v[j] * t.eps_ln2 : 0.f;
+  if (l == 0) {
+    out.scores[pair_index] = score;
+    out.iterations[pair_index] = iters;
+    out.error[pair_index] = err;
+  }
+}
+
+// The backward's weights for one row (video b, frame i) of a tile, columns col0, col0 + step,
+// ...: W = grad_scores[b, a] * P_ij on valid entries, 0 elsewhere, from the dot products and
+// the saved potentials, P = exp2((cos - 1 + f_i + g_j) * scale2). f (B, A, T), g (B, A, N) in
+// natural units, grad_scores (B, A); W (nb * T, na * N) in the input dtype.
+template <class Out>
+OST_HD void plan_weights_row(const PairTile& t, const float* grad_scores, const float* f, const float* g,
+                             int64_t row, int64_t col0, int64_t step, Out* weights) {
+  const int T = t.T, N = t.N;
+  const int64_t b = row / T, ld = t.na * N;
+  const int i = int(row - b * T);
+  const int64_t vb = t.b0 + b;
+  const bool row_ok = !t.frame_mask || t.frame_mask[vb * T + i];
+  const float iv = t.inv_v[vb * T + i];
+  for (int64_t col = col0; col < ld; col += step) {
+    const int64_t a = col / N;
+    const int j = int(col - a * N);
+    const int64_t ca = t.a0 + a, pair = vb * t.A + ca;
+    const bool ok = row_ok && (!t.desc_mask || t.desc_mask[ca * N + j]);
+    float w = 0.f;
+    if (ok) {
+      const float cosine = t.sim[row * ld + col] * iv * t.inv_d[ca * N + j];
+      w = grad_scores[pair] * ost_exp2((cosine - 1.f + f[pair * T + i] + g[pair * N + j]) * t.scale2);
+    }
+    weights[row * ld + col] = Out(w);
+  }
+}
+
+}  // namespace ost_kernels::cuda
