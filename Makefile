@@ -11,7 +11,7 @@ export CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install test bench clean gpu-wheels triton-aot
+.PHONY: install test bench clean gpu-wheels triton-aot cuda-resources
 
 install: $(STAMP)
 
@@ -34,6 +34,11 @@ bench: $(STAMP)
 # table (benchmarks/out/triton_resources.md) and the pruning data (ost_kernels/triton/resources.json).
 triton-aot: $(STAMP)
 	$(PY) -m ost_kernels.triton.aot --all --write-table $(AOT_ARGS)
+
+# ptxas's registers / spills / shared memory of every CUDA kernel for sm_80 and sm_90 (no GPU
+# needed), written to benchmarks/out/cuda_resources.md; fails on a spill.
+cuda-resources: $(STAMP)
+	$(PY) -m ost_kernels.cuda_resources --arch 80 --arch 90 --write-table
 
 clean:
 	rm -rf build *.egg-info ost_kernels/_C*.so benchmarks/out .pytest_cache .benchmarks

@@ -51,7 +51,9 @@ def extensions():
     kwargs = dict(extra_link_args=["-fopenmp"], include_dirs=[os.path.join(ROOT, "csrc")])
     if _want_cuda():
         archs = os.environ.get("OST_KERNELS_CUDA_ARCHS", "80;90").replace(",", ";").split(";")
-        nvcc = ["-O3", "-lineinfo"]
+        # --resource-usage: registers, spills and shared memory per kernel in a verbose build's log
+        # (`pip install -v`); python -m ost_kernels.cuda_resources tabulates the same report.
+        nvcc = ["-O3", "-lineinfo", "--resource-usage"]
         for arch in filter(None, (a.strip() for a in archs)):
             nvcc += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
         ext = CUDAExtension(

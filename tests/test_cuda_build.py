@@ -1,13 +1,16 @@
 """The CUDA sources are compiled wherever nvcc is (CI included) and register their kernels.
 
 They cannot run here (no GPU); benchmarks/gpu_check.sh checks them against backend "torch"
-on a GPU. This test makes sure they keep compiling and stay registered for every op."""
+on a GPU. These tests make sure they keep compiling, stay registered for every op, and keep
+every kernel's registers without spills (ptxas's report, tabulated in
+benchmarks/out/cuda_resources.md, which CI prints)."""
 import os
 import shutil
 
 import pytest
 import torch
 
+from ost_kernels import cuda_resources
 from ost_kernels.backends._cpp import DISABLE_ENV, unavailable_reason
 
 OPS = ("od_forward", "od_backward")
@@ -47,3 +50,19 @@ def test_cuda_backend_says_why_it_cannot_run_here():
         "ost_kernels._C was built without CUDA kernels (no nvcc / CUDA_HOME at build time, or OST_KERNELS_BUILD_CUDA=0)",
     )
     assert "float64" in available_backends("cuda", torch.float64)["cuda"]
+
+
+def test_cuda_kernels_do_not_spill_on_sm90():
+    """Each kernel template instance (Sinkhorn at N <= 4, 8, 16; backward weights per dtype)
+    fits its registers on an H100 / H200: a spill would put the pair's T x N block in local
+    memory, the thing the register-resident design exists to avoid."""
+    if cuda_resources.cuda_home() is None:
+        pytest.skip("no nvcc here: the CUDA sources cannot be compiled")
+    rows, report = cuda_resources.resource_usage(90)
+    kernels = sorted(r.kernel.split("(")[0] for r in rows)
+    assert kernels == ["void plan_weights_kernel<c10::BFloat16>", "void plan_weights_kernel<c10::Half>",
+                       "void plan_weights_kernel<float>", "void sinkhorn_groups_kernel<16>",
+                       "void sinkhorn_groups_kernel<4>", "void sinkhorn_groups_kernel<8>"], report
+    cuda_resources.write_table(rows)
+    spilled = cuda_resources.local_memory_users(rows)
+    assert not spilled, cuda_resources.table(spilled)
