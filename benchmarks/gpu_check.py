@@ -14,9 +14,11 @@ what it did; the most important row runs first.
    bitwise equal, iterations / errors / plans against backend torch, gradients, an all-False
    mask row caught on the device, torch.compile(fullgraph=True) of the Triton op.
 3. The CUDA extension (built in the background meanwhile by gpu_check.sh): the same
-   correctness checks; a failed build or a missing backend fails the run.
+   correctness checks, then its key row (goal: forward within 3x the GEMM) beside backend
+   torch; a failed build or a missing backend fails the run.
 4. Timings at B=256, T in {8, 32}, A in {400, 10000}, fp32 / bf16, against einops, its
-   torch.compile and the matmul floor, with peak memory, until the budget is spent.
+   torch.compile, backend torch and the matmul floor, with peak memory, until the budget is
+   spent; the CUDA fallback slower than backend torch at any row fails the run.
 5. The OST training-step overhead (ViT-B-16, random weights).
 
 Exit status: 0 when every check passed, 1 otherwise. `--dry-run` runs the same code on the
@@ -88,23 +90,31 @@ def bench(fn, backward=False, inputs=()):
     return do_bench(call, warmup=5, rep=30, return_mode="median"), peak
 
 
-def key_row(report, B, A, T, N, d):
-    report(f"## Key row: B={B}, T={T}, N={N}, d={d}, A={A}, bfloat16 (autotuned at this shape)")
+def key_row(report, B, A, T, N, d, backend="triton", goals=(2.0, 3.0)):
+    """`backend` at the key shape, bf16, against the bare bf16 sims GEMM (and, for the CUDA
+    fallback, against backend torch: it must never be slower). goals: forward (tol) and
+    forward+backward as multiples of the GEMM."""
+    tuned = " (autotuned at this shape)" if backend == "triton" else ""
+    report(f"## Key row, {backend}: B={B}, T={T}, N={N}, d={d}, A={A}, bfloat16{tuned}")
     v, w, _ = clip_like_inputs(B, A, T, N, d, dtype=torch.bfloat16, device=DEVICE)
     floor_fwd, _ = bench(lambda a, b: a.reshape(-1, d) @ b.reshape(-1, d).T, False, (v, w))
     vg, wg = v.clone().requires_grad_(True), w.clone().requires_grad_(True)
     floor_bwd, _ = bench(lambda a, b: a.reshape(-1, d) @ b.reshape(-1, d).T, True, (vg, wg))
     report(f"- bare bf16 sims GEMM: forward {floor_fwd:.3f} ms, forward+backward {floor_bwd:.3f} ms")
-    for stop, goal in (("tol", 2.0), ("fixed100", None)):
-        t0 = time.time()
-        ms, peak = bench(lambda a, b: od_solve(a, b, backend="triton", **STOPS[stop][0]), False, (v, w))
-        target = f" (goal <= {goal}x)" if goal else ""
-        report(f"- triton forward, {stop}: {ms:.3f} ms = {ms / floor_fwd:.2f}x the GEMM{target}, peak {peak:.0f} MiB "
-               f"(first call incl. tuning {time.time() - t0:.0f} s)")
-    ms, peak = bench(lambda a, b: od_solve(a, b, backend="triton"), True, (vg, wg))
-    report(f"- triton forward+backward, tol: {ms:.3f} ms = {ms / floor_bwd:.2f}x the GEMM floor (goal <= 3x), "
-           f"peak {peak:.0f} MiB")
-    _, info = od_solve(v, w, backend="triton", return_info=True)
+    names = (backend, "torch") if backend == "cuda" else (backend,)
+    for stop, goal in (("tol", goals[0]), ("fixed100", None)):
+        for name in names:
+            t0 = time.time()
+            ms, peak = bench(lambda a, b, _n=name: od_solve(a, b, backend=_n, **STOPS[stop][0]), False, (v, w))
+            target = f" (goal <= {goal}x)" if goal and name == backend else ""
+            report(f"- {name} forward, {stop}: {ms:.3f} ms = {ms / floor_fwd:.2f}x the GEMM{target}, "
+                   f"peak {peak:.0f} MiB (first call incl. compiling / tuning {time.time() - t0:.0f} s)")
+    for name in names:
+        ms, peak = bench(lambda a, b, _n=name: od_solve(a, b, backend=_n), True, (vg, wg))
+        target = f" (goal <= {goals[1]}x)" if goals[1] and name == backend else ""
+        report(f"- {name} forward+backward, tol: {ms:.3f} ms = {ms / floor_bwd:.2f}x the GEMM floor{target}, "
+               f"peak {peak:.0f} MiB")
+    _, info = od_solve(v, w, backend=backend, return_info=True)
     report(f"- mean iterations {info.iterations.float().mean().item():.2f}")
 
 
@@ -234,8 +244,9 @@ def timings(report, budget, dry):
     B, d, classes, frames = (2, 16, (3,), (4,)) if dry else (256, 512, (10_000, 400), (32, 8))
     start = time.time()
     compiled_einops = torch.compile(od_solve_einops, dynamic=True) if DEVICE == "cuda" else od_solve_einops
-    report("| A | T | dtype | stop | mode | provider | ms | vs matmul | vs einops | vs einops compiled | peak MiB |")
-    report("|" + "---|" * 11)
+    report("| A | T | dtype | stop | mode | provider | ms | vs matmul | vs einops | vs einops compiled | vs torch "
+           "| peak MiB |")
+    report("|" + "---|" * 12)
     for A in classes:
         for T in frames:
             for dtype in (torch.bfloat16, torch.float32):
@@ -256,7 +267,7 @@ def timing_rows(report, B, A, T, N, d, dtype, stop, mode, compiled_einops):
     providers = {"matmul": lambda a, b: a.reshape(-1, d) @ b.reshape(-1, d).T,
                  "einops": lambda a, b: od_solve_einops(a, b, **ekw),
                  "einops compiled": lambda a, b: compiled_einops(a, b, **ekw)}
-    for backend in ("triton", "cuda"):
+    for backend in ("triton", "cuda", "torch"):
         if available_backends(DEVICE, dtype)[backend] is None:
             providers[backend] = lambda a, b, _n=backend: od_solve(a, b, backend=_n, **kw)
     res = {}
@@ -265,11 +276,14 @@ def timing_rows(report, B, A, T, N, d, dtype, stop, mode, compiled_einops):
             res[name] = bench(fn, bwd, (v, w))
         except Exception as exc:  # report and go on
             report(f"- {name} A={A} T={T} {dtype} {stop} {mode}: {type(exc).__name__}: {exc}")
-    floor, ref, refc = (res.get(k, (None,))[0] for k in ("matmul", "einops", "einops compiled"))
+    floor, ref, refc, torch_ms = (res.get(k, (None,))[0] for k in ("matmul", "einops", "einops compiled", "torch"))
     for name, (ms, peak) in res.items():
         r = lambda x: f"{ms / x:.2f}x" if x else "-"  # noqa: E731
         report(f"| {A} | {T} | {str(dtype)[6:]} | {stop} | {mode} | {name} | {ms:.3f} | {r(floor)} | {r(ref)} | "
-               f"{r(refc)} | {peak:.1f} |")
+               f"{r(refc)} | {r(torch_ms)} | {peak:.1f} |")
+    if "cuda" in res and torch_ms:
+        report.check(res["cuda"][0] <= torch_ms, f"cuda no slower than backend torch at A={A} T={T} "
+                     f"{str(dtype)[6:]} {stop} {mode} ({res['cuda'][0] / torch_ms:.2f}x)")
     if DEVICE == "cuda":
         torch.cuda.empty_cache()
 
@@ -366,6 +380,11 @@ def main(argv=None):
         report.check(why is None, f"backend cuda is available{'' if why is None else ': ' + why}")
         if why is None:
             correctness(report, "cuda", args.dry_run)
+            try:
+                key_row(report, *((2, 3, 4, 4, 16) if args.dry_run else (256, 10_000, 32, 4, 512)),
+                        backend="cuda", goals=(3.0, None))
+            except Exception as exc:
+                report.check(False, f"cuda key row: {type(exc).__name__}: {exc}")
         report(f"- elapsed {time.time() - started:.0f} s")
     os.environ.pop("OST_KERNELS_TRITON_AUTOTUNE", None)
     timings(report, args.budget, args.dry_run)
