@@ -73,7 +73,8 @@ inline void check_potentials(const at::Tensor& grad_scores, const at::Tensor& f,
 
 // A mask row with no valid entry has no mass to transport: refused, as od_solve refuses it.
 // On CPU the answer is read at once; on a GPU it is a device-side assertion (no host sync),
-// which surfaces at the next synchronization as an error with this message.
+// which surfaces at the next synchronization and, as every device assertion, is fatal to the
+// CUDA context (the message is the device's printf).
 inline void check_mask_rows(const std::optional<at::Tensor>& mask, const char* name) {
   if (!mask.has_value()) return;
   const std::string message = std::string("ost_kernels: ") + name +

@@ -5,7 +5,8 @@ and so does every backend's op when called directly (torch.ops.ost_kernels.*; th
 with csrc/common.h's check_mask_rows), so that the backends agree. On CPU tensors the answer
 is read at once (ValueError). On other devices reading it back would cost a host sync per
 call, so there it is queued as a device-side assertion (torch._assert_async): the error
-surfaces at the next synchronization, as a RuntimeError with the same message. While
+surfaces at the next synchronization and, as every device-side assertion, leaves the CUDA
+context unusable (this message is printed by the device, not carried by the exception). While
 torch.compile traces, the check is left out (it would break the graph).
 
 This module imports nothing from ost_kernels: backends and the API both use it.
