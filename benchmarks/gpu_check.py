@@ -14,8 +14,8 @@ what it did; the most important row runs first.
    bitwise equal, iterations / errors / plans against backend torch, gradients, an all-False
    mask row caught on the device, torch.compile(fullgraph=True) of the Triton op.
 3. The CUDA extension (built in the background meanwhile by gpu_check.sh): the same
-   correctness checks, then its key row (goal: forward within 3x the GEMM) beside backend
-   torch; a failed build or a missing backend fails the run.
+   correctness checks and torch.compile, then its key row (goal: forward within 3x the GEMM)
+   beside backend torch; a failed build or a missing backend fails the run.
 4. Timings at B=256, T in {8, 32}, A in {400, 10000}, fp32 / bf16, against einops, its
    torch.compile, backend torch and the matmul floor, with peak memory, until the budget is
    spent; the CUDA fallback slower than backend torch at any row fails the run.
@@ -211,19 +211,19 @@ def empty_mask_row_check(report, backend):
                          f"child process said: {last[:160]})")
 
 
-def triton_compile_check(report):
+def compile_check(report, backend):
     v = torch.randn(16, 8, 512, device=DEVICE, requires_grad=True)
     w = torch.randn(400, 4, 512, device=DEVICE, requires_grad=True)
 
     def loss(a, b):
-        return torch.log_softmax(od_solve(a, b, backend="triton") / 0.01, dim=1)[:, 0].mean()
+        return torch.log_softmax(od_solve(a, b, backend=backend) / 0.01, dim=1)[:, 0].mean()
 
     got = torch.compile(loss, fullgraph=True)(v, w)
     gv = torch.autograd.grad(got, v)[0]
     want = loss(v, w)
     wv = torch.autograd.grad(want, v)[0]
     report.check(torch.allclose(got, want, rtol=1e-5, atol=1e-6) and torch.allclose(gv, wv, rtol=1e-4, atol=1e-6),
-                 "torch.compile(fullgraph=True) of od_solve(backend='triton'), forward and backward")
+                 f"torch.compile(fullgraph=True) of od_solve(backend='{backend}'), forward and backward")
 
 
 def correctness(report, backend, dry):
@@ -387,7 +387,7 @@ def main(argv=None):
         correctness(report, "triton", args.dry_run)
         if not args.dry_run:
             try:
-                triton_compile_check(report)
+                compile_check(report, "triton")
             except Exception as exc:
                 report.check(False, f"torch.compile of the Triton op: {type(exc).__name__}: {exc}")
         report(f"- elapsed {time.time() - started:.0f} s")
@@ -396,6 +396,10 @@ def main(argv=None):
         report.check(why is None, f"backend cuda is available{'' if why is None else ': ' + why}")
         if why is None:
             correctness(report, "cuda", args.dry_run)
+            try:
+                compile_check(report, "cuda")
+            except Exception as exc:
+                report.check(False, f"torch.compile of the CUDA op: {type(exc).__name__}: {exc}")
             try:
                 key_row(report, *((2, 3, 4, 4, 16) if args.dry_run else (256, 10_000, 32, 4, 512)),
                         backend="cuda", goals=(3.0, None))
