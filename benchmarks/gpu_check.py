@@ -146,7 +146,9 @@ def compare(report, backend, B, A, T, N, d, dtype=torch.float32, masks=True, eps
         v = torch.nn.functional.normalize(v.float(), dim=-1).to(dtype)
         w = torch.nn.functional.normalize(w.float(), dim=-1).to(dtype)
     kw = dict(frame_mask=fm, desc_mask=dm, eps=eps, normalize=normalize, return_info=True)
-    go = torch.randn(B, A, device=DEVICE)
+    # Seeded like the inputs: an unseeded upstream gradient made the check flaky (a draw whose
+    # gradient nearly cancels inflates the relative error).
+    go = torch.randn(B, A, generator=torch.Generator().manual_seed(1)).to(DEVICE)
     res = {}
     for name in (backend, "torch"):
         vv, ww = v.detach().clone().requires_grad_(grads), w.detach().clone().requires_grad_(grads)
@@ -167,7 +169,9 @@ def compare(report, backend, B, A, T, N, d, dtype=torch.float32, masks=True, eps
         text += f", plan rel {prel:.1e}"
     if grads:
         grel = max(_rel(g[0], g0[0]), _rel(g[1], g0[1]))
-        good &= grel < (1e-4 if dtype == torch.float32 else 8e-3)
+        # Low-precision gradients come back in the input dtype: one rounding step at the largest
+        # entry is already torch.finfo(dtype).eps relative (7.8e-3 for bfloat16).
+        good &= grel < (1e-4 if dtype == torch.float32 else max(8e-3, 2 * torch.finfo(dtype).eps))
         text += f", grad rel {grel:.1e}"
     report.check(good, text)
 
