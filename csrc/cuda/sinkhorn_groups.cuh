@@ -190,6 +190,17 @@ OST_HD void solve_pair(const PairTile& t, const PairOutputs& out, Lanes& lanes, 
   int32_t iters = 0;
   float err = 0.f;
   const bool tol_stop = t.tol > 0.f;
+  bool active = false;
+  // After an iteration of either form: the pair's row-marginal error from the lanes' partial
+  // sums; an active pair records it and stays active while it exceeds tol (tol = 0: never
+  // stops early). NaN errors compare false, so a poisoned pair stops (as backend "torch").
+  auto stop_rule = [&](float lane_error) {
+    const float e = lanes.group_sum(lane_error);
+    if (active) {
+      err = e;
+      active = !tol_stop || e > t.tol;
+    }
+  };
 
   // Scaling form.
 #pragma unroll
@@ -206,7 +217,7 @@ OST_HD void solve_pair(const PairTile& t, const PairOutputs& out, Lanes& lanes, 
     }
   };
   k_times_c();
-  bool active = have && safe;
+  active = have && safe;
   for (int it = 0; it < t.max_iter && lanes.warp_any(active); ++it) {
     float r_new[R];
 #pragma unroll
@@ -230,12 +241,7 @@ OST_HD void solve_pair(const PairTile& t, const PairOutputs& out, Lanes& lanes, 
     float e = 0.f;
 #pragma unroll
     for (int k = 0; k < R; ++k) e += row_ok[k] ? fabsf(u[k] * rowv[k] - mu) : 0.f;
-    e = lanes.group_sum(e);
-    if (active) {
-      err = e;
-      // NaN errors compare false, so a poisoned pair stops (as backend "torch").
-      active = !tol_stop || e > t.tol;
-    }
+    stop_rule(e);
   }
 
   // Log domain, for the unsafe pairs.
@@ -289,11 +295,7 @@ OST_HD void solve_pair(const PairTile& t, const PairOutputs& out, Lanes& lanes, 
       float e = 0.f;
 #pragma unroll
       for (int k = 0; k < R; ++k) e += row_ok[k] ? fabsf(ost_exp2(u[k] + rowv[k]) - mu) : 0.f;
-      e = lanes.group_sum(e);
-      if (active) {
-        err = e;
-        active = !tol_stop || e > t.tol;
-      }
+      stop_rule(e);
     }
   }
 
