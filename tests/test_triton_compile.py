@@ -21,6 +21,8 @@ def test_sample_covers_every_code_path():
             mine = [v for v in sample if v.arch == arch and v.kernel == kernel]
             assert {v.dtype for v in mine} == set(configs.DTYPES)
             assert any(not v.even_k for v in mine) and any(v.precision == "tf32" for v in mine)
+            if kernel == "forward":  # its compile-time specializations (tol = 0, scaling form alone)
+                assert any(v.fixed for v in mine) and any(not v.log_domain for v in mine)
     assert {(v.TP, v.NP) for v in sample} == set(aot.SHAPES)
 
 

@@ -58,7 +58,39 @@ def test_tile_mixing_scaling_and_log_domain_pairs(gen):
         alone, alone_info = od_solve(video[b:b + 1], desc[a:a + 1], eps=eps, tol=1e-4, backend="triton",
                                      return_info=True)
         assert alone_info.iterations.item() == info.iterations[b, a].item()
-        torch.testing.assert_close(alone[0, 0], full[b, a], rtol=1e-6, atol=1e-7)
+        # Bitwise: the same arithmetic on the same block, whatever else the tile holds.
+        assert torch.equal(alone[0, 0], full[b, a])
+
+
+def _forward_outputs(video, desc, fm, dm, eps, max_iter, tol, normalize):
+    return torch.ops.ost_kernels.od_forward_triton(video, desc, fm, dm, eps, max_iter, tol, normalize)[:5]
+
+
+@pytest.mark.parametrize("eps, tol, normalize, inputs", [
+    (0.1, 0.0, True, "random"),      # FIXED, scaling form alone
+    (0.1, 1e-3, True, "random"),     # scaling form alone
+    (0.01, 0.0, True, "mixed"),      # FIXED, tiles with log-domain pairs
+    (0.05, 0.0, False, "random"),    # FIXED, plain dot products (log domain compiled in)
+], ids=["fixed-scaling", "scaling", "fixed-mixed", "fixed-unnormalized"])
+def test_specializations_are_bitwise_the_general_kernel(eps, tol, normalize, inputs, gen, monkeypatch):
+    """FIXED (tol = 0) and LOG_DOMAIN = False compile the same arithmetic without the stop
+    rule's bookkeeping or the log-domain path: every output equals the general kernel's."""
+    from ost_kernels.triton import ops
+
+    if inputs == "mixed":
+        video, desc = _mixed_inputs(gen)
+        fm = dm = None
+    else:
+        video, desc, fm, dm = case(5, 9, 7, 3, 48, gen, masks=True)
+    chosen = ops.specializations(eps, tol, normalize)
+    assert chosen["FIXED"] == (tol == 0) and chosen["LOG_DOMAIN"] == (not normalize or eps < ops.ALWAYS_SAFE_EPS)
+    special = _forward_outputs(video, desc, fm, dm, eps, 25, tol, normalize)
+    monkeypatch.setattr(ops, "specializations", lambda *args: dict(FIXED=False, LOG_DOMAIN=True))
+    general = _forward_outputs(video, desc, fm, dm, eps, 25, tol, normalize)
+    for name, x, y in zip(("scores", "f", "g", "iterations", "error"), special, general):
+        assert torch.equal(x, y), name
+    if tol == 0:
+        assert (special[3] == 25).all()
 
 
 def test_backward_over_several_chunks_of_classes(gen, monkeypatch):
@@ -83,3 +115,32 @@ def test_backward_over_several_chunks_of_classes(gen, monkeypatch):
             torch.testing.assert_close(g, w, rtol=2e-5, atol=2e-5)
     for g1, g2 in zip(grads[False], grads[True]):
         torch.testing.assert_close(g1, g2, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("T, N, tile", [
+    (29, 3, "BB1_BA32_w4_s3"),   # descriptors on the in-thread bit and the repetition (128 x 32)
+    (32, 4, "BB1_BA32_w8_s3"),   # 8 warps along 128 rows: a descriptor bit on the lanes
+    (30, 4, "BB2_BA16_w8_s3"),   # 64 rows: 4 warps along M, 2 along the frames; two videos a tile
+    (32, 4, "BB4_BA8_w4_s3"),    # 32 rows (below one warpgroup's 64), four videos on the lanes
+    (13, 7, "BB2_BA16_w4_s3"),   # N = 7 -> 8 descriptors: in-thread, repetition and lane bits
+    (8, 4, "BB8_BA16_w4_s3"),    # eight videos: four on the lanes, two on the in-thread bits
+], ids=lambda x: str(x))
+def test_tile_layouts_against_the_reference(T, N, tile, gen, monkeypatch):
+    """Each way of numbering a tile's rows and columns (kernels.py: descriptors on in-thread,
+    repetition, lane or warp bits, videos on lanes) gives the reference's results; tiles
+    ragged on both sides, masks."""
+    from ost_kernels.triton import ops
+
+    monkeypatch.setenv(ops.TILE_ENV, tile)
+    cfg = configs.by_name(tile, configs.pow2(T), configs.pow2(N))
+    B, A = cfg.BB + 1, cfg.BA + 3
+    check_scores("triton", *case(B, A, T, N, 40, gen, masks=True), eps=0.1, tol=1e-3)
+
+
+def test_tile_env_names_a_candidate(monkeypatch):
+    from ost_kernels.triton import ops
+
+    monkeypatch.setenv(ops.TILE_ENV, "BB3_BA5_w4_s3")
+    video, desc, _, _ = case(2, 3, 8, 4, 16, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="OST_KERNELS_TRITON_TILE: tile 'BB3_BA5_w4_s3' is not a candidate"):
+        od_solve(video, desc, backend="triton")

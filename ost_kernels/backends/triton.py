@@ -12,7 +12,7 @@ import importlib.util
 import torch
 
 from .._env import cuda_present, load_once, triton_interpreting
-from ..triton.configs import MAX_SIDE, pow2
+from ..triton.configs import MAX_PAIR_SIDE, pow2
 from .base import Backend, ProblemShape, unsupported_dtype, wrong_device
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -48,8 +48,8 @@ def _limit_reason(shape: ProblemShape | None) -> str | None:
     tiles one grid axis (class tiles sit on the unlimited axis)."""
     if shape is None:
         return None
-    if pow2(shape.T) > MAX_SIDE or pow2(shape.N) > MAX_SIDE:
-        return f"the Triton kernels take T and N up to {MAX_SIDE} (got T = {shape.T}, N = {shape.N})"
+    if pow2(shape.T) > MAX_PAIR_SIDE or pow2(shape.N) > MAX_PAIR_SIDE:
+        return f"the Triton kernels take T and N up to {MAX_PAIR_SIDE} (got T = {shape.T}, N = {shape.N})"
     if shape.B > MAX_VIDEO_TILES:
         return f"the Triton kernels take B up to {MAX_VIDEO_TILES} videos a call (got {shape.B}); split the batch"
     return None

@@ -12,7 +12,10 @@ Variants: kernel (forward, weights) x dtype (fp32, bf16, fp16) x T in {8, 16, 32
 {4, 8} x each candidate tile config (configs.candidates), at d = 512. Masks and normalize are
 runtime inputs of one kernel variant (masks are always passed; the inverse norms are ones
 without normalization), so they add no variants. The sample compiles every code path: each
-kernel, dtype and architecture, a d that is not a multiple of the K block, TF32, each (T, N).
+kernel, dtype and architecture, a d that is not a multiple of the K block, TF32, each (T, N),
+the forward's fixed-iteration (tol = 0) and scaling-only (LOG_DOMAIN = False) specializations.
+--all compiles the general forward: the stop rule and the log-domain path keep more values
+live than the specializations, so it is the one that may spill.
 
 --write-table stores the resources as configs.RESOURCES_PATH, which the autotuner's pruning
 reads (configs.fits). The markdown table goes to benchmarks/out/triton_resources.md.
@@ -46,6 +49,8 @@ class Variant(NamedTuple):
     cfg: configs.TileConfig
     even_k: bool = True
     precision: str = "ieee"
+    fixed: bool = False  # the forward's tol = 0 specialization (kernels.py, FIXED)
+    log_domain: bool = True  # False: the forward without its log-domain path (LOG_DOMAIN)
 
     @property
     def key(self) -> str:
@@ -53,7 +58,8 @@ class Variant(NamedTuple):
 
     @property
     def label(self) -> str:
-        extra = ("" if self.even_k else " d%64!=0") + ("" if self.precision == "ieee" else f" {self.precision}")
+        extra = (("" if self.even_k else " d%64!=0") + ("" if self.precision == "ieee" else f" {self.precision}")
+                 + (" tol=0" if self.fixed else "") + ("" if self.log_domain else " no-log"))
         return f"{self.key}{extra}"
 
 
@@ -79,6 +85,10 @@ def sample_variants(archs=configs.ARCHS) -> list[Variant]:
             cfg = configs.candidates(TP, NP)[0]
             out.append(Variant(arch, kernel, "bf16", TP, NP, cfg, even_k=False))
             out.append(Variant(arch, kernel, "fp32", TP, NP, cfg, precision="tf32"))
+        TP, NP = SHAPES[i % len(SHAPES)]
+        cfg = configs.candidates(TP, NP)[-1]
+        out.append(Variant(arch, "forward", "bf16", TP, NP, cfg, fixed=True))
+        out.append(Variant(arch, "forward", "fp16", TP, NP, cfg, log_domain=False))
     return out
 
 
@@ -97,6 +107,8 @@ def _source(v: Variant):
     fn = od_forward_kernel if v.kernel == "forward" else od_weights_kernel
     consts = dict(EVEN_K=v.even_k, INTERPRETED=False, INPUT_PRECISION=v.precision, TP=v.TP, NP=v.NP, BB=v.cfg.BB,
                   BA=v.cfg.BA, BD=64, svd=1, sdd=1)
+    if v.kernel == "forward":
+        consts.update(FIXED=v.fixed, LOG_DOMAIN=v.log_domain, NW=v.cfg.num_warps)
     sig = {}
     for name in fn.arg_names:
         if name in consts:
@@ -135,7 +147,8 @@ def compile_variant(v: Variant) -> dict:
     if regs is None or spill is None:
         return dict(error=f"no ptxas report in the compile log: {text[-300:]!r}")
     return dict(registers=int(regs.group(1)), spill_bytes=int(spill.group(1)) + int(spill.group(2)),
-                shared_bytes=int(k.metadata.shared), compile_s=round(seconds, 2), ptx=k.asm["ptx"])
+                shared_bytes=int(k.metadata.shared), compile_s=round(seconds, 2), ptx=k.asm["ptx"],
+                cubin=k.asm["cubin"], ttgir=k.asm["ttgir"])
 
 
 def run(variants: list[Variant], jobs: int, progress=True) -> dict[Variant, dict]:
@@ -166,7 +179,8 @@ def markdown(results: dict[Variant, dict]) -> str:
                          f"ERROR: {r['error']} | | | | no |")
             continue
         lines.append(f"| sm_{v.arch} | {v.kernel} | {v.dtype}{'' if v.even_k else ' (d%64!=0)'}"
-                     f"{'' if v.precision == 'ieee' else ' ' + v.precision} | {v.TP} x {v.NP} | {v.cfg.name} | "
+                     f"{'' if v.precision == 'ieee' else ' ' + v.precision}{' tol=0' if v.fixed else ''}"
+                     f"{'' if v.log_domain else ' no-log'} | {v.TP} x {v.NP} | {v.cfg.name} | "
                      f"{r['registers']} | {r['spill_bytes']} | {r['shared_bytes'] / 1024:.0f} | {r['compile_s']} | "
                      f"{'yes' if configs.fits(r, v.arch) else 'no'} |")
     return "\n".join(lines) + "\n"
@@ -199,7 +213,9 @@ def main(argv=None) -> int:
         fh.write(f"# Triton kernels compiled ahead of time\n\n{summary(results)}\n\n{markdown(results)}")
     if args.write_table:
         table = {v.key: {k: r[k] for k in ("registers", "spill_bytes", "shared_bytes", "compile_s")}
-                 for v, r in results.items() if "error" not in r and v.even_k and v.precision == "ieee"}
+                 for v, r in results.items()
+                 if "error" not in r and v.even_k and v.precision == "ieee"
+                 and not v.fixed and v.log_domain}
         with open(configs.RESOURCES_PATH, "w") as fh:
             json.dump(dict(sorted(table.items())), fh, indent=0)
             fh.write("\n")

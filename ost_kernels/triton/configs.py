@@ -24,12 +24,14 @@ ARCHS = (80, 90)  # compiled ahead of time and by CI
 KERNELS = ("forward", "weights")
 DTYPES = ("fp32", "bf16", "fp16")
 
-MIN_SIDE, MAX_SIDE = 16, 128  # tl.dot needs >= 16 rows / columns; more leaves no registers
-# Tiles of 32 x 64 to 64 x 64 entries, at most 16 a thread: smaller tiles waste the tensor
-# cores; with more entries a thread the Sinkhorn state spills registers (measured on every
-# shape with `python -m ost_kernels.triton.aot`: 32 a thread spill, 16 fit).
-MIN_TILE, MAX_TILE = 32 * 64, 64 * 64
-VALUES_PER_THREAD = 16
+MIN_SIDE, MAX_SIDE = 16, 256  # tl.dot needs >= 16 rows / columns
+MAX_PAIR_SIDE = 128  # T and N, padded: a pair's T x N block stays within one CTA's registers
+# Tiles of 64 x 64 to 64 x 128 entries, 16 to 32 a thread: smaller tiles reload their operands
+# from L2 too often (the forward is L2-bound below ~4096 entries: benchmarks/triton_cost.py);
+# with more entries a thread the Sinkhorn state spills registers (`python -m
+# ost_kernels.triton.aot`).
+MIN_TILE, MAX_TILE = 64 * 64, 64 * 128
+MIN_VALUES_PER_THREAD, VALUES_PER_THREAD = 16, 32
 
 
 class TileConfig(NamedTuple):
@@ -60,22 +62,35 @@ def pow2(n: int, lo: int = 1) -> int:
 
 
 def geometric(cfg: TileConfig, TP: int, NP: int) -> bool:
-    """The tile's matmul is 16..128 rows and columns, MIN_TILE to MAX_TILE entries in all, at
-    most VALUES_PER_THREAD a thread."""
+    """The tile's matmul is 16..256 rows and columns, MIN_TILE to MAX_TILE entries in all,
+    MIN_VALUES_PER_THREAD to VALUES_PER_THREAD a thread."""
     rows, cols = cfg.BB * TP, cfg.BA * NP
+    per_thread = rows * cols // (32 * cfg.num_warps)
     return (MIN_SIDE <= rows <= MAX_SIDE and MIN_SIDE <= cols <= MAX_SIDE and MIN_TILE <= rows * cols <= MAX_TILE
-            and rows * cols <= VALUES_PER_THREAD * 32 * cfg.num_warps)
+            and MIN_VALUES_PER_THREAD <= per_thread <= VALUES_PER_THREAD)
 
 
 def candidates(TP: int, NP: int) -> list[TileConfig]:
-    """The configs worth trying for padded sizes TP x NP (for tiny T x N, where no tile
-    reaches 64 x 64, the largest ones there are)."""
+    """The configs worth trying for padded sizes TP x NP. Where no tile meets the geometric
+    rule (tiny T x N, where none reaches MIN_TILE, or large ones, where all pass MAX_TILE),
+    the tiles nearest to the range: the largest below MAX_TILE, else the smallest."""
     found = [c for c in CANDIDATES if geometric(c, TP, NP)]
-    if not found and TP <= MAX_SIDE and NP <= MAX_SIDE:
-        largest = max(min(MAX_SIDE, c.BB * TP) * min(MAX_SIDE, c.BA * NP) for c in CANDIDATES)
-        found = [c for c in CANDIDATES if c.BB * TP <= MAX_SIDE and c.BA * NP <= MAX_SIDE
-                 and c.BB * TP * c.BA * NP == largest]
-    return found
+    if found or TP > MAX_SIDE or NP > MAX_SIDE:
+        return found
+    fit = [c for c in CANDIDATES if c.BB * TP <= MAX_SIDE and c.BA * NP <= MAX_SIDE]
+    size = lambda c: c.BB * TP * c.BA * NP  # noqa: E731
+    small = [size(c) for c in fit if size(c) <= MAX_TILE]
+    target = max(small) if small else min(map(size, fit))
+    return [c for c in fit if size(c) == target]
+
+
+def by_name(name: str, TP: int, NP: int) -> TileConfig:
+    """The candidate config called `name` (TileConfig.name) for TP x NP; ValueError if none."""
+    for c in candidates(TP, NP):
+        if c.name == name:
+            return c
+    raise ValueError(f"tile {name!r} is not a candidate for T, N padded to {TP}, {NP}; expected one of "
+                     f"{', '.join(c.name for c in candidates(TP, NP))}")
 
 
 @functools.cache

@@ -1,22 +1,37 @@
 """Triton kernels of the OD solver: the fused forward, and the backward's weights.
 
-Layout shared by both: a program works on a tile of BB videos x BA classes. The tile's
-frames form BB * TP matmul rows (row r = video r // TP, frame r % TP) and its descriptors
-BA * NP columns (column c = class c // NP, descriptor c % NP), with T and N padded to the
-powers of two TP and NP and the padding masked. One tl.dot over d gives the tile's
-(BB * TP, BA * NP) dot products; the inverse norms (computed once per call by the launcher,
-not per tile) turn them into cosines.
+Both kernels work on a tile of BB videos x BA classes, with T and N padded to the powers of
+two TP and NP (the padding masked), and get the tile's dot products from one tl.dot over d;
+the inverse norms (computed once per call by the launcher, not per tile) turn them into
+cosines.
 
-Forward, per (video, class) pair, viewed as (TP, NP, BB, BA) so that the pairs are the
-fastest-varying dimensions: the compiler's default layout then spreads pairs over lanes and
-warps, and each thread holds whole T x N blocks, so the row and column sums of the Sinkhorn
-loop are sums in registers, never across warps.
+Forward layout. The dot's rows are the tile's BA * NP descriptors and its columns the BB * TP
+frames (the operands swapped against the obvious (frames x descriptors) product): at the key
+shape (T = 32, N = 4, BB = 1, BA = 32) that is a 128 x 32 tile, which Hopper computes with
+one warpgroup's wgmma. The accumulator of an MMA gives a thread rows {q, q + 8} (+ 64 per
+repetition) of its warp's 16-row slab, q = lane // 4, and column pairs {2 (lane % 4), +1}
+(+ 8 per repetition). Rows and columns are therefore numbered so that the bits a thread holds
+are descriptor and frame bits and the bits that vary across lanes and warps are class and
+video bits (most significant first):
+
+    row    = (D_HI, C_HI, D_LO, C_LO)     descriptor = D_HI * D_LO, class = C_HI * C_LO
+    column = (V_HI, F_HI, V_LO, F_LO)     frame = F_HI * F_LO,      video = V_HI * V_LO
+
+with C_LO = 8 classes on the lane bits, D_LO = 2 on the in-thread row bit, V_LO = 4 videos on
+the lane bits of the columns and F_LO = 2 frames on the in-thread column bit. At the key shape a
+pair's 32 x 4 block then lies in the 4 lanes of a quad, 8 whole frames x 4 descriptors each:
+row sums (over descriptors) are sums in registers and column sums (over frames) take two
+shuffle levels. The layout only decides speed: any numbering gives the same results, and the
+interpreter tests run these maps.
+
+Forward, per (video, class) pair, viewed as (TP, NP, BB, BA) (the accumulator reshaped and
+permuted, which only renames its registers):
 
   * Scaling form where it is safe: with hi / lo the pair's largest / smallest valid sim,
     K = exp2((sim - hi) * log2(e) / eps) lies in [2^-SAFE_RANGE2, 1] whenever
     (hi - lo) * log2(e) / eps <= SAFE_RANGE2 (64 in natural units, as the CPU kernel). Then
     r = mu / (K c), c = nu / (K^T r) neither underflows nor overflows: one exp2 per entry per
-    solve, multiply-adds in the loop. P = diag(r) K diag(c).
+    solve, multiply-adds and T + N divisions per iteration. P = diag(r) K diag(c).
   * Log domain otherwise (small eps with widely spread sims), exactly as docs/design.md
     writes it, in base 2: z = (sim - hi) * log2(e) / eps, a_i = log2 mu - LSE2_j(z + b),
     b_j = log2 nu - LSE2_i(z + a). That loop runs only when the tile holds such a pair.
@@ -27,6 +42,16 @@ as hi + log2(K) * eps / log2(e). Potentials are kept in base 2 relative to hi (a
 b = log2 c for safe pairs) and converted at the end: f = a * eps * ln 2 + 1 - hi,
 g = b * eps * ln 2. Each pair is frozen once it meets the stop rule and is solved by one form
 chosen from its own sims, so its result never depends on the other pairs of its tile.
+
+LOG_DOMAIN = False compiles the scaling form alone, for calls where every pair is known to be
+safe: cosine sims (|sim| <= 1) with eps >= ALWAYS_SAFE_EPS (ops.py), the default eps = 0.1
+among them. No lo, no log-domain code or registers, no block-wide "any log pair?".
+
+FIXED (tol = 0, every pair runs max_iter iterations) compiles the loops without the stop
+rule: no per-iteration error, no freezing selects, no block-wide "anyone active?" reduction;
+the error is computed once after the loop, from the same values, so the results are bitwise
+those of the general loop. On a GPU, divisions and log2 use the approximate instructions
+(div.approx: MUFU.RCP and a multiply; lg2.approx), ~2 ulp; the interpreter runs exact ones.
 """
 import triton
 import triton.language as tl
@@ -42,64 +67,36 @@ SAFE_RANGE2 = tl.constexpr(64.0 * constants.LOG2E)
 
 
 @triton.jit
-def _tile_rows_cols(pid_b, pid_a, B, T, N, a_start, a_stop, FM, DM,
-                    BB: tl.constexpr, BA: tl.constexpr, TP: tl.constexpr, NP: tl.constexpr):
-    """Indices of the tile's rows (frames) and columns (descriptors, of classes from a_start
-    on, below a_stop) into the flattened (B * T) and (A * N) arrays, in int64, and which of
-    them are valid (in range and unmasked)."""
-    rows = tl.arange(0, BB * TP)
-    cols = tl.arange(0, BA * NP)
-    vb = pid_b * BB + rows // TP
-    vt = rows % TP
-    da = a_start + pid_a * BA + cols // NP
-    dj = cols % NP
-    row_in = (vb < B) & (vt < T)
-    col_in = (da < a_stop) & (dj < N)
-    vrow = vb.to(tl.int64) * T + vt
-    drow = da.to(tl.int64) * N + dj
-    row_ok = row_in & (tl.load(FM + vrow, mask=row_in, other=0) != 0)
-    col_ok = col_in & (tl.load(DM + drow, mask=col_in, other=0) != 0)
-    return vb, vt, da, dj, vrow, drow, row_ok, col_ok
+def _row_base(P, outer, n_outer, inner, n_inner, s_outer, s_inner):
+    """Pointers to the rows (outer, inner) of a (n_outer, n_inner, d) operand. Indices past
+    the ends are clamped onto the last real row instead of masked, so the loads carry no
+    per-row predicates (what they read is discarded by the validity masks). int64: B * T * d
+    and A * N * d can pass 2^31."""
+    return (P + tl.minimum(outer, n_outer - 1).to(tl.int64) * s_outer
+            + tl.minimum(inner, n_inner - 1).to(tl.int64) * s_inner)
 
 
 @triton.jit
-def _tile_sims(V, D, VS, DS, vb, vt, da, dj, vrow, drow, row_ok, col_ok, B, T, N, a_stop, d,
-               svb, svt, svd, sda, sdn, sdd,
-               BD: tl.constexpr, EVEN_K: tl.constexpr, INTERPRETED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-               BB: tl.constexpr, BA: tl.constexpr, TP: tl.constexpr, NP: tl.constexpr):
-    """(BB * TP, BA * NP) cosines of the tile (plain dot products when the scales are 1),
-    0 where a row or column is invalid (NaN there stays there: callers mask by validity).
-
-    Rows and columns past the ends are clamped onto the last real ones instead of masked, so
-    the loads carry no per-row predicates (only the d-tail is masked, unless EVEN_K); what
-    they read is discarded by the validity masks. Offsets are int64: B * T * d and A * N * d
-    can pass 2^31."""
-    v_base = V + tl.minimum(vb, B - 1).to(tl.int64) * svb + tl.minimum(vt, T - 1).to(tl.int64) * svt
-    d_base = D + tl.minimum(da, a_stop - 1).to(tl.int64) * sda + tl.minimum(dj, N - 1).to(tl.int64) * sdn
-    acc = tl.zeros((BB * TP, BA * NP), dtype=tl.float32)
+def _dot_rows(x_base, sxk, y_base, syk, d, M: tl.constexpr, NC: tl.constexpr,
+              BD: tl.constexpr, EVEN_K: tl.constexpr, INTERPRETED: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """(M, NC) float32 dot products over d of the rows at x_base (M,) and y_base (NC,); the
+    d-tail is masked unless EVEN_K."""
+    acc = tl.zeros((M, NC), dtype=tl.float32)
     kk = tl.arange(0, BD)
     for k0 in range(0, d, BD):
-        v_ptr = v_base[:, None] + (k0 + kk)[None, :] * svd
-        d_ptr = d_base[:, None] + (k0 + kk)[None, :] * sdd
+        x_ptr = x_base[:, None] + (k0 + kk)[None, :] * sxk
+        y_ptr = y_base[:, None] + (k0 + kk)[None, :] * syk
         if EVEN_K:
-            v = tl.load(v_ptr)
-            w = tl.load(d_ptr)
+            x = tl.load(x_ptr)
+            y = tl.load(y_ptr)
         else:
-            v = tl.load(v_ptr, mask=(k0 + kk < d)[None, :], other=0.0)
-            w = tl.load(d_ptr, mask=(k0 + kk < d)[None, :], other=0.0)
+            x = tl.load(x_ptr, mask=(k0 + kk < d)[None, :], other=0.0)
+            y = tl.load(y_ptr, mask=(k0 + kk < d)[None, :], other=0.0)
         if INTERPRETED:  # the interpreter computes tl.dot on bfloat16 operands wrongly: upcast
-            v = v.to(tl.float32)
-            w = w.to(tl.float32)
-        acc = tl.dot(v, tl.trans(w), acc, input_precision=INPUT_PRECISION)
-    vs = tl.load(VS + vrow, mask=row_ok, other=0.0)
-    ds = tl.load(DS + drow, mask=col_ok, other=0.0)
-    return acc * vs[:, None] * ds[None, :]
-
-
-@triton.jit
-def _pairs(x, BB: tl.constexpr, BA: tl.constexpr, TP: tl.constexpr, NP: tl.constexpr):
-    """(BB * TP, BA * NP) -> (TP, NP, BB, BA): one T x N block per pair, pairs fastest."""
-    return tl.permute(tl.reshape(x, (BB, TP, BA, NP)), (1, 3, 0, 2))
+            x = x.to(tl.float32)
+            y = y.to(tl.float32)
+        acc = tl.dot(x, tl.trans(y), acc, input_precision=INPUT_PRECISION)
+    return acc
 
 
 @triton.jit
@@ -113,12 +110,118 @@ def _fast_log2(x, INTERPRETED: tl.constexpr):
 
 
 @triton.jit
+def _fast_div(x, y, INTERPRETED: tl.constexpr):
+    # div.approx on a GPU (MUFU.RCP and a multiply, ~2 ulp; 0 for |y| > 2^126, which the
+    # scaling form's bounded K never produces) instead of div.full's ~9 instructions.
+    if INTERPRETED:
+        return x / y
+    else:
+        return libdevice.fast_dividef(x, y)
+
+
+@triton.jit
+def _any(x):
+    # Whether any entry of a 4-D boolean tensor is set, reduced one axis at a time: a reduction
+    # over all entries at once would first convert x to a 1-D layout (through shared memory),
+    # in every iteration of the loops that ask.
+    x = x.to(tl.int32)
+    return tl.max(tl.max(tl.max(tl.max(x, axis=3), axis=2), axis=1), axis=0) > 0
+
+
+@triton.jit
 def _lse2(x, axis: tl.constexpr, INTERPRETED: tl.constexpr):
     # log2 sum exp2 along `axis` (kept, size 1); -inf where every entry is -inf (masked).
     m = tl.max(x, axis=axis, keep_dims=True)
     m_safe = tl.where(m == float("-inf"), 0.0, m)
     s = tl.sum(tl.exp2(x - m_safe), axis=axis, keep_dims=True)
     return m_safe + _fast_log2(s, INTERPRETED)
+
+
+@triton.jit
+def _pairs(x, TP: tl.constexpr, NP: tl.constexpr, BB: tl.constexpr, BA: tl.constexpr,
+           D_I: tl.constexpr, D_L: tl.constexpr, D_W: tl.constexpr, D_R: tl.constexpr,
+           C_I: tl.constexpr, C_L: tl.constexpr, C_W: tl.constexpr, C_R: tl.constexpr,
+           F_LO: tl.constexpr, V_LO: tl.constexpr):
+    """(BA * NP, BB * TP) in the numbering of the module doc -> (TP, NP, BB, BA). Only
+    renames registers: the result keeps the MMA accumulator's distribution."""
+    x = tl.reshape(x, (C_R, D_R, C_W, D_W, C_I, D_I, C_L, D_L, BB // V_LO, TP // F_LO, V_LO, F_LO))
+    return tl.reshape(tl.permute(x, (9, 11, 3, 1, 7, 5, 8, 10, 0, 2, 6, 4)), (TP, NP, BB, BA))
+
+
+@triton.jit
+def _tile_pairs(V, D, VS, DS, FM, DM, pid_b, pid_a, B, A, T, N, d, svb, svt, svd, sda, sdn, sdd,
+                BD: tl.constexpr, EVEN_K: tl.constexpr, INTERPRETED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                TP: tl.constexpr, NP: tl.constexpr, BB: tl.constexpr, BA: tl.constexpr, NW: tl.constexpr):
+    """The tile's pairs, each a (TP, NP) block, pairs fastest:
+
+        sim (TP, NP, BB, BA)   cosines (plain dot products when the scales are 1); NaN in
+                               masked entries stays there (the caller masks by validity)
+        rows (TP, 1, BB, BA), cols (1, NP, BB, BA)   valid (in range, unmasked) frames and
+                               descriptors
+        ti (TP, 1, BB, BA), nj (1, NP, BB, BA)       frame and descriptor numbers
+        vb, da (1, 1, BB, BA)                         video and class numbers
+
+    Everything is computed in the dot's (descriptors, frames) numbering and brought to 4-D
+    by `_pairs` (reductions over the axis a quantity does not vary along, in registers or
+    within a quad): every result then shares the accumulator's layout, and the Sinkhorn loops
+    run without layout conversions. (Indices built from a fresh tl.arange in 4-D would get a
+    layout of their own, and Triton would convert the (T, N) blocks to it, through shared
+    memory, in every iteration.)"""
+    M: tl.constexpr = BA * NP
+    NC: tl.constexpr = BB * TP
+    # Row bit fields of the accumulator (module doc): 8 lanes (l), 1 in-thread bit (i), WM
+    # warps (w), R repetitions (r). WM is Hopper's choice for wgmma (Triton doubles the warps
+    # along M from 4 while M > 16 x that); on sm_80 it may differ, which costs speed only.
+    WM: tl.constexpr = max(1, min(NW, max(4, M // 16), M // 16))
+    R: tl.constexpr = M // (16 * WM)
+    # Descriptor bits go to the in-thread bit, then the repetitions, then the lanes, the warps
+    # last; class bits take the rest.
+    D_I: tl.constexpr = min(NP, 2)
+    D_R: tl.constexpr = min(R, NP // D_I)
+    D_L: tl.constexpr = min(8, NP // (D_I * D_R))
+    D_W: tl.constexpr = NP // (D_I * D_R * D_L)
+    C_I: tl.constexpr = 2 // D_I
+    C_L: tl.constexpr = 8 // D_L
+    C_W: tl.constexpr = WM // D_W
+    C_R: tl.constexpr = R // D_R
+    F_LO: tl.constexpr = min(TP, 2)
+    F_HI: tl.constexpr = TP // F_LO
+    V_LO: tl.constexpr = min(BB, 4)
+    m = tl.arange(0, M)
+    ml = m % 8
+    mi = (m // 8) % 2
+    mw = (m // 16) % WM
+    mr = m // (16 * WM)
+    dj = (((mw % D_W) * D_R + mr % D_R) * D_L + ml % D_L) * D_I + mi % D_I
+    da = pid_a * BA + (((mr // D_R) * C_W + mw // D_W) * C_L + ml // D_L) * C_I + mi // D_I
+    n = tl.arange(0, NC)
+    vb = pid_b * BB + n // (F_LO * V_LO * F_HI) * V_LO + (n // F_LO) % V_LO
+    vt = (n // (F_LO * V_LO)) % F_HI * F_LO + n % F_LO
+    acc = _dot_rows(_row_base(D, da, A, dj, N, sda, sdn), sdd, _row_base(V, vb, B, vt, T, svb, svt), svd, d,
+                    M, NC, BD, EVEN_K, INTERPRETED, INPUT_PRECISION)
+    d_in = (da < A) & (dj < N)
+    v_in = (vb < B) & (vt < T)
+    drow = da.to(tl.int64) * N + dj
+    vrow = vb.to(tl.int64) * T + vt
+    ds = tl.load(DS + drow, mask=d_in, other=0.0)
+    vs = tl.load(VS + vrow, mask=v_in, other=0.0)
+    d_ok = (d_in & (tl.load(DM + drow, mask=d_in, other=0) != 0)).to(tl.int32)
+    v_ok = (v_in & (tl.load(FM + vrow, mask=v_in, other=0) != 0)).to(tl.int32)
+    sim = _pairs(acc * ds[:, None] * vs[None, :],
+                 TP, NP, BB, BA, D_I, D_L, D_W, D_R, C_I, C_L, C_W, C_R, F_LO, V_LO)
+    # Frame and descriptor numbers with their validity in bit 0, then video and class numbers.
+    zero = tl.zeros((M, NC), dtype=tl.int32)
+    t_code = tl.max(_pairs(zero + (vt * 2 + v_ok)[None, :],
+                           TP, NP, BB, BA, D_I, D_L, D_W, D_R, C_I, C_L, C_W, C_R, F_LO, V_LO), axis=1, keep_dims=True)
+    j_code = tl.max(_pairs(zero + (dj * 2 + d_ok)[:, None],
+                           TP, NP, BB, BA, D_I, D_L, D_W, D_R, C_I, C_L, C_W, C_R, F_LO, V_LO), axis=0, keep_dims=True)
+    vb = tl.max(_pairs(zero + vb[None, :],
+                       TP, NP, BB, BA, D_I, D_L, D_W, D_R, C_I, C_L, C_W, C_R, F_LO, V_LO), axis=1, keep_dims=True)
+    da = tl.max(_pairs(zero + da[:, None],
+                       TP, NP, BB, BA, D_I, D_L, D_W, D_R, C_I, C_L, C_W, C_R, F_LO, V_LO), axis=0, keep_dims=True)
+    vb = tl.max(vb, axis=0, keep_dims=True)
+    da = tl.max(da, axis=1, keep_dims=True)
+    return sim, (t_code & 1) != 0, (j_code & 1) != 0, t_code >> 1, j_code >> 1, vb, da
 
 
 @triton.jit
@@ -129,37 +232,38 @@ def od_forward_kernel(
     scale2, eps_ln2, max_iter, tol,
     B_KEY, A_KEY,  # size buckets for the autotuner's key; not read
     EVEN_K: tl.constexpr, INTERPRETED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    FIXED: tl.constexpr, LOG_DOMAIN: tl.constexpr,
     TP: tl.constexpr, NP: tl.constexpr, BB: tl.constexpr, BA: tl.constexpr, BD: tl.constexpr,
+    NW: tl.constexpr,  # the launch's num_warps: the accumulator layout the pairs are mapped onto
 ):
     # Class tiles on grid axis 0 (up to 2^31 - 1 programs), video tiles on axis 1.
     pid_a = tl.program_id(0)
     pid_b = tl.program_id(1)
-    vb, vt, da, dj, vrow, drow, row_ok, col_ok = _tile_rows_cols(pid_b, pid_a, B, T, N, 0, A, FM, DM,
-                                                                 BB, BA, TP, NP)
-    sim = _pairs(_tile_sims(V, D, VS, DS, vb, vt, da, dj, vrow, drow, row_ok, col_ok, B, T, N, A, d,
-                            svb, svt, svd, sda, sdn, sdd, BD, EVEN_K, INTERPRETED, INPUT_PRECISION, BB, BA, TP, NP),
-                 BB, BA, TP, NP)
+    sim, rows, cols, ti, nj, pb, pa = _tile_pairs(V, D, VS, DS, FM, DM, pid_b, pid_a, B, A, T, N, d,
+                                                  svb, svt, svd, sda, sdn, sdd,
+                                                  BD, EVEN_K, INTERPRETED, INPUT_PRECISION, TP, NP, BB, BA, NW)
     # Everything below is 4-D, (TP, NP, BB, BA) with size-1 dimensions where a quantity does
     # not vary (keep_dims reductions): every tensor then shares X's layout, so broadcasting
     # costs nothing and no layout conversion runs inside the loops.
-    rows = tl.reshape(tl.permute(tl.reshape(row_ok, (BB, TP)), (1, 0)), (TP, 1, BB, 1))
-    cols = tl.reshape(tl.permute(tl.reshape(col_ok, (BA, NP)), (1, 0)), (1, NP, 1, BA))
     valid = rows & cols
-    pb = pid_b * BB + tl.arange(0, BB)
-    pa = pid_a * BA + tl.arange(0, BA)
-    pair_ok = tl.reshape((pb < B)[:, None] & (pa < A)[None, :], (1, 1, BB, BA))
-    mu = 1.0 / tl.maximum(tl.sum(rows.to(tl.float32), axis=0, keep_dims=True), 1.0)  # (1, 1, BB, 1)
-    nu = 1.0 / tl.maximum(tl.sum(cols.to(tl.float32), axis=1, keep_dims=True), 1.0)  # (1, 1, 1, BA)
+    pair_ok = (pb < B) & (pa < A)                                    # (1, 1, BB, BA)
+    mu = 1.0 / tl.maximum(tl.sum(rows.to(tl.float32), axis=0, keep_dims=True), 1.0)  # (1, 1, BB, BA)
+    nu = 1.0 / tl.maximum(tl.sum(cols.to(tl.float32), axis=1, keep_dims=True), 1.0)
 
     # The pair's range of sims decides its form.
     hi = tl.max(tl.max(tl.where(valid, sim, float("-inf")), axis=0, keep_dims=True), axis=1, keep_dims=True)
-    lo = tl.min(tl.min(tl.where(valid, sim, float("inf")), axis=0, keep_dims=True), axis=1, keep_dims=True)
     has = hi > float("-inf")
     hi = tl.where(has, hi, 0.0)                                      # (1, 1, BB, BA)
-    lo = tl.where(has, lo, 0.0)
-    safe = (hi - lo) * scale2 <= SAFE_RANGE2
+    if LOG_DOMAIN:
+        lo = tl.min(tl.min(tl.where(valid, sim, float("inf")), axis=0, keep_dims=True), axis=1, keep_dims=True)
+        lo = tl.where(has, lo, 0.0)
     z = tl.where(valid, (sim - hi) * scale2, float("-inf"))
-    X = tl.where(safe, tl.exp2(z), z)
+    if LOG_DOMAIN:
+        safe = (hi - lo) * scale2 <= SAFE_RANGE2
+        X = tl.where(safe, tl.exp2(z), z)
+    else:  # the launcher knows every pair is safe (cosines, and eps large enough)
+        safe = tl.full((1, 1, BB, BA), True, tl.int1)
+        X = tl.exp2(z)
 
     iters = tl.zeros((1, 1, BB, BA), dtype=tl.int32)
     err = tl.zeros((1, 1, BB, BA), dtype=tl.float32)
@@ -169,65 +273,84 @@ def od_forward_kernel(
     r = tl.zeros((TP, 1, BB, BA), dtype=tl.float32)
     c = tl.full((1, NP, BB, BA), 1.0, dtype=tl.float32)
     kc = tl.sum(X * c, axis=1, keep_dims=True)                       # (TP, 1, BB, BA)
-    active = pair_ok & safe
-    it = 0
-    while (it < max_iter) & (tl.max(active.to(tl.int32)) > 0):
-        r_new = tl.where(rows, tl.fdiv(mu, kc), 0.0)
-        ktr = tl.sum(X * r_new, axis=0, keep_dims=True)              # (1, NP, BB, BA)
-        c_new = tl.where(cols, tl.fdiv(nu, ktr), 1.0)
-        r = tl.where(active, r_new, r)
-        c = tl.where(active, c_new, c)
-        iters += active.to(tl.int32)
-        kc = tl.sum(X * c, axis=1, keep_dims=True)
-        e = tl.sum(tl.where(rows, tl.abs(r * kc - mu), 0.0), axis=0, keep_dims=True)
-        err = tl.where(active, e, err)
-        # NaN errors compare False, so a poisoned pair stops (as backend "torch").
-        active = active & ((e > tol) | (tol <= 0.0))
-        it += 1
+    if FIXED:
+        # Every pair of the tile is iterated (log-domain pairs too: their r, c are discarded).
+        for _ in range(max_iter):
+            r = tl.where(rows, _fast_div(mu, kc, INTERPRETED), 0.0)
+            ktr = tl.sum(X * r, axis=0, keep_dims=True)              # (1, NP, BB, BA)
+            c = tl.where(cols, _fast_div(nu, ktr, INTERPRETED), 1.0)
+            kc = tl.sum(X * c, axis=1, keep_dims=True)
+        iters += max_iter
+        err = tl.sum(tl.where(rows, tl.abs(r * kc - mu), 0.0), axis=0, keep_dims=True)
+    else:
+        active = pair_ok & safe
+        it = 0
+        while (it < max_iter) & (_any(active)):
+            r_new = tl.where(rows, _fast_div(mu, kc, INTERPRETED), 0.0)
+            ktr = tl.sum(X * r_new, axis=0, keep_dims=True)          # (1, NP, BB, BA)
+            c_new = tl.where(cols, _fast_div(nu, ktr, INTERPRETED), 1.0)
+            r = tl.where(active, r_new, r)
+            c = tl.where(active, c_new, c)
+            iters += active.to(tl.int32)
+            kc = tl.sum(X * c, axis=1, keep_dims=True)
+            e = tl.sum(tl.where(rows, tl.abs(r * kc - mu), 0.0), axis=0, keep_dims=True)
+            err = tl.where(active, e, err)
+            # NaN errors compare False, so a poisoned pair stops (as backend "torch").
+            active = active & ((e > tol) | (tol <= 0.0))
+            it += 1
 
     # Log domain, only for the tile's unsafe pairs.
     a = tl.zeros((TP, 1, BB, BA), dtype=tl.float32)
     b = tl.zeros((1, NP, BB, BA), dtype=tl.float32)
-    active = pair_ok & (safe == 0)
-    any_log = tl.max(active.to(tl.int32)) > 0
+    any_log = tl.constexpr(False)
+    if LOG_DOMAIN:
+        any_log = _any(pair_ok & (safe == 0))
     if any_log:
         log2_mu = tl.log2(mu)
         log2_nu = tl.log2(nu)
         row_lse = _lse2(X + b, 1, INTERPRETED)                       # (TP, 1, BB, BA)
-        it = 0
-        while (it < max_iter) & (tl.max(active.to(tl.int32)) > 0):
-            a_new = tl.where(rows, log2_mu - row_lse, 0.0)
-            b_new = tl.where(cols, log2_nu - _lse2(X + a_new, 0, INTERPRETED), 0.0)
-            a = tl.where(active, a_new, a)
-            b = tl.where(active, b_new, b)
-            iters += active.to(tl.int32)
-            row_lse = _lse2(X + b, 1, INTERPRETED)
+        if FIXED:
+            for _ in range(max_iter):
+                a = tl.where(rows, log2_mu - row_lse, 0.0)
+                b = tl.where(cols, log2_nu - _lse2(X + a, 0, INTERPRETED), 0.0)
+                row_lse = _lse2(X + b, 1, INTERPRETED)
             e = tl.sum(tl.where(rows, tl.abs(tl.exp2(a + row_lse) - mu), 0.0), axis=0, keep_dims=True)
-            err = tl.where(active, e, err)
-            active = active & ((e > tol) | (tol <= 0.0))
-            it += 1
+            err = tl.where(safe, err, e)
+        else:
+            active = pair_ok & (safe == 0)
+            it = 0
+            while (it < max_iter) & (_any(active)):
+                a_new = tl.where(rows, log2_mu - row_lse, 0.0)
+                b_new = tl.where(cols, log2_nu - _lse2(X + a_new, 0, INTERPRETED), 0.0)
+                a = tl.where(active, a_new, a)
+                b = tl.where(active, b_new, b)
+                iters += active.to(tl.int32)
+                row_lse = _lse2(X + b, 1, INTERPRETED)
+                e = tl.sum(tl.where(rows, tl.abs(tl.exp2(a + row_lse) - mu), 0.0), axis=0, keep_dims=True)
+                err = tl.where(active, e, err)
+                active = active & ((e > tol) | (tol <= 0.0))
+                it += 1
 
-    # Plans, scores and potentials. log2(K) is the exponent z of safe pairs.
+    # Plans, scores and potentials. log2(K) is the exponent z of safe pairs; a safe pair's
+    # plan is r K c whether or not its tile holds log-domain pairs.
     if any_log:
         L = tl.where(safe, _fast_log2(X, INTERPRETED), X)
         a = tl.where(safe, tl.log2(r), a)
         b = tl.where(safe, tl.log2(c), b)
-        plan = tl.exp2(L + a + b)
+        plan = tl.where(safe, r * X * c, tl.exp2(L + a + b))
     else:
         L = _fast_log2(X, INTERPRETED)
         a = tl.log2(r)
         b = tl.log2(c)
         plan = r * X * c
-    scores = tl.sum(tl.sum(tl.where(valid, plan * (hi + L / scale2), 0.0), axis=0, keep_dims=True), axis=1,
+    # 1 / scale2 = eps * ln 2: the sim is hi + L * eps_ln2 (a multiply, not a division).
+    scores = tl.sum(tl.sum(tl.where(valid, plan * (hi + L * eps_ln2), 0.0), axis=0, keep_dims=True), axis=1,
                     keep_dims=True)
 
-    pair_idx = pb.to(tl.int64)[:, None] * A + pa[None, :]            # (BB, BA)
-    pair_idx = tl.reshape(pair_idx, (1, 1, BB, BA))
+    pair_idx = pb.to(tl.int64) * A + pa                              # (1, 1, BB, BA)
     tl.store(SCORES + pair_idx, scores, mask=pair_ok)
     tl.store(ITERS + pair_idx, iters, mask=pair_ok)
     tl.store(ERR + pair_idx, err, mask=pair_ok)
-    ti = tl.reshape(tl.arange(0, TP), (TP, 1, 1, 1))
-    nj = tl.reshape(tl.arange(0, NP), (1, NP, 1, 1))
     f = tl.where(rows, a * eps_ln2 + (1.0 - hi), 0.0)
     g = tl.where(cols, b * eps_ln2, 0.0)
     tl.store(F + pair_idx * T + ti, f, mask=pair_ok & (ti < T))
@@ -248,12 +371,27 @@ def od_weights_kernel(
     grad_scores[b, a] * P_ij of pair (b, a), 0 where masked, written in W's dtype. The plan is
     rebuilt from the saved potentials and sims computed as the forward computes them;
     the launcher multiplies W with the unit embeddings (tensor-core GEMMs)."""
+    # Rows are the tile's frames (row = video * TP + frame), columns its descriptors
+    # (column = class * NP + descriptor): W's own layout, so the stores are plain.
     pid_a = tl.program_id(0)
     pid_b = tl.program_id(1)
-    vb, vt, da, dj, vrow, drow, row_ok, col_ok = _tile_rows_cols(pid_b, pid_a, B, T, N, a0, a0 + na, FM, DM,
-                                                                 BB, BA, TP, NP)
-    sim = _tile_sims(V, D, VS, DS, vb, vt, da, dj, vrow, drow, row_ok, col_ok, B, T, N, a0 + na, d,
-                     svb, svt, svd, sda, sdn, sdd, BD, EVEN_K, INTERPRETED, INPUT_PRECISION, BB, BA, TP, NP)
+    rows = tl.arange(0, BB * TP)
+    cols = tl.arange(0, BA * NP)
+    vb = pid_b * BB + rows // TP
+    vt = rows % TP
+    da = a0 + pid_a * BA + cols // NP
+    dj = cols % NP
+    row_in = (vb < B) & (vt < T)
+    col_in = (da < a0 + na) & (dj < N)
+    vrow = vb.to(tl.int64) * T + vt
+    drow = da.to(tl.int64) * N + dj
+    row_ok = row_in & (tl.load(FM + vrow, mask=row_in, other=0) != 0)
+    col_ok = col_in & (tl.load(DM + drow, mask=col_in, other=0) != 0)
+    acc = _dot_rows(_row_base(V, vb, B, vt, T, svb, svt), svd, _row_base(D, da, a0 + na, dj, N, sda, sdn), sdd, d,
+                    BB * TP, BA * NP, BD, EVEN_K, INTERPRETED, INPUT_PRECISION)
+    vs = tl.load(VS + vrow, mask=row_ok, other=0.0)
+    ds = tl.load(DS + drow, mask=col_ok, other=0.0)
+    sim = acc * vs[:, None] * ds[None, :]
     pair = vb.to(tl.int64)[:, None] * A + da[None, :]                # (rows, cols)
     ok = row_ok[:, None] & col_ok[None, :]
     f = tl.load(F + pair * T + vt[:, None], mask=ok, other=0.0)
@@ -261,5 +399,5 @@ def od_weights_kernel(
     go = tl.load(GO + pair, mask=ok, other=0.0)
     w = tl.where(ok, go * tl.exp2((sim - 1.0 + f + g) * scale2), 0.0)
     col = (da - a0).to(tl.int64) * N + dj
-    in_range = ((vb < B) & (vt < T))[:, None] & ((da < a0 + na) & (dj < N))[None, :]
+    in_range = row_in[:, None] & col_in[None, :]
     tl.store(W + vrow[:, None] * swr + col[None, :], w.to(W.dtype.element_ty), mask=in_range)

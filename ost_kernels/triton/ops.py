@@ -6,8 +6,8 @@ autotuned on the GPU among configs.candidates, keyed on T, N, d, the input dtype
 buckets of B and A (so a first call with a small batch does not fix the tile for later large
 ones); configs that spill or overflow shared memory are pruned from the resources measured
 ahead of time (configs.py). OST_KERNELS_TRITON_AUTOTUNE=0 skips tuning (one compile per shape
-instead of one per candidate: configs.default_config). Under TRITON_INTERPRET=1 one small
-fixed tile is used instead.
+instead of one per candidate: configs.default_config); OST_KERNELS_TRITON_TILE=<name> uses
+that one tile. Under TRITON_INTERPRET=1 one small fixed tile is used instead.
 
 Forward: the inverse norms (or ones) and int8 masks are prepared once per call, then one
 kernel computes sims, the Sinkhorn of every pair and its outputs. Backward: a kernel writes
@@ -36,8 +36,16 @@ from .kernels import od_forward_kernel, od_weights_kernel
 
 BD = 64  # the d-chunk of the tiles' matmul
 AUTOTUNE_ENV = "OST_KERNELS_TRITON_AUTOTUNE"
+# A tile config by name (configs.TileConfig.name, e.g. BB1_BA32_w4_s3) for every launch, no
+# autotuning: to time one tile (benchmarks/gpu_check.py), pin one, or run one under the
+# interpreter (tests/test_triton_tiles.py).
+TILE_ENV = "OST_KERNELS_TRITON_TILE"
 # Elements of one chunk of backward weights (B * T x classes * N): 128 MiB in bfloat16.
 WEIGHTS_CHUNK_ELEMENTS = 1 << 26
+# Normalized sims are cosines, so a pair's spread hi - lo is at most 2 (plus rounding, << 1%):
+# from this eps on, 2 / eps <= 64 / 1.01 and every pair is safe for the scaling form, so the
+# forward is compiled without its log-domain path (kernels.py, LOG_DOMAIN).
+ALWAYS_SAFE_EPS = 2 * 1.01 / 64
 _DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
@@ -62,13 +70,18 @@ def _prune(kernel: str):
     return prune
 
 
-_AUTOTUNE_CONFIGS = [triton.Config(dict(BB=c.BB, BA=c.BA), num_warps=c.num_warps, num_stages=c.num_stages)
-                     for c in configs.CANDIDATES]
+def _autotune_configs(kernel: str) -> list:
+    # The forward maps its pairs onto the accumulator's warps: it reads num_warps as NW too.
+    extra = (lambda c: dict(NW=c.num_warps)) if kernel == "forward" else (lambda c: {})
+    return [triton.Config(dict(BB=c.BB, BA=c.BA, **extra(c)), num_warps=c.num_warps, num_stages=c.num_stages)
+            for c in configs.CANDIDATES]
+
+
 _KEY = ["T", "N", "d", "B_KEY", "A_KEY"]
 
 
 def _autotuning() -> bool:
-    return not interpreting() and os.environ.get(AUTOTUNE_ENV, "1") != "0"
+    return not interpreting() and os.environ.get(AUTOTUNE_ENV, "1") != "0" and not os.environ.get(TILE_ENV)
 
 
 def _kernels():
@@ -82,23 +95,41 @@ def _kernel_pair(autotune: bool):
         return od_forward_kernel, od_weights_kernel
 
     def tune(kernel, name):
-        return triton.autotune(configs=_AUTOTUNE_CONFIGS, key=_KEY,
+        return triton.autotune(configs=_autotune_configs(name), key=_KEY,
                                prune_configs_by={"early_config_prune": _prune(name)})(kernel)
 
     return tune(od_forward_kernel, "forward"), tune(od_weights_kernel, "weights")
 
 
 def _meta(kernel: str, x: torch.Tensor, T: int, N: int, d: int) -> dict:
+    """The launch's tile (unless autotuned): OST_KERNELS_TRITON_TILE's, else the interpreter's
+    small one, else configs.default_config."""
     TP, NP = configs.pow2(T), configs.pow2(N)
     meta = dict(TP=TP, NP=NP, BD=BD, EVEN_K=d % BD == 0)
-    if interpreting():
+    if _autotuning():
+        return meta
+    if os.environ.get(TILE_ENV):
+        try:
+            tile = configs.by_name(os.environ[TILE_ENV], TP, NP)
+        except ValueError as exc:
+            raise ValueError(f"{TILE_ENV}: {exc}") from None
+    elif interpreting():
         tile = configs.interpreter_tile(TP, NP)
-        meta.update(BB=tile.BB, BA=tile.BA)
-    elif not _autotuning():
+    else:
         major, minor = torch.cuda.get_device_capability(x.device)
         tile = configs.default_config(10 * major + minor, kernel, _DTYPE_NAMES[x.dtype], TP, NP)
-        meta.update(BB=tile.BB, BA=tile.BA, num_warps=tile.num_warps, num_stages=tile.num_stages)
+    meta.update(BB=tile.BB, BA=tile.BA, **({"NW": tile.num_warps} if kernel == "forward" else {}))
+    if not interpreting():  # the interpreter takes no launch options
+        meta.update(num_warps=tile.num_warps, num_stages=tile.num_stages)
     return meta
+
+
+def specializations(eps: float, tol: float, normalize: bool) -> dict:
+    """The forward's compile-time specializations for a call (kernels.py): FIXED when tol = 0
+    (every pair runs max_iter iterations: no stop rule in the loop), LOG_DOMAIN unless every
+    pair is known to be safe for the scaling form. Both give results bitwise equal to the
+    general kernel's (tests/test_triton_tiles.py)."""
+    return dict(FIXED=tol <= 0, LOG_DOMAIN=not (normalize and eps >= ALWAYS_SAFE_EPS))
 
 
 def _kernel_options(dtype: torch.dtype) -> dict:
@@ -172,7 +203,7 @@ def od_forward_triton(
             *video.stride(), *desc.stride(),
             LOG2E / eps, eps * LN2, max_iter, tol,
             size_bucket(B, 1024), size_bucket(A, 1 << 16),
-            **_kernel_options(video.dtype), **_meta("forward", video, T, N, d),
+            **specializations(eps, tol, normalize), **_kernel_options(video.dtype), **_meta("forward", video, T, N, d),
         )
     return scores, f, g, iterations, error, cache
 
