@@ -4,6 +4,13 @@ Built to get everything out of one short run: every line is printed (and appende
 $OUT/gpu_check.md) as soon as it is known, so a run killed at its time limit still returns
 what it did; the most important row runs first.
 
+0. First, what no CPU run can settle: (a) the fast-math Triton forward (div.approx,
+   lg2.approx; the interpreter runs exact functions) against backend "torch" at eps 1e-3, 0.1
+   and 10; (b) the forward with max_iter=1 against torch.mm(out_dtype=float32) at the key
+   shape: does the sims part run at tensor-core rate, or is it bound by the tiles' operand
+   reloads from L2, as benchmarks/triton_cost.py estimates; (c) each tile the autotuner keeps
+   (OST_KERNELS_TRITON_TILE), at the default tol and at 100 iterations, beside the cost model's
+   ESTIMATE (benchmarks/triton_cost.json), estimate / measured per row.
 1. Key row: B=256, T=32, N=4, d=512, A=10,000, bfloat16, Triton forward (default tol and a
    fixed 100 iterations) and forward+backward against the bare bf16 sims GEMM; this also
    autotunes the kernels at the target shape before anything else compiles.
@@ -116,6 +123,75 @@ def key_row(report, B, A, T, N, d, backend="triton", goals=(2.0, 3.0)):
                f"peak {peak:.0f} MiB")
     _, info = od_solve(v, w, backend=backend, return_info=True)
     report(f"- mean iterations {info.iterations.float().mean().item():.2f}")
+
+
+COST_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "triton_cost.json")
+
+
+def _mm_f32(a, b):
+    # The GEMM the forward's sims part does: bf16 operands, float32 results.
+    return torch.mm(a, b, out_dtype=torch.float32) if a.is_cuda else a.float() @ b.float()
+
+
+def _estimates() -> dict:
+    import json
+
+    with open(COST_PATH) as fh:
+        return json.load(fh)
+
+
+def fast_math_check(report, dry):
+    report("## Fast math: the compiled Triton forward (div.approx, lg2.approx) against backend torch")
+    shape = dict(B=2, A=3, T=5, N=3, d=16) if dry else dict(B=4, A=50, T=32, N=4, d=512)
+    for eps in (1e-3, 0.1, 10.0):
+        try:
+            compare(report, "triton", **shape, eps=eps, label="fast math")
+        except Exception as exc:  # one failure must not hide the rest
+            report.check(False, f"triton fast math eps={eps}: {type(exc).__name__}: {exc}")
+
+
+def _with_tile(name, fn):
+    from ost_kernels.triton.ops import TILE_ENV
+
+    if DEVICE == "cpu":  # dry run: the key shape's tiles do not apply to its tiny shapes
+        return fn()
+    os.environ[TILE_ENV] = name
+    try:
+        return fn()
+    finally:
+        del os.environ[TILE_ENV]
+
+
+def gemm_part_and_tiles(report, B, A, T, N, d, budget):
+    """The forward with max_iter=1 against the float32-out GEMM, then every kept tile beside
+    the cost model's estimate."""
+    est = _estimates()
+    report(f"## Sims part and tiles at B={B}, T={T}, N={N}, d={d}, A={A}, bfloat16 (ESTIMATE: {est['source']})")
+    v, w, _ = clip_like_inputs(B, A, T, N, d, dtype=torch.bfloat16, device=DEVICE)
+    mm, _ = bench(lambda a, b: _mm_f32(a.reshape(-1, d), b.reshape(-1, d).T), False, (v, w))
+    report(f"- torch.mm(out_dtype=float32) of the sims: {mm:.3f} ms (cost model: {est['gemm_floor_ms']:.3f} ms at "
+           "the dense peak)")
+    report("| tile | max_iter=1 ms | vs mm | est. sims part ms | est / measured | tol ms | est. | est / measured | "
+           "100 it ms | est. | est / measured |")
+    report("|" + "---|" * 11)
+    start = time.time()
+    for name, e in est["tiles"].items():
+        if time.time() - start > budget:
+            report(f"- tile budget of {budget:.0f} s spent: remaining tiles skipped")
+            return
+        try:
+            one, _ = _with_tile(name, lambda: bench(lambda a, b: od_solve(a, b, backend="triton", max_iter=1, tol=0),
+                                                    False, (v, w)))
+            tol, _ = _with_tile(name, lambda: bench(lambda a, b: od_solve(a, b, backend="triton", **STOPS["tol"][0]),
+                                                    False, (v, w)))
+            fixed, _ = _with_tile(name, lambda: bench(
+                lambda a, b: od_solve(a, b, backend="triton", **STOPS["fixed100"][0]), False, (v, w)))
+        except Exception as exc:  # report and go on
+            report.check(False, f"tile {name}: {type(exc).__name__}: {exc}")
+            continue
+        report(f"| {name} | {one:.3f} | {one / mm:.2f}x | {e['sims_ms']:.3f} | {e['sims_ms'] / one:.2f} | {tol:.3f} | "
+               f"{e['tol_ms']:.3f} | {e['tol_ms'] / tol:.2f} | {fixed:.3f} | {e['fixed100_ms']:.3f} | "
+               f"{e['fixed100_ms'] / fixed:.2f} |")
 
 
 def _rel(x, y):
@@ -363,6 +439,7 @@ def wait_for_build(report, log_path, deadline):
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--budget", type=float, default=150.0, help="seconds for the timing table")
+    parser.add_argument("--tile-budget", type=float, default=120.0, help="seconds for the per-tile rows")
     parser.add_argument("--build-log", default=None, help="log of gpu_check.sh's background CUDA build")
     parser.add_argument("--dry-run", action="store_true",
                         help="check this script on the CPU: tiny shapes, Triton interpreted")
@@ -383,6 +460,12 @@ def main(argv=None):
     why = available_backends(DEVICE, torch.bfloat16)["triton"]
     report.check(why is None, f"backend triton is available{'' if why is None else ': ' + why}")
     if why is None:
+        os.environ["OST_KERNELS_TRITON_AUTOTUNE"] = "0"
+        fast_math_check(report, args.dry_run)
+        os.environ.pop("OST_KERNELS_TRITON_AUTOTUNE")
+        gemm_part_and_tiles(report, *((2, 3, 4, 4, 16) if args.dry_run else (256, 10_000, 32, 4, 512)),
+                            budget=args.tile_budget)
+        report(f"- elapsed {time.time() - started:.0f} s")
         if args.dry_run:
             key_row(report, 2, 3, 4, 4, 16)
         else:

@@ -45,7 +45,7 @@ def test_resource_table_leaves_a_fitting_config_everywhere():
             for dtype in configs.DTYPES:
                 for TP, NP in aot.SHAPES:
                     usable = configs.usable_configs(arch, kernel, dtype, TP, NP)
-                    measured = [c for c in configs.candidates(TP, NP)
+                    measured = [c for c in configs.candidates(TP, NP, dtype)
                                 if configs.resources(arch, kernel, dtype, TP, NP, c) is not None]
                     assert measured, f"no measurement for sm_{arch} {kernel} {dtype} T{TP} N{NP}"
                     assert usable, f"no config fits for sm_{arch} {kernel} {dtype} T{TP} N{NP}"

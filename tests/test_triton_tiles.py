@@ -119,11 +119,13 @@ def test_backward_over_several_chunks_of_classes(gen, monkeypatch):
 
 @pytest.mark.parametrize("T, N, tile", [
     (29, 3, "BB1_BA32_w4_s3"),   # descriptors on the in-thread bit and the repetition (128 x 32)
-    (32, 4, "BB1_BA32_w8_s3"),   # 8 warps along 128 rows: a descriptor bit on the lanes
-    (30, 4, "BB2_BA16_w8_s3"),   # 64 rows: 4 warps along M, 2 along the frames; two videos a tile
-    (32, 4, "BB4_BA8_w4_s3"),    # 32 rows (below one warpgroup's 64), four videos on the lanes
+    (32, 4, "BB1_BA64_w8_s3"),   # 8 warps along 256 rows, two repetitions
+    (30, 4, "BB2_BA32_w8_s3"),   # 8 warps along 128 rows: a descriptor bit on the lanes
+    (32, 4, "BB4_BA16_w8_s3"),   # 64 rows: 4 warps along M, 2 along the frames; four videos a tile
+    (32, 4, "BB4_BA8_w4_s3"),    # 32 rows (below one warpgroup's 64): 2 warps along M
     (13, 7, "BB2_BA16_w4_s3"),   # N = 7 -> 8 descriptors: in-thread, repetition and lane bits
-    (8, 4, "BB8_BA16_w4_s3"),    # eight videos: four on the lanes, two on the in-thread bits
+    (32, 8, "BB8_BA4_w8_s3"),    # 8 descriptors over 32 rows: two lane bits; eight videos
+    (8, 4, "BB8_BA16_w4_s3"),    # eight videos: four on the lanes
 ], ids=lambda x: str(x))
 def test_tile_layouts_against_the_reference(T, N, tile, gen, monkeypatch):
     """Each way of numbering a tile's rows and columns (kernels.py: descriptors on in-thread,

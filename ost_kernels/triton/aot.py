@@ -66,7 +66,7 @@ class Variant(NamedTuple):
 def all_variants(archs=configs.ARCHS) -> list[Variant]:
     return [Variant(arch, kernel, dtype, TP, NP, cfg)
             for arch in archs for kernel in configs.KERNELS for dtype in configs.DTYPES
-            for TP, NP in SHAPES for cfg in configs.candidates(TP, NP)]
+            for TP, NP in SHAPES for cfg in configs.candidates(TP, NP, dtype)]
 
 
 def sample_variants(archs=configs.ARCHS) -> list[Variant]:
@@ -78,13 +78,13 @@ def sample_variants(archs=configs.ARCHS) -> list[Variant]:
         for kernel in configs.KERNELS:
             for dtype in configs.DTYPES:
                 TP, NP = SHAPES[i % len(SHAPES)]
-                cands = configs.candidates(TP, NP)
+                cands = configs.candidates(TP, NP, dtype)
                 out.append(Variant(arch, kernel, dtype, TP, NP, cands[i % len(cands)]))
                 i += 1
             TP, NP = SHAPES[i % len(SHAPES)]
-            cfg = configs.candidates(TP, NP)[0]
-            out.append(Variant(arch, kernel, "bf16", TP, NP, cfg, even_k=False))
-            out.append(Variant(arch, kernel, "fp32", TP, NP, cfg, precision="tf32"))
+            out.append(Variant(arch, kernel, "bf16", TP, NP, configs.candidates(TP, NP)[0], even_k=False))
+            out.append(Variant(arch, kernel, "fp32", TP, NP, configs.candidates(TP, NP, "fp32")[0],
+                               precision="tf32"))
         TP, NP = SHAPES[i % len(SHAPES)]
         cfg = configs.candidates(TP, NP)[-1]
         out.append(Variant(arch, "forward", "bf16", TP, NP, cfg, fixed=True))
@@ -201,21 +201,26 @@ def main(argv=None) -> int:
     which.add_argument("--all", action="store_true", help="every variant (make triton-aot)")
     which.add_argument("--sample", action="store_true", help="the CI subset that covers every code path (default)")
     parser.add_argument("--archs", default=",".join(map(str, configs.ARCHS)))
+    parser.add_argument("--dtypes", default=",".join(configs.DTYPES),
+                        help="input dtypes to compile; with --write-table, the other dtypes' rows are kept")
     parser.add_argument("--jobs", type=int, default=max(1, min(8, os.cpu_count() or 1)))
     parser.add_argument("--out", default=os.path.join("benchmarks", "out", "triton_resources.md"))
     parser.add_argument("--write-table", action="store_true", help=f"store the resources in {configs.RESOURCES_PATH}")
     args = parser.parse_args(argv)
     archs = tuple(int(a) for a in args.archs.split(","))
-    variants = all_variants(archs) if args.all else sample_variants(archs)
+    dtypes = tuple(args.dtypes.split(","))
+    variants = [v for v in (all_variants(archs) if args.all else sample_variants(archs)) if v.dtype in dtypes]
     results = run(variants, args.jobs)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:
         fh.write(f"# Triton kernels compiled ahead of time\n\n{summary(results)}\n\n{markdown(results)}")
     if args.write_table:
-        table = {v.key: {k: r[k] for k in ("registers", "spill_bytes", "shared_bytes", "compile_s")}
-                 for v, r in results.items()
-                 if "error" not in r and v.even_k and v.precision == "ieee"
-                 and not v.fixed and v.log_domain}
+        # Rows of dtypes (and architectures) not compiled this time are kept.
+        kept = {k: r for k, r in configs._table().items()
+                if not any(k.startswith(f"sm{a}/") and f"/{dt}/" in k for a in archs for dt in dtypes)}
+        table = kept | {v.key: {k: r[k] for k in ("registers", "spill_bytes", "shared_bytes", "compile_s")}
+                        for v, r in results.items()
+                        if "error" not in r and v.even_k and v.precision == "ieee" and not v.fixed and v.log_domain}
         with open(configs.RESOURCES_PATH, "w") as fh:
             json.dump(dict(sorted(table.items())), fh, indent=0)
             fh.write("\n")

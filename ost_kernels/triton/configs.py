@@ -24,14 +24,19 @@ ARCHS = (80, 90)  # compiled ahead of time and by CI
 KERNELS = ("forward", "weights")
 DTYPES = ("fp32", "bf16", "fp16")
 
-MIN_SIDE, MAX_SIDE = 16, 256  # tl.dot needs >= 16 rows / columns
+MIN_SIDE, MAX_SIDE = 32, 256  # tl.dot needs >= 16 rows / columns; 16 wastes the MMA shapes
 MAX_PAIR_SIDE = 128  # T and N, padded: a pair's T x N block stays within one CTA's registers
-# Tiles of 64 x 64 to 64 x 128 entries, 16 to 32 a thread: smaller tiles reload their operands
-# from L2 too often (the forward is L2-bound below ~4096 entries: benchmarks/triton_cost.py);
-# with more entries a thread the Sinkhorn state spills registers (`python -m
-# ost_kernels.triton.aot`).
-MIN_TILE, MAX_TILE = 64 * 64, 64 * 128
-MIN_VALUES_PER_THREAD, VALUES_PER_THREAD = 16, 32
+# Tiles of 64 x 64 to 64 x 128 entries, 32 a thread: smaller tiles reload their operands from
+# L2 more often (the forward is bound by those reloads: benchmarks/triton_cost.py), and with 16
+# a thread the 8-warp tiles cost ~1.6x the 4-warp ones per Sinkhorn iteration (a descriptor bit
+# on the lanes); with more than 32 a thread the Sinkhorn state spills registers
+# (`python -m ost_kernels.triton.aot`).
+# float32 operands take the FMA dot (no tensor cores unless TF32 is allowed), whose operand
+# registers leave room for 8 to 16 entries a thread (every 32-a-thread tile spilled, and on
+# sm_80 the backward's 16-a-thread ones too), from 32 x 64 entries.
+MIN_TILE = {"bf16": 64 * 64, "fp16": 64 * 64, "fp32": 32 * 64}
+MAX_TILE = 64 * 128
+VALUES_PER_THREAD = {"bf16": (32,), "fp16": (32,), "fp32": (8, 16)}
 
 
 class TileConfig(NamedTuple):
@@ -61,20 +66,21 @@ def pow2(n: int, lo: int = 1) -> int:
     return p
 
 
-def geometric(cfg: TileConfig, TP: int, NP: int) -> bool:
-    """The tile's matmul is 16..256 rows and columns, MIN_TILE to MAX_TILE entries in all,
-    MIN_VALUES_PER_THREAD to VALUES_PER_THREAD a thread."""
+def geometric(cfg: TileConfig, TP: int, NP: int, dtype: str = "bf16") -> bool:
+    """The tile's matmul is 32..256 rows and columns, MIN_TILE[dtype] to MAX_TILE entries in
+    all, VALUES_PER_THREAD[dtype] a thread."""
     rows, cols = cfg.BB * TP, cfg.BA * NP
-    per_thread = rows * cols // (32 * cfg.num_warps)
-    return (MIN_SIDE <= rows <= MAX_SIDE and MIN_SIDE <= cols <= MAX_SIDE and MIN_TILE <= rows * cols <= MAX_TILE
-            and MIN_VALUES_PER_THREAD <= per_thread <= VALUES_PER_THREAD)
+    return (MIN_SIDE <= rows <= MAX_SIDE and MIN_SIDE <= cols <= MAX_SIDE
+            and MIN_TILE[dtype] <= rows * cols <= MAX_TILE
+            and rows * cols // (32 * cfg.num_warps) in VALUES_PER_THREAD[dtype])
 
 
-def candidates(TP: int, NP: int) -> list[TileConfig]:
-    """The configs worth trying for padded sizes TP x NP. Where no tile meets the geometric
-    rule (tiny T x N, where none reaches MIN_TILE, or large ones, where all pass MAX_TILE),
-    the tiles nearest to the range: the largest below MAX_TILE, else the smallest."""
-    found = [c for c in CANDIDATES if geometric(c, TP, NP)]
+def candidates(TP: int, NP: int, dtype: str = "bf16") -> list[TileConfig]:
+    """The configs worth trying for padded sizes TP x NP and input dtype ("bf16", "fp16",
+    "fp32"). Where no tile meets the geometric rule (tiny T x N, where none reaches MIN_TILE,
+    or large ones, where all pass MAX_TILE), the tiles nearest to the range: the largest below
+    MAX_TILE, else the smallest."""
+    found = [c for c in CANDIDATES if geometric(c, TP, NP, dtype)]
     if found or TP > MAX_SIDE or NP > MAX_SIDE:
         return found
     fit = [c for c in CANDIDATES if c.BB * TP <= MAX_SIDE and c.BA * NP <= MAX_SIDE]
@@ -85,12 +91,15 @@ def candidates(TP: int, NP: int) -> list[TileConfig]:
 
 
 def by_name(name: str, TP: int, NP: int) -> TileConfig:
-    """The candidate config called `name` (TileConfig.name) for TP x NP; ValueError if none."""
-    for c in candidates(TP, NP):
+    """The candidate config called `name` (TileConfig.name) for TP x NP, for any input dtype
+    (pinning a tile is the caller's choice: a float32 run may spill on a bf16 tile);
+    ValueError if none."""
+    pool = list(dict.fromkeys(c for dtype in DTYPES for c in candidates(TP, NP, dtype)))
+    for c in pool:
         if c.name == name:
             return c
     raise ValueError(f"tile {name!r} is not a candidate for T, N padded to {TP}, {NP}; expected one of "
-                     f"{', '.join(c.name for c in candidates(TP, NP))}")
+                     f"{', '.join(c.name for c in pool)}")
 
 
 @functools.cache
@@ -124,12 +133,12 @@ def usable(arch: int, kernel: str, dtype: str, TP: int, NP: int, cfg: TileConfig
 
 
 def usable_configs(arch: int, kernel: str, dtype: str, TP: int, NP: int) -> list[TileConfig]:
-    return [c for c in candidates(TP, NP) if usable(arch, kernel, dtype, TP, NP, c)]
+    return [c for c in candidates(TP, NP, dtype) if usable(arch, kernel, dtype, TP, NP, c)]
 
 
 def default_config(arch: int, kernel: str, dtype: str, TP: int, NP: int) -> TileConfig:
     """The config used without autotuning: the largest fitting tile, more warps first."""
-    pool = usable_configs(arch, kernel, dtype, TP, NP) or candidates(TP, NP)
+    pool = usable_configs(arch, kernel, dtype, TP, NP) or candidates(TP, NP, dtype)
     return max(pool, key=lambda c: (c.BB * TP * c.BA * NP, c.num_warps, -c.BB))
 
 

@@ -8,21 +8,25 @@ cosines.
 Forward layout. The dot's rows are the tile's BA * NP descriptors and its columns the BB * TP
 frames (the operands swapped against the obvious (frames x descriptors) product): at the key
 shape (T = 32, N = 4, BB = 1, BA = 32) that is a 128 x 32 tile, which Hopper computes with
-one warpgroup's wgmma. The accumulator of an MMA gives a thread rows {q, q + 8} (+ 64 per
-repetition) of its warp's 16-row slab, q = lane // 4, and column pairs {2 (lane % 4), +1}
-(+ 8 per repetition). Rows and columns are therefore numbered so that the bits a thread holds
-are descriptor and frame bits and the bits that vary across lanes and warps are class and
-video bits (most significant first):
+one warpgroup's wgmma. In an MMA accumulator a row index m splits into bit fields
+(least significant first) l = 8 lanes (lane // 4), i = 1 in-thread bit, w = WM warps along M
+and r = the repetitions of the warps' 16-row slabs; a column index into 1 in-thread bit, 2
+lane bits (lane % 4), then in-thread repetitions. So rows and columns are numbered to put
+descriptor and frame bits where a thread holds them and class and video bits across lanes
+and warps:
 
-    row    = (D_HI, C_HI, D_LO, C_LO)     descriptor = D_HI * D_LO, class = C_HI * C_LO
-    column = (V_HI, F_HI, V_LO, F_LO)     frame = F_HI * F_LO,      video = V_HI * V_LO
+    descriptor bits: the in-thread row bit, then repetition bits, then lane bits, warps last
+    class bits:      what is left of each field
+    column = (V_HI, F_HI, V_LO, F_LO): F_LO = 2 frames on the in-thread bit, V_LO <= 4
+                     videos on the lane bits, the frames' other bits above (in-thread
+                     repetitions), further videos on top
 
-with C_LO = 8 classes on the lane bits, D_LO = 2 on the in-thread row bit, V_LO = 4 videos on
-the lane bits of the columns and F_LO = 2 frames on the in-thread column bit. At the key shape a
-pair's 32 x 4 block then lies in the 4 lanes of a quad, 8 whole frames x 4 descriptors each:
-row sums (over descriptors) are sums in registers and column sums (over frames) take two
-shuffle levels. The layout only decides speed: any numbering gives the same results, and the
-interpreter tests run these maps.
+At the key shape a pair's 32 x 4 block then lies in the 4 lanes of a quad, 8 whole frames x 4
+descriptors each: row sums (over descriptors) are sums in registers and column sums (over
+frames) take two shuffle levels. WM is taken from Hopper's rule for wgmma (warps double along M
+from 4 while M > 16 x that): with 8 warps on 128 rows a descriptor bit lands on the lanes (one
+shuffle level more). The layout only decides speed: any numbering gives the same results, and
+the interpreter tests run each kind of map (tests/test_triton_tiles.py).
 
 Forward, per (video, class) pair, viewed as (TP, NP, BB, BA) (the accumulator reshaped and
 permuted, which only renames its registers):

@@ -62,7 +62,8 @@ def _prune(kernel: str):
         TP, NP = kwargs["TP"], kwargs["NP"]
         major, minor = torch.cuda.get_device_capability(named_args["V"].device)
         dtype = _DTYPE_NAMES[named_args["V"].dtype]
-        allowed = configs.usable_configs(10 * major + minor, kernel, dtype, TP, NP) or configs.candidates(TP, NP)
+        allowed = (configs.usable_configs(10 * major + minor, kernel, dtype, TP, NP)
+                   or configs.candidates(TP, NP, dtype))
         allowed = set(allowed)
         return [c for c in candidate_configs
                 if configs.TileConfig(c.kwargs["BB"], c.kwargs["BA"], c.num_warps, c.num_stages) in allowed]
