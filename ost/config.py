@@ -97,8 +97,9 @@ def _unknown(given, known, where: str) -> None:
         raise ValueError(f"unknown settings {unknown}{where}; known: {sorted(known)}")
 
 
-def _read(path: Path, seen: tuple = ()) -> dict:
-    """A config file's settings over those of its `base` files (nested `od` merged)."""
+def _read(path: Path, seen: tuple = (), sources: dict | None = None) -> dict:
+    """A config file's settings over those of its `base` files (nested `od` merged). `sources`
+    gets, for each setting ("od.eps" for the group's), the file it came from."""
     if path in seen:
         raise ValueError(f"{path}: `base` files include each other")
     values = yaml.safe_load(path.read_text()) or {}
@@ -107,31 +108,74 @@ def _read(path: Path, seen: tuple = ()) -> dict:
     bases = values.pop("base", None) or []
     merged: dict = {}
     for base in [bases] if isinstance(bases, str) else bases:
-        _merge(merged, _read((path.parent / base).resolve(), seen + (path,)))
-    _merge(merged, values)
+        _merge(merged, _read((path.parent / base).resolve(), seen + (path,), sources), sources)
+    _merge(merged, values, sources, str(path))
     return merged
 
 
-def _merge(into: dict, values: dict) -> None:
+def _merge(into: dict, values: dict, sources: dict | None = None, origin: str | None = None) -> None:
     for key, value in values.items():
         if key == "od" and isinstance(value, dict) and isinstance(into.get("od"), dict):
             into["od"] = {**into["od"], **value}
         else:
             into[key] = value
+        if sources is not None and origin is not None:
+            if key == "od" and isinstance(value, dict):
+                sources.update({f"od.{k}": origin for k in value})
+            else:
+                sources[key] = origin
+
+
+def _coerce(name: str, value, annotation: str, origin: str | None):
+    """A setting's value as its field's type: numbers as written (`1e-3`, which YAML 1.1 reads
+    as a string, is the number 0.001); a value that is not one is refused, naming the setting
+    and where it was set."""
+    where = f" (set in {origin})" if origin else ""
+    kinds = [k.strip() for k in annotation.split("|")]
+    if value is None and "None" in kinds:
+        return None
+    if "float" in kinds:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise ValueError(f"setting {name!r} must be a number{where}, got {value!r}")
+        return float(value)
+    if "int" in kinds:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"setting {name!r} must be a whole number{where}, got {value!r}")
+        return value
+    if "bool" in kinds and not isinstance(value, bool):
+        raise ValueError(f"setting {name!r} must be true or false{where}, got {value!r}")
+    return value
+
+
+def _typed(values: dict, cls, prefix: str, sources: dict) -> dict:
+    fields = {f.name: f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+              for f in dataclasses.fields(cls)}
+    return {k: _coerce(prefix + k, v, fields[k], sources.get(prefix + k)) for k, v in values.items()}
 
 
 def load_config(paths: str | list[str] | None, overrides: list[str] = ()) -> TrainConfig:
     """YAML files (or bundled preset names) of TrainConfig fields, later ones over earlier ones
     (e.g. a run's preset, then an ablation), then `key=value` overrides (values parsed as
-    YAML; `od.eps=0.05` sets a field of the `od` group)."""
+    YAML; `od.eps=0.05` sets a field of the `od` group). Number and true/false settings are
+    checked (and numbers written as `1e-3` read as numbers) at load, naming the setting and
+    the file or override that set it."""
     values: dict = {}
+    sources: dict = {}
     for path in [paths] if isinstance(paths, str) else (paths or []):
-        _merge(values, _read(preset_path(path)))
+        _merge(values, _read(preset_path(path), sources=sources), sources)
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r}: expected key=value")
         key, value = item.split("=", 1)
         _set(values, key.strip(), yaml.safe_load(value))
+        sources[key.strip()] = f"--set {item}"
     _unknown(values, [f.name for f in dataclasses.fields(TrainConfig)], "")
     missing = sorted(k for k, v in values.items() if v == REQUIRED)
     if missing:
@@ -144,15 +188,26 @@ def load_config(paths: str | list[str] | None, overrides: list[str] = ()) -> Tra
     if not isinstance(od, dict):
         raise ValueError(f"setting 'od' must be a mapping of {[f.name for f in dataclasses.fields(ODLogitsConfig)]}")
     _unknown(od, [f.name for f in dataclasses.fields(ODLogitsConfig)], " under 'od'")
+    values = _typed(values, TrainConfig, "", sources)
+    od = _typed(od, ODLogitsConfig, "od.", sources)
     cfg = TrainConfig(**values, od=ODLogitsConfig(**od))
     _validate(cfg)
     return cfg
+
+
+# Settings that cannot work below these values (checked at load, not minutes into a run).
+_AT_LEAST = dict(frames=1, size=1, batch_size=1, grad_accum=1, epochs=0, max_steps=1, lr=0.0, weight_decay=0.0,
+                 warmup_steps=0, warmup_epochs=0.0, few_shot=1, num_workers=0, prefetch=1, save_every=1)
 
 
 def _validate(cfg: TrainConfig) -> None:
     for name in ("labels", "train_list", "spatio", "temporal"):
         if not getattr(cfg, name):
             raise ValueError(f"setting {name!r} is required")
+    for name, least in _AT_LEAST.items():
+        value = getattr(cfg, name)
+        if value is not None and not value >= least:
+            raise ValueError(f"setting {name!r} must be >= {least}, got {value}")
     if cfg.precision not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"precision must be fp32, bf16 or fp16, got {cfg.precision!r}")
     if cfg.loss not in ("kl", "ce"):

@@ -37,6 +37,11 @@ from .loss import cross_entropy_loss, symmetric_kl_loss
 from .logits import DescriptorEmbeddings
 
 
+# Consecutive batches without one decodable video (on any rank) after which training stops:
+# a wrong `root` or list would otherwise skip every video forever.
+MAX_EMPTY_BATCHES = 20
+
+
 def lr_lambda(warmup: int, total: int):
     """The official schedule (timm's CosineLRScheduler as the paper's code sets it up): linear
     warm-up from 0 over `warmup` optimizer steps, then cosine decay to lr / 100 at `total`,
@@ -143,10 +148,11 @@ def _train(cfg: TrainConfig, env: Distributed, resume: bool, progress: bool) -> 
 
     model.train()
     bar = tqdm(total=total, initial=step, desc="train", disable=not (progress and env.main), dynamic_ncols=True)
-    last_loss, skipped_total = float("nan"), 0
+    last_loss, skipped_total, empty_run = float("nan"), 0, 0
     while step < total:
         sampler.epoch, sampler.start = epoch, batch_in_epoch
         t0, micro, loss_sum = time.time(), 0, 0.0
+        used_in_epoch = 0
         for batch in loader:
             batch_in_epoch += 1
             skipped_total += batch["skipped"]
@@ -154,7 +160,14 @@ def _train(cfg: TrainConfig, env: Distributed, resume: bool, progress: bool) -> 
             # is dropped on all ranks (one process keeps the batch's good clips).
             drop = env.any_rank(batch["skipped"] > 0) if env.world > 1 else batch["frames"] is None
             if drop:
+                empty = not env.any_rank(batch["frames"] is not None) if env.world > 1 else True
+                empty_run = empty_run + 1 if empty else 0
+                if empty_run >= MAX_EMPTY_BATCHES:
+                    raise RuntimeError(f"no video could be decoded in {empty_run} batches in a row ({skipped_total} "
+                                       f"skipped so far): check `root` ({cfg.root}) and `train_list` "
+                                       f"({cfg.data_path(cfg.train_list)})")
                 continue
+            empty_run, used_in_epoch = 0, used_in_epoch + 1
             frames = finish_batch(batch, env.device, cfg.normalization)  # uint8 in, jitter etc. on the device
             labels = batch["labels"].to(env.device)
             with torch.autocast(env.device.type, dtype=half, enabled=half is not None):
@@ -200,6 +213,9 @@ def _train(cfg: TrainConfig, env: Distributed, resume: bool, progress: bool) -> 
             if step >= total:
                 break
         else:
+            if used_in_epoch == 0:
+                raise RuntimeError(f"no video could be decoded in a whole epoch ({skipped_total} skipped): check "
+                                   f"`root` ({cfg.root}) and `train_list` ({cfg.data_path(cfg.train_list)})")
             # Micro-batches left over at the epoch's end (fewer than grad_accum) are dropped,
             # so that every step holds exactly grad_accum of them.
             optimizer.zero_grad(set_to_none=True)

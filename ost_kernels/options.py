@@ -10,12 +10,15 @@ import numbers
 from dataclasses import dataclass
 
 
+MAX_ITER_LIMIT = 2**31 - 1
+
+
 @dataclass(frozen=True)
 class SolverOptions:
     """Entropic OT settings of the OD solver (DESIGN: docs/design.md, section 3).
 
     eps: entropic regularization, > 0 (the paper uses 0.1).
-    max_iter: Sinkhorn iterations at most, >= 1.
+    max_iter: Sinkhorn iterations at most, 1 to 2**31 - 1.
     tol: a pair stops once sum_i |sum_j P_ij - mu_i| <= tol; 0 runs exactly max_iter.
     normalize: L2-normalize the embeddings along d inside the op (cosine).
     """
@@ -33,16 +36,21 @@ class SolverOptions:
             raise ValueError(f"od_solve: `eps` must be a finite number > 0, got {eps}")
         if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral):
             raise TypeError(f"od_solve: `max_iter` must be an int >= 1, got {type(max_iter).__name__}")
-        if max_iter < 1:
-            raise ValueError(f"od_solve: `max_iter` must be >= 1, got {max_iter}")
+        if not 1 <= max_iter <= MAX_ITER_LIMIT:
+            # The kernels count iterations in int32.
+            raise ValueError(f"od_solve: `max_iter` must be >= 1 and <= 2**31 - 1, got {max_iter}")
         if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
             raise TypeError(f"od_solve: `tol` must be a float >= 0, got {type(tol).__name__}")
         if not (math.isfinite(tol) and tol >= 0):
             raise ValueError(
                 f"od_solve: `tol` must be a finite number >= 0 (0 = always max_iter iterations), got {tol}"
             )
+        if type(normalize).__module__ == "numpy" and type(normalize).__name__ in ("bool", "bool_"):
+            normalize = bool(normalize)  # numpy's bool is a bool to a user
+            object.__setattr__(self, "normalize", normalize)
         if not isinstance(normalize, bool):
-            raise TypeError(f"od_solve: `normalize` must be a bool, got {type(normalize).__name__}")
+            raise TypeError(f"od_solve: `normalize` must be True or False, got "
+                            f"{type(normalize).__module__}.{type(normalize).__qualname__} {normalize!r}")
         # Plain Python scalars from here on (numpy scalars, ints for eps, ...).
         object.__setattr__(self, "eps", float(eps))
         object.__setattr__(self, "max_iter", int(max_iter))

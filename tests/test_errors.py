@@ -1,4 +1,5 @@
 """Bad input gets a clear error naming the argument, raised before any work."""
+import numpy as np
 import pytest
 import torch
 
@@ -45,13 +46,15 @@ def call(fn=od_solve, video=V, desc=D, **kw):
         (dict(eps=float("inf")), ValueError, r"`eps` must be a finite number > 0"),
         (dict(eps=float("nan")), ValueError, r"`eps` must be a finite number > 0"),
         (dict(eps="0.1"), TypeError, r"`eps` must be a positive float"),
-        (dict(max_iter=0), ValueError, r"`max_iter` must be >= 1, got 0"),
+        (dict(max_iter=0), ValueError, r"`max_iter` must be >= 1 and <= 2\*\*31 - 1, got 0"),
+        (dict(max_iter=2**63), ValueError, r"`max_iter` must be >= 1 and <= 2\*\*31 - 1, got 9223372036854775808"),
         (dict(max_iter=2.5), TypeError, r"`max_iter` must be an int"),
         (dict(max_iter=True), TypeError, r"`max_iter` must be an int"),
         (dict(tol=-1e-3), ValueError, r"`tol` must be a finite number >= 0"),
         (dict(tol=float("nan")), ValueError, r"`tol` must be a finite number >= 0"),
         (dict(tol=None), TypeError, r"`tol` must be a float"),
-        (dict(normalize=1), TypeError, r"`normalize` must be a bool"),
+        (dict(normalize=1), TypeError, r"`normalize` must be True or False, got builtins.int 1"),
+        (dict(normalize=np.int64(1)), TypeError, r"`normalize` must be True or False, got numpy.int64"),
         (dict(backend="numpy"), ValueError, r"unknown `backend` 'numpy'; expected one of 'auto', 'triton'"),
     ],
 )
@@ -132,3 +135,17 @@ def test_every_op_refuses_an_empty_mask_row(backend, side):
     masks[side][1] = False
     with pytest.raises((ValueError, RuntimeError), match=f"{side}.? has rows with no valid entry"):
         REGISTRY[backend].forward(V, D, masks["frame_mask"], masks["desc_mask"], SolverOptions())
+
+
+def test_numpy_bool_is_a_bool():
+    assert torch.equal(od_solve(V, D, normalize=np.True_), od_solve(V, D, normalize=True))
+
+
+def test_cpu_cache_budget_variable_is_named(monkeypatch):
+    from ost_kernels.backends import _cpp
+
+    monkeypatch.setenv("OST_KERNELS_CPU_CACHE_MB", "lots")
+    with pytest.raises(ValueError, match=r"OST_KERNELS_CPU_CACHE_MB must be a number of MiB >= 0 .*got 'lots'"):
+        _cpp.cache_budget("OST_KERNELS_CPU_CACHE_MB", 64)
+    monkeypatch.setenv("OST_KERNELS_CPU_CACHE_MB", "0.5")
+    assert _cpp.cache_budget("OST_KERNELS_CPU_CACHE_MB", 64) == 2**19

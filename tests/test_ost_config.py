@@ -115,3 +115,39 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_numbers_as_written_in_yaml(data, tmp_path):
+    # PyYAML reads `1e-3` (no dot) as a string (YAML 1.1); it is the number a user means.
+    path = write(tmp_path, data)
+    path.write_text(path.read_text() + "lr: 1e-3\nweight_decay: 5e-2\nod:\n  tol: 1e-4\n")
+    cfg = load_config(str(path))
+    assert (cfg.lr, cfg.weight_decay, cfg.od.tol) == (1e-3, 5e-2, 1e-4)
+    assert load_config(str(path), ["lr=8e-6"]).lr == 8e-6
+
+
+@pytest.mark.parametrize("line, match", [
+    ("weight_decay: abc", r"setting 'weight_decay' must be a number \(set in .*cfg.yaml\), got 'abc'"),
+    ("frames: eight", r"setting 'frames' must be a whole number \(set in .*cfg.yaml\), got 'eight'"),
+    ("seed: abc", r"setting 'seed' must be a whole number"),
+    ("frames: 2.5", r"setting 'frames' must be a whole number"),
+    ("freeze_text: maybe", r"setting 'freeze_text' must be true or false"),
+    ("frames: 0", r"setting 'frames' must be >= 1, got 0"),
+    ("size: 0", r"setting 'size' must be >= 1"),
+    ("grad_accum: 0", r"setting 'grad_accum' must be >= 1"),
+    ("lr: -1e-3", r"setting 'lr' must be >= 0.0, got -0.001"),
+    ("od:\n  max_iter: many", r"setting 'od.max_iter' must be a whole number \(set in .*cfg.yaml\)"),
+], ids=lambda x: x.split(":")[0] if ":" in x else None)
+def test_settings_that_cannot_work_are_refused_at_load(data, tmp_path, line, match):
+    path = write(tmp_path, data)
+    path.write_text(path.read_text() + line + "\n")
+    with pytest.raises(ValueError, match=match):
+        load_config(str(path))
+
+
+def test_a_bad_override_names_the_override(data, tmp_path):
+    path = write(tmp_path, data)
+    with pytest.raises(ValueError, match=r"setting 'frames' must be >= 1, got 0"):
+        load_config(str(path), ["frames=0"])
+    with pytest.raises(ValueError, match=r"'lr' must be a number \(set in --set lr=fast\)"):
+        load_config(str(path), ["lr=fast"])

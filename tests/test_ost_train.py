@@ -97,6 +97,24 @@ def test_corrupt_training_videos_are_skipped_and_reported(data, tmp_path):
     assert any((tmp_path / "run" / "tensorboard").iterdir())
 
 
+@pytest.mark.parametrize("batch_size", [2, 1], ids=["epoch", "batches-in-a-row"])
+def test_training_stops_when_no_video_can_be_read(data, tmp_path, capsys, monkeypatch, batch_size):
+    """A wrong root makes every video unreadable: one `ost: error:` line and exit 2, after a
+    bounded number of batches (a whole epoch, or MAX_EMPTY_BATCHES in a row, whichever comes
+    first), not a loop that skips forever."""
+    import ost.train
+
+    monkeypatch.setattr(ost.train, "MAX_EMPTY_BATCHES", 10 if batch_size == 1 else 1000)
+    config = write_config(tmp_path, data, root=str(tmp_path / "nonexistent"), max_steps=1000,
+                          batch_size=batch_size, num_workers=0)
+    start = time.time()
+    assert main(["train", "--config", str(config), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ost: error: no video could be decoded in ") and "nonexistent" in err[-1]
+    assert ("in a row" in err[-1]) == (batch_size == 1)
+    assert time.time() - start < 120
+
+
 def test_few_shot_training(data, tmp_path):
     config = write_config(tmp_path, data, few_shot=2, max_steps=2)  # 2 videos x 4 classes = one batch of 8
     assert main(["train", "--config", str(config), "--quiet"]) == 0

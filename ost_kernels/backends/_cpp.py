@@ -73,7 +73,16 @@ def register_op_library(namespace: str) -> None:
 def cache_budget(env: str, default_mb: float) -> int:
     """Bytes a forward may keep for the backward: the environment variable env in MiB, else
     default_mb."""
-    return int(float(os.environ.get(env, default_mb)) * 2**20)
+    text = os.environ.get(env)
+    if text is None:
+        return int(default_mb * 2**20)
+    try:
+        mb = float(text)
+    except ValueError:
+        mb = float("nan")
+    if not (mb >= 0 and mb != float("inf")):
+        raise ValueError(f"{env} must be a number of MiB >= 0 (0 keeps nothing), got {text!r}")
+    return int(mb * 2**20)
 
 
 def keeps_sims(video: torch.Tensor, desc: torch.Tensor, budget: int) -> bool:
