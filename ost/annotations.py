@@ -7,9 +7,12 @@ spaces); blank lines are skipped. There are no comments: real file names start w
 from __future__ import annotations
 
 import random
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+
+from .files import read_text
 
 @dataclass(frozen=True)
 class VideoRecord:
@@ -27,12 +30,13 @@ def read_annotations(list_path, root=None, num_classes: int | None = None) -> li
     records = []
     # read_text translates \r\n and \r (the K400 lists are CRLF); splitting on "\n" only, not
     # str.splitlines, so that no other character (\x0c, \x85, \u2028 ...) can cut a name in two.
-    for line_no, line in enumerate(list_path.read_text(encoding="utf-8").split("\n"), start=1):
+    for line_no, line in enumerate(read_text(list_path).split("\n"), start=1):
         line = line.strip()
         if not line:
             continue
         parts = line.rsplit(maxsplit=1)
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+        # ASCII digits only: str.isdigit and int() take other scripts' digits ("٣" is 3).
+        if len(parts) != 2 or not re.fullmatch(r"-?[0-9]+", parts[1]):
             raise ValueError(f"{list_path}:{line_no}: expected 'relative/path.mp4 label_id', got {line!r}")
         label = int(parts[1])
         if label < 0 or (num_classes is not None and label >= num_classes):

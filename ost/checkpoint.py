@@ -24,10 +24,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     """A checkpoint or state dict file, loaded with weights_only=True (no pickled code runs)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if os.path.isdir(path):
+        raise ValueError(f"checkpoint {path} is a folder, not a file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise ValueError(f"{path}: cannot be loaded safely (weights_only=True refuses it): {exc}") from None
+    except Exception as exc:  # a text file, an empty or truncated one: torch.load's KeyError, EOFError, ...
+        what = "an empty file" if os.path.getsize(path) == 0 else "not a checkpoint torch.load can read"
+        raise ValueError(f"{path}: {what} ({type(exc).__name__}: {str(exc)[:200]})") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a checkpoint or state dict (a mapping), got {type(obj).__name__}")
     return obj

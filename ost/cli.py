@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+    except (ValueError, RuntimeError, OSError) as exc:  # user errors: one line, no traceback
         print(f"ost: error: {exc}", file=sys.stderr)
         return 2
 

@@ -22,6 +22,7 @@ import yaml
 from .augment import check_normalization
 from .transforms import check_views
 from .descriptors import DescriptorSet
+from .files import read_text
 from .logits import ODLogitsConfig
 from .model import CLASS_PROMPT, SPATIO_PROMPT, TEMPORAL_PROMPT, OSTModel
 from .presets import preset_path
@@ -102,7 +103,7 @@ def _read(path: Path, seen: tuple = (), sources: dict | None = None) -> dict:
     gets, for each setting ("od.eps" for the group's), the file it came from."""
     if path in seen:
         raise ValueError(f"{path}: `base` files include each other")
-    values = yaml.safe_load(path.read_text()) or {}
+    values = _yaml(read_text(path), str(path)) or {}
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of settings")
     bases = values.pop("base", None) or []
@@ -111,6 +112,16 @@ def _read(path: Path, seen: tuple = (), sources: dict | None = None) -> dict:
         _merge(merged, _read((path.parent / base).resolve(), seen + (path,), sources), sources)
     _merge(merged, values, sources, str(path))
     return merged
+
+
+def _yaml(text: str, where: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"{where}{line}: not valid YAML ({problem})") from None
 
 
 def _merge(into: dict, values: dict, sources: dict | None = None, origin: str | None = None) -> None:
@@ -174,7 +185,7 @@ def load_config(paths: str | list[str] | None, overrides: list[str] = ()) -> Tra
         if "=" not in item:
             raise ValueError(f"override {item!r}: expected key=value")
         key, value = item.split("=", 1)
-        _set(values, key.strip(), yaml.safe_load(value))
+        _set(values, key.strip(), _yaml(value, f"--set {item}"))
         sources[key.strip()] = f"--set {item}"
     _unknown(values, [f.name for f in dataclasses.fields(TrainConfig)], "")
     missing = sorted(k for k, v in values.items() if v == REQUIRED)

@@ -12,14 +12,16 @@ Classes may have different numbers of descriptors (the paper's own stated limita
 from __future__ import annotations
 
 import csv
-import json
+import io
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import atomic_write_json
+from .files import atomic_write_json, load_json, read_text
 
 KINDS = ("spatio", "temporal")
+ASCII_INT = re.compile(r"-?[0-9]+")
 
 
 class DescriptorError(ValueError):
@@ -29,22 +31,25 @@ class DescriptorError(ValueError):
 def load_class_names(path: str | os.PathLike) -> list[str]:
     """Class names from a label CSV (`id,name`), indexed by id; ids must be 0..A-1."""
     path = Path(path)
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None or [f.strip() for f in reader.fieldnames[:2]] != ["id", "name"]:
-            raise DescriptorError(f"{path}: expected a CSV with header 'id,name', got {reader.fieldnames}")
-        names: dict[int, str] = {}
-        for line, row in enumerate(reader, start=2):
-            try:
-                cid = int(row["id"])
-            except (TypeError, ValueError):
-                raise DescriptorError(f"{path}:{line}: class id {row['id']!r} is not an integer") from None
-            name = (row["name"] or "").strip()
-            if not name:
-                raise DescriptorError(f"{path}:{line}: class {cid} has an empty name")
-            if cid in names:
-                raise DescriptorError(f"{path}:{line}: class id {cid} appears twice")
-            names[cid] = name
+    try:
+        text = read_text(path)
+    except ValueError as exc:
+        raise DescriptorError(str(exc)) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if reader.fieldnames is None or [f.strip() for f in reader.fieldnames[:2]] != ["id", "name"]:
+        raise DescriptorError(f"{path}: expected a CSV with header 'id,name', got {reader.fieldnames}")
+    names: dict[int, str] = {}
+    for line, row in enumerate(reader, start=2):
+        if not isinstance(row["id"], str) or not ASCII_INT.fullmatch(row["id"].strip()):
+            # int() would read other scripts' digits ("٣" is 3): ids are ASCII digits.
+            raise DescriptorError(f"{path}:{line}: class id {row['id']!r} is not an integer")
+        cid = int(row["id"])
+        name = (row["name"] or "").strip()
+        if not name:
+            raise DescriptorError(f"{path}:{line}: class {cid} has an empty name")
+        if cid in names:
+            raise DescriptorError(f"{path}:{line}: class id {cid} appears twice")
+        names[cid] = name
     if not names:
         raise DescriptorError(f"{path}: no classes")
     if sorted(names) != list(range(len(names))):
@@ -85,10 +90,9 @@ def load_descriptors(path: str | os.PathLike, num_classes: int | None = None) ->
     """Descriptor lists per class from a JSON file in the paper's format."""
     path = Path(path)
     try:
-        with open(path, encoding="utf-8") as fh:
-            obj = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise DescriptorError(f"{path}: not valid JSON ({exc})") from None
+        obj = load_json(path)
+    except ValueError as exc:
+        raise DescriptorError(str(exc)) from None
     return parse_descriptor_object(obj, num_classes, str(path))
 
 

@@ -1,4 +1,5 @@
-"""Writing files so that readers (and a resumed run) never see half of one."""
+"""Reading the user's text files with errors that name them, and writing files so that readers
+(and a resumed run) never see half of one."""
 from __future__ import annotations
 
 import json
@@ -6,6 +7,40 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Callable, IO
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 text file's contents; ValueError naming the file (and the byte) when it is not."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a folder, not a file") from None
+
+
+def _no_duplicate_keys(path):
+    def hook(pairs):
+        seen = {}
+        for key, value in pairs:
+            if key in seen:
+                raise ValueError(f"{path}: key {key!r} appears twice in one object (which one is meant?)")
+            seen[key] = value
+        return seen
+
+    return hook
+
+
+def load_json(path: str | os.PathLike):
+    """A JSON file, refusing what json.load would take silently or crash on: a key twice in one
+    object (json keeps the last), nesting too deep to decode, text that is not UTF-8."""
+    text = read_text(path)
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys(path))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply to read") from None
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = False) -> Path:

@@ -1,0 +1,89 @@
+"""What a user's malformed files get: one `ost: error: ...` line naming the file (and line),
+exit code 2, no traceback."""
+import json
+
+import pytest
+
+from ost.annotations import read_annotations
+from ost.cli import main
+from ost.descriptors import DescriptorError, load_class_names, load_descriptors
+from ost.synthetic import make_synthetic
+from ost_runs import write_config
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_synthetic(tmp_path_factory.mktemp("syn"), num_classes=2, videos_per_class=1, frames=4, size=32)
+
+
+def one_error_line(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ost: error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize("content, said", [
+    (b"this is not a checkpoint\n", "not a checkpoint torch.load can read"),
+    (b"", "an empty file"),
+], ids=["text", "empty"])
+def test_a_file_that_is_no_checkpoint(data, tmp_path, capsys, content, said):
+    config = write_config(tmp_path, data)
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(content)
+    line = one_error_line(capsys, ["eval", "--config", str(config), "--list", str(data["train"]), "--checkpoint",
+                                   str(ckpt), "--quiet"])
+    assert str(ckpt) in line and said in line
+
+
+def test_yaml_syntax_error_names_file_and_line(data, tmp_path, capsys):
+    config = write_config(tmp_path, data)
+    config.write_text(config.read_text() + "frames: [1, 2\n")
+    line = one_error_line(capsys, ["eval", "--config", str(config), "--list", str(data["train"]), "--quiet"])
+    assert f"{config}:" in line and "not valid YAML" in line
+
+
+def test_non_utf8_yaml_names_the_file(data, tmp_path, capsys):
+    config = write_config(tmp_path, data)
+    config.write_bytes(config.read_bytes() + b"# caf\xe9\n")
+    line = one_error_line(capsys, ["eval", "--config", str(config), "--list", str(data["train"]), "--quiet"])
+    assert f"{config}: not UTF-8 text" in line
+
+
+def test_non_utf8_labels_descriptors_and_lists(tmp_path):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("id,name\n0,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(DescriptorError, match=rf"{bad}: not UTF-8 text"):
+        load_class_names(bad)
+    with pytest.raises(DescriptorError, match=rf"{bad}: not UTF-8 text"):
+        load_descriptors(bad)
+    with pytest.raises(ValueError, match=rf"{bad}: not UTF-8 text"):
+        read_annotations(bad)
+
+
+def test_descriptor_json_duplicate_keys_and_deep_nesting(tmp_path):
+    dup = tmp_path / "dup.json"
+    dup.write_text('{"0": ["a"], "1": ["b"], "0": ["c"]}')
+    with pytest.raises(DescriptorError, match=r"key '0' appears twice"):
+        load_descriptors(dup, 2)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DescriptorError, match=r"nested too deeply"):
+        load_descriptors(deep)
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"0": ["a"],\n "1": [}')
+    with pytest.raises(DescriptorError, match=rf"{broken}:2: not valid JSON"):
+        load_descriptors(broken)
+    assert json.loads(dup.read_text())["0"] == ["c"]  # what plain json would have done silently
+
+
+@pytest.mark.parametrize("label", ["\u0663", "\uff13", "3.0", "+3"])
+def test_labels_are_ascii_digits(tmp_path, label):
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"a.mp4 {label}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"{lst}:1: expected 'relative/path.mp4 label_id'"):
+        read_annotations(lst)
+    csv = tmp_path / "labels.csv"
+    csv.write_text(f"id,name\n{label},walk\n", encoding="utf-8")
+    with pytest.raises(DescriptorError, match=rf"{csv}:2: class id .* is not an integer"):
+        load_class_names(csv)
