@@ -7,7 +7,8 @@ normalize, keep_cache) -> (scores, f, g, iterations, error, cache) and a backwar
              video_grad, desc_grad) -> (grad_video, grad_desc)
 
 that computes only the gradients asked for (a side not asked for comes back as a zero-size
-tensor: an op cannot return None). The plan is held constant, d score / d sim = P*, so the
+tensor: an op cannot return None). Rows of masked entries and of zero vectors get exactly zero
+gradient here, for every backend (`_zero_rows`). The plan is held constant, d score / d sim = P*, so the
 forward saves the potentials f, g (B * A * (T + N) floats) and the backward rebuilds P from
 them in one pass instead of solving again (benchmarks/test_bench_backward_strategy.py). The
 cache is whatever else the backend kept for its backward (zero-size when nothing: see
@@ -42,6 +43,23 @@ def _refuse_double_backward(grad, owner):
     return _RefuseDoubleBackward.apply(grad, owner)
 
 
+def _zero_rows(grad, x, mask, normalize):
+    """grad (..., d) with exactly zero rows where the mask is False (a masked entry has no
+    effect, so no gradient, whatever NaN or inf it holds) and where x is the zero vector.
+
+    A zero vector is where the cosine x / ||x|| is not differentiable (its value jumps from 0
+    to the direction it moves in); the clamp max(||x||, 1e-12) that keeps the forward defined
+    would give it a slope of 1e12, inf in float16, so its gradient is defined as 0, as
+    torch.linalg.vector_norm's is at 0 (without normalization the dot product's gradient is
+    kept: it is defined there)."""
+    if grad is None or grad.numel() == 0:
+        return grad
+    keep = (x != 0).any(-1) if normalize else torch.ones(x.shape[:-1], dtype=torch.bool, device=x.device)
+    if mask is not None:
+        keep = keep & mask
+    return torch.where(keep[..., None], grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
+
+
 def _setup_context(ctx, inputs, output):
     video, desc, frame_mask, desc_mask, eps, _max_iter, _tol, normalize, _keep_cache = inputs
     _scores, f, g, iterations, error, cache = output
@@ -59,6 +77,10 @@ def register_autograd(forward_op, backward_op) -> None:
         with torch.no_grad():
             grad_video, grad_desc = backward_op(grad_scores, video, desc, frame_mask, desc_mask, f, g, cache,
                                                 ctx.eps, ctx.normalize, video_grad, desc_grad)
+        if video_grad:
+            grad_video = _zero_rows(grad_video, video, frame_mask, ctx.normalize)
+        if desc_grad:
+            grad_desc = _zero_rows(grad_desc, desc, desc_mask, ctx.normalize)
         grad_video = _refuse_double_backward(grad_video if video_grad else None, video)
         grad_desc = _refuse_double_backward(grad_desc if desc_grad else None, desc)
         return grad_video, grad_desc, None, None, None, None, None, None, None

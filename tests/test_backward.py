@@ -84,6 +84,44 @@ def test_zero_vector_gradient_is_finite(backend, gen):
     desc.requires_grad_(True)
     od_solve(video, desc, backend=backend).sum().backward()
     assert torch.isfinite(video.grad).all() and torch.isfinite(desc.grad).all()
+    # Not differentiable there: defined as 0 (the clamp's 1e12 slope would overflow float16).
+    assert (video.grad[0, 1] == 0).all() and (desc.grad[2, 0] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_zero_vector_gradient_in_low_precision(backend, dtype, gen):
+    require(backend, dtype=dtype)
+    video, desc, _, _ = case(2, 3, 4, 2, 8, gen, dtype=dtype)
+    video[0, 1] = 0
+    video.requires_grad_(True)
+    desc.requires_grad_(True)
+    od_solve(video, desc, backend=backend).sum().backward()
+    assert torch.isfinite(video.grad).all() and torch.isfinite(desc.grad).all()
+    assert (video.grad[0, 1] == 0).all() and video.grad[1].abs().max() > 0
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_masked_entries_get_zero_gradient(backend, bad, gen):
+    """NaN or inf in a masked frame or descriptor: exactly zero gradient there, and every other
+    gradient as with a finite value in its place."""
+    require(backend)
+    video, desc, fm, dm = case(3, 4, 5, 3, 16, gen, masks=True)
+    fm[1], dm[2] = True, True
+    fm[1, 2], dm[2, 1] = False, False
+    grads = {}
+    for value in (bad, 0.5):
+        v, d = video.clone(), desc.clone()
+        v[1, 2], d[2, 1] = value, value
+        v.requires_grad_(True)
+        d.requires_grad_(True)
+        od_solve(v, d, frame_mask=fm, desc_mask=dm, backend=backend).sum().backward()
+        grads[value] = (v.grad, d.grad)
+    (gv, gd), (cv, cd) = grads[bad], grads[0.5]
+    assert (gv[~fm] == 0).all() and (gd[~dm] == 0).all()
+    torch.testing.assert_close(gv, cv, rtol=0, atol=0)
+    torch.testing.assert_close(gd, cd, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
