@@ -92,11 +92,12 @@ class DescriptorEmbeddings:
 
 def _mean_unit(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean over dim 1 of the unit rows of x (B, T, d), over valid rows only: (B, d)."""
-    u = F.normalize(x.float(), dim=-1)
     if mask is None:
-        return u.mean(1)
-    w = mask.to(u.dtype)
-    return (u * w[..., None]).sum(1) / w.sum(1, keepdim=True)
+        return F.normalize(x.float(), dim=-1).mean(1)
+    # Select, not multiply: NaN or inf in a masked row must reach neither the mean nor the
+    # gradient (0 * NaN is NaN; a zeroed row normalizes to zero).
+    u = F.normalize(torch.where(mask[..., None], x.float(), 0.0), dim=-1)
+    return u.sum(1) / mask.sum(1, keepdim=True).to(u.dtype)
 
 
 def od_logits(

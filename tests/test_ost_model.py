@@ -182,3 +182,27 @@ def test_ensemble_command_line(tmp_path):
     torch.save({"not": "a state dict"}, tmp_path / "bad.pt")
     assert main(["ensemble", "--zero-shot", str(tmp_path / "bad.pt"), "--finetuned", str(tmp_path / "ft.pt"),
                  "--out", str(tmp_path / "x.pt")]) == 2
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_masked_nan_reaches_no_logit_nor_gradient(bad, gen):
+    """NaN or inf in a masked frame or descriptor changes no logit (pooled and OD terms) and
+    gets zero gradient."""
+    frames = torch.randn(2, 4, 16, generator=gen)
+    emb = [torch.randn(3, 2, 16, generator=gen) for _ in range(2)]
+    fm = torch.tensor([[True, True, False, True], [True] * 4])
+    dm = torch.tensor([[True, False], [True, True], [True, True]])
+    out = {}
+    for value in (bad, 0.0):
+        f, s, t = frames.clone(), emb[0].clone(), emb[1].clone()
+        f[0, 2], s[0, 1], t[0, 1] = value, value, value
+        for x in (f, s, t):
+            x.requires_grad_(True)
+        desc = DescriptorEmbeddings(s, dm, t, dm)
+        logits = od_logits(f, desc, 10.0, ODLogitsConfig(backend="torch"), frame_mask=fm)
+        logits.sum().backward()
+        out[value] = (logits.detach(), f.grad, s.grad, t.grad)
+    for got, want in zip(out[bad], out[0.0]):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, want)
+    assert (out[bad][1][0, 2] == 0).all() and (out[bad][2][0, 1] == 0).all()
