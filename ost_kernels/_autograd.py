@@ -26,7 +26,7 @@ class _RefuseDoubleBackward(torch.autograd.Function):
     differentiating od_solve's gradient again fails loudly instead of returning zeros."""
 
     @staticmethod
-    def forward(ctx, grad, _owner):
+    def forward(ctx, grad, *_owners):
         return grad.clone()
 
     @staticmethod
@@ -37,10 +37,13 @@ class _RefuseDoubleBackward(torch.autograd.Function):
         )
 
 
-def _refuse_double_backward(grad, owner):
-    if grad is None or not torch.is_grad_enabled() or not owner.requires_grad:
+def _refuse_double_backward(grad, *inputs):
+    # Tied to every input that requires grad: a mixed second derivative (d/d desc of the video
+    # gradient) raises too, instead of coming back as None.
+    owners = [x for x in inputs if x.requires_grad]
+    if grad is None or not torch.is_grad_enabled() or not owners:
         return grad
-    return _RefuseDoubleBackward.apply(grad, owner)
+    return _RefuseDoubleBackward.apply(grad, *owners)
 
 
 def _zero_rows(grad, x, mask, normalize):
@@ -81,8 +84,8 @@ def register_autograd(forward_op, backward_op) -> None:
             grad_video = _zero_rows(grad_video, video, frame_mask, ctx.normalize)
         if desc_grad:
             grad_desc = _zero_rows(grad_desc, desc, desc_mask, ctx.normalize)
-        grad_video = _refuse_double_backward(grad_video if video_grad else None, video)
-        grad_desc = _refuse_double_backward(grad_desc if desc_grad else None, desc)
+        grad_video = _refuse_double_backward(grad_video if video_grad else None, video, desc)
+        grad_desc = _refuse_double_backward(grad_desc if desc_grad else None, video, desc)
         return grad_video, grad_desc, None, None, None, None, None, None, None
 
     torch.library.register_autograd(forward_op, backward, setup_context=_setup_context)

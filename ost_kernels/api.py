@@ -29,6 +29,42 @@ def _checked(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, 
     return SolverOptions(eps=eps, max_iter=max_iter, tol=tol, normalize=normalize)
 
 
+def _forward_mode(*xs: torch.Tensor) -> bool:
+    """Whether forward-mode AD is tracking an input (torch.autograd.forward_ad or torch.func.jvp):
+    the ops have no forward-AD formula, and would silently give zero tangents."""
+    import torch.autograd.forward_ad as fwAD
+
+    if torch.compiler.is_compiling():  # traced code: the ops' registered autograd applies
+        return False
+    if any(fwAD.unpack_dual(x).tangent is not None for x in xs):
+        return True
+    interpreter = torch._C._functorch.peek_interpreter_stack()
+    return interpreter is not None and interpreter.key() == torch._C._functorch.TransformType.Jvp
+
+
+def _with_tangent(scores, video, desc, frame_mask, desc_mask, f, g, options: SolverOptions):
+    """scores with the tangent (and gradient) of the plan held constant: sum_ij P_ij dsim_ij,
+    from a differentiable sum_ij P_ij sim_ij over the materialized plans (B * A * T * N values:
+    forward mode costs that memory). Masked entries and zero vectors get zero derivative, as
+    in the backward."""
+    from ._cosine import unit
+
+    with torch.no_grad():
+        plan = od_plan_from_potentials(video.detach(), desc.detach(), frame_mask, desc_mask, f.detach(), g.detach(),
+                                       options.eps, options.normalize)
+
+    def valid(x, mask):
+        keep = (x != 0).any(-1) if options.normalize else torch.ones(x.shape[:-1], dtype=torch.bool,
+                                                                       device=x.device)
+        keep = keep if mask is None else keep & mask
+        return torch.where(keep[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+    sim = torch.einsum("btd,and->batn", unit(valid(video, frame_mask), options.normalize),
+                       unit(valid(desc, desc_mask), options.normalize))
+    surrogate = (plan.to(sim.dtype) * sim).sum((-1, -2)).to(scores.dtype)
+    return scores.detach() + (surrogate - surrogate.detach())
+
+
 def od_solve(
     video: torch.Tensor,
     desc: torch.Tensor,
@@ -63,11 +99,14 @@ def od_solve(
     Returns:
         (B, A) scores, float64 for float64 inputs and float32 otherwise; differentiable with
         respect to video and desc with the plan held constant (d score / d sim = P); only the
-        gradients of inputs that require grad are computed. With return_info=True,
-        (scores, ODInfo).
+        gradients of inputs that require grad are computed. Forward mode (torch.func.jvp,
+        torch.autograd.forward_ad) gives the matching tangent sum_ij P_ij dsim_ij, through the
+        materialized plans. Second derivatives raise. With return_info=True, (scores, ODInfo).
     """
     options = _checked(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, backend)
-    name, (scores, _f, _g, iterations, error, _cache) = _run(video, desc, frame_mask, desc_mask, options, backend)
+    name, (scores, f, g, iterations, error, _cache) = _run(video, desc, frame_mask, desc_mask, options, backend)
+    if _forward_mode(video, desc):
+        scores = _with_tangent(scores, video, desc, frame_mask, desc_mask, f, g, options)
     if return_info:
         return scores, ODInfo(iterations, error, name)
     return scores

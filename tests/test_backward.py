@@ -133,3 +133,40 @@ def test_double_backward_is_refused(backend, gen):
     (gv,) = torch.autograd.grad(scores.sum(), video, create_graph=True)
     with pytest.raises(RuntimeError, match="differentiate twice|double backward|not supported"):
         gv.sum().backward()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_forward_mode_matches_the_backward(backend, gen):
+    """torch.func.jvp and torch.autograd.forward_ad give the tangent of the plan held constant,
+    the transpose of what the backward computes (never a silent zero)."""
+    import torch.autograd.forward_ad as fwAD
+
+    require(backend)
+    video, desc, fm, dm = case(2, 3, 5, 3, 8, gen, masks=True)
+    tv, td = torch.randn(video.shape, generator=gen), torch.randn(desc.shape, generator=gen)
+
+    def fn(v, d):
+        return od_solve(v, d, frame_mask=fm, desc_mask=dm, tol=0, max_iter=50, backend=backend)
+
+    v, d = video.clone().requires_grad_(True), desc.clone().requires_grad_(True)
+    scores = fn(v, d)
+    rows = [torch.autograd.grad(s, (v, d), retain_graph=True) for s in scores.flatten()]
+    want = torch.stack([(gv * tv).sum() + (gd * td).sum() for gv, gd in rows]).view_as(scores)
+    primal, tangent = torch.func.jvp(fn, (video, desc), (tv, td))
+    torch.testing.assert_close(primal, scores.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(tangent, want, rtol=1e-4, atol=1e-5)
+    assert tangent.abs().max() > 0
+    with fwAD.dual_level():
+        dual = fn(fwAD.make_dual(video, tv), fwAD.make_dual(desc, td))
+        torch.testing.assert_close(fwAD.unpack_dual(dual).tangent, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mixed_second_derivative_is_refused(backend, gen):
+    require(backend)
+    video, desc, _, _ = case(2, 3, 4, 2, 8, gen)
+    video.requires_grad_(True)
+    desc.requires_grad_(True)
+    (gv,) = torch.autograd.grad(od_solve(video, desc, backend=backend).sum(), video, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward is not supported"):
+        torch.autograd.grad(gv.sum(), desc)
