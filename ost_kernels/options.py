@@ -32,7 +32,8 @@ class SolverOptions:
         eps, max_iter, tol, normalize = self.eps, self.max_iter, self.tol, self.normalize
         if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
             raise TypeError(f"od_solve: `eps` must be a positive float, got {type(eps).__name__}")
-        if not (math.isfinite(eps) and eps > 0):
+        # Comparisons, not math.isfinite: under torch.compile(dynamic=True) eps is a SymFloat.
+        if not (0 < eps < math.inf):
             raise ValueError(f"od_solve: `eps` must be a finite number > 0, got {eps}")
         if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral):
             raise TypeError(f"od_solve: `max_iter` must be an int >= 1, got {type(max_iter).__name__}")
@@ -41,7 +42,7 @@ class SolverOptions:
             raise ValueError(f"od_solve: `max_iter` must be >= 1 and <= 2**31 - 1, got {max_iter}")
         if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
             raise TypeError(f"od_solve: `tol` must be a float >= 0, got {type(tol).__name__}")
-        if not (math.isfinite(tol) and tol >= 0):
+        if not (0 <= tol < math.inf):
             raise ValueError(
                 f"od_solve: `tol` must be a finite number >= 0 (0 = always max_iter iterations), got {tol}"
             )

@@ -125,6 +125,22 @@ def test_torch_compile_fullgraph_forward_and_backward(backend, gen):
     torch.testing.assert_close(gd, wd)
 
 
+@pytest.mark.parametrize("backend", list(FORWARD_OPS))
+def test_torch_compile_dynamic_shapes_and_eps(backend, gen):
+    """fullgraph=True, dynamic=True traces (B, T, A, N symbolic; eps reaches the ops as a
+    float, so each new eps value is a recompile, not a failure)."""
+    require(backend)
+    torch._dynamo.reset()  # the recompile budget is per code object, shared by the parameters
+
+    def fn(v, d, eps):
+        return od_solve(v, d, eps=eps, backend=backend)
+
+    compiled = torch.compile(fn, fullgraph=True, dynamic=True)
+    for (B, A, T, N), eps in (((2, 3, 4, 5), 0.1), ((3, 5, 6, 4), 0.2), ((4, 2, 3, 3), 0.05)):
+        video, desc, _, _ = case(B, A, T, N, 8, gen)
+        torch.testing.assert_close(compiled(video, desc, eps), fn(video, desc, eps))
+
+
 def test_constant_for_compile_matches_torch():
     """ost_kernels marks its availability checks the way torch.compiler.assume_constant_result
     does (without importing torch._dynamo at package import); fail loudly if torch changes it."""
