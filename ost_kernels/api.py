@@ -6,6 +6,7 @@ from typing import NamedTuple
 import torch
 
 from . import backends
+from ._magnitudes import check_ranges, rescaled_rows
 from ._validate import check_inputs
 from .backends.pytorch import od_plan_from_potentials
 from .options import SolverOptions
@@ -26,7 +27,17 @@ def _run(video, desc, frame_mask, desc_mask, options: SolverOptions, backend: st
 
 def _checked(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, backend) -> SolverOptions:
     check_inputs(video, desc, frame_mask, desc_mask, backend)
-    return SolverOptions(eps=eps, max_iter=max_iter, tol=tol, normalize=normalize)
+    options = SolverOptions(eps=eps, max_iter=max_iter, tol=tol, normalize=normalize)
+    check_ranges(video, desc, frame_mask, desc_mask, options.eps, options.normalize)
+    return options
+
+
+def _in_range(video, desc, options: SolverOptions):
+    # Cosines do not depend on a row's scale: rows too large for the compute dtype's norms
+    # are scaled down first (_magnitudes.py).
+    if options.normalize:
+        return rescaled_rows(video), rescaled_rows(desc)
+    return video, desc
 
 
 def _forward_mode(*xs: torch.Tensor) -> bool:
@@ -104,6 +115,7 @@ def od_solve(
         materialized plans. Second derivatives raise. With return_info=True, (scores, ODInfo).
     """
     options = _checked(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, backend)
+    video, desc = _in_range(video, desc, options)
     name, (scores, f, g, iterations, error, _cache) = _run(video, desc, frame_mask, desc_mask, options, backend)
     if _forward_mode(video, desc):
         scores = _with_tangent(scores, video, desc, frame_mask, desc_mask, f, g, options)
@@ -131,6 +143,7 @@ def od_plan(
     materializes B * A * T * N values: meant for small inputs. Not differentiable.
     """
     options = _checked(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, backend)
+    video, desc = _in_range(video, desc, options)
     with torch.no_grad():
         name, (_scores, f, g, iterations, error, _cache) = _run(video, desc, frame_mask, desc_mask, options,
                                                                 backend)

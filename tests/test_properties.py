@@ -156,3 +156,35 @@ def test_non_contiguous_inputs(backend, dtype, gen):
     # reduce a strided row in another order (last-bit differences).
     exact = backend == "cpu"
     torch.testing.assert_close(got, want, rtol=0 if exact else 1e-6, atol=0 if exact else 1e-7)
+
+
+@pytest.mark.parametrize("dtype, scale", [(torch.float32, 1e20), (torch.float32, 1e37),
+                                          (torch.bfloat16, 1e37)], ids=str)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_normalized_scores_do_not_depend_on_magnitude(backend, dtype, scale, gen):
+    """normalize=True is scale-invariant: rows too large for a float32 norm give the scores
+    (and, times the scale, the gradients) of their unscaled selves."""
+    require(backend, dtype=dtype)
+    video, desc, fm, dm = case(2, 3, 4, 3, 16, gen, masks=True)
+    video, desc = video / video.abs().amax(), desc.to(dtype)
+    small = video.to(dtype)
+    large = (video.double() * scale).to(dtype)
+    want = od_solve(small, desc, frame_mask=fm, desc_mask=dm, backend=backend)
+    got = od_solve(large, desc, frame_mask=fm, desc_mask=dm, backend=backend)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+    if scale > 1 and dtype == torch.float32:
+        a, b = small.clone().requires_grad_(True), large.clone().requires_grad_(True)
+        od_solve(a, desc, backend=backend).sum().backward()
+        od_solve(b, desc, backend=backend).sum().backward()
+        torch.testing.assert_close(b.grad.double() * scale, a.grad.double(), rtol=1e-4, atol=1e-6)
+
+
+def test_unrepresentable_arithmetic_is_refused(gen):
+    video, desc, _, _ = case(2, 3, 4, 3, 16, gen)
+    with pytest.raises(ValueError, match=r"`eps` = 1e-40 is too small for torch.float32 arithmetic.*eps >= 8.4"):
+        od_solve(video, desc, eps=1e-40, backend="torch")
+    assert torch.isfinite(od_solve(video.double(), desc.double(), eps=1e-40, backend="torch")).all()
+    assert torch.isfinite(od_solve(video, desc, eps=1e-30, backend="torch")).all()
+    with pytest.raises(ValueError, match=r"with normalize=False the dot products reach .* use normalize=True"):
+        od_solve(video * 1e20, desc * 1e20, normalize=False, backend="torch")

@@ -1,0 +1,65 @@
+"""Inputs at the edge of the compute dtype's range, handled before any work.
+
+* normalize=True is scale-invariant, but a backend computes ||x||^2 in the compute dtype
+  (float32 for float32 / float16 / bfloat16 inputs), which overflows for entries above ~1e19:
+  rows that large are divided by their largest magnitude first (exact for the cosine and, with
+  the factor held constant, for its gradient: the cosine is homogeneous of degree 0).
+* The solver scales costs by log2(e) / eps: an eps so small that a pair's range of sims over
+  eps leaves the compute dtype is refused, naming eps, as are unnormalized inputs whose dot
+  products would overflow.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._cosine import compute_dtype
+from .constants import LOG2E
+
+# Rows with an entry above this are rescaled (normalize=True): its square times d stays far
+# inside the compute dtype's range.
+RESCALE_ABOVE = {torch.float32: 1e15, torch.float64: 1e150}
+# Margin between the largest scaled cost and the compute dtype's largest value.
+COST_MARGIN = 1e3
+
+
+def rescaled_rows(x: torch.Tensor) -> torch.Tensor:
+    """x (..., d) with every finite row whose largest |entry| passes RESCALE_ABOVE divided by
+    that entry (x itself when none does; the factor carries no gradient)."""
+    big = RESCALE_ABOVE[compute_dtype(x.dtype)]
+    with torch.no_grad():
+        top = torch.linalg.vector_norm(x, ord=math.inf, dim=-1, keepdim=True, dtype=compute_dtype(x.dtype))
+        scale = torch.where(torch.isfinite(top) & (top > big), top, torch.ones((), dtype=top.dtype, device=top.device))
+        if not bool((scale != 1).any()):
+            return x
+    return x / scale.to(x.dtype)
+
+
+def _largest_norm(x: torch.Tensor, mask: torch.Tensor | None) -> float:
+    n = torch.linalg.vector_norm(x, dim=-1, dtype=torch.float64)
+    if mask is not None:
+        n = torch.where(mask, n, torch.zeros((), dtype=n.dtype, device=n.device))
+    n = n[torch.isfinite(n)]  # NaN or inf rows poison only themselves (documented)
+    return float(n.max()) if n.numel() else 0.0
+
+
+def check_ranges(video, desc, frame_mask, desc_mask, eps: float, normalize: bool) -> None:
+    """ValueError when the solver's arithmetic cannot be represented in the compute dtype."""
+    dtype = compute_dtype(video.dtype)
+    top = torch.finfo(dtype).max
+    if normalize:
+        spread = 2.0  # cosines
+    else:
+        product = _largest_norm(video, frame_mask) * _largest_norm(desc, desc_mask)
+        if product > top / COST_MARGIN:
+            raise ValueError(
+                f"od_solve: with normalize=False the dot products reach {product:.3g} (largest frame norm x largest "
+                f"descriptor norm), beyond what {dtype} holds with margin ({top / COST_MARGIN:.3g}): scale the "
+                "inputs down or use normalize=True")
+        spread = 2.0 * product
+    if spread * LOG2E / eps > top / COST_MARGIN:
+        smallest = spread * LOG2E * COST_MARGIN / top
+        raise ValueError(
+            f"od_solve: `eps` = {eps:g} is too small for {dtype} arithmetic: a pair's costs over eps reach "
+            f"{spread * LOG2E / eps:.3g}; use eps >= {smallest:.3g} here (or float64 inputs)")
