@@ -29,6 +29,10 @@ def rescaled_rows(x: torch.Tensor) -> torch.Tensor:
     that entry (x itself when none does; the factor carries no gradient)."""
     big = RESCALE_ABOVE[compute_dtype(x.dtype)]
     with torch.no_grad():
+        # One whole-tensor reduction first (the common case ends here); rows only when needed.
+        lo, hi = torch.aminmax(x)
+        if bool((hi <= big) & (lo >= -big)):
+            return x
         top = torch.linalg.vector_norm(x, ord=math.inf, dim=-1, keepdim=True, dtype=compute_dtype(x.dtype))
         scale = torch.where(torch.isfinite(top) & (top > big), top, torch.ones((), dtype=top.dtype, device=top.device))
         if not bool((scale != 1).any()):
