@@ -3,6 +3,7 @@ arguments and returns an exit status; heavy imports happen inside, so `ost --hel
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 
@@ -71,7 +72,12 @@ def _splits(cfg, args):
     if cfg.eval_splits and not args.list:
         return [Split(cfg.data_path(s["labels"]), cfg.data_path(s["list"]), cfg.data_path(s["spatio"]),
                       cfg.data_path(s["temporal"]), s.get("root", cfg.root)) for s in cfg.eval_splits]
-    return [Split(cfg.data_path(cfg.labels), cfg.data_path(args.list or cfg.train_list), cfg.data_path(cfg.spatio),
+    video_list = args.list or cfg.val_list
+    if not video_list:
+        # Never the training list by default: its top-1 says nothing about the model.
+        raise ValueError("ost eval needs the videos to score: pass --list FILE (or --split ...), or set "
+                         "val_list or eval_splits in the config")
+    return [Split(cfg.data_path(cfg.labels), cfg.data_path(video_list), cfg.data_path(cfg.spatio),
                   cfg.data_path(cfg.temporal), cfg.root)]
 
 
@@ -99,8 +105,14 @@ def evaluate(args) -> int:
                  normalization=cfg.normalization, num_workers=cfg.num_workers,
                  descriptors=lambda split: _descriptor_set(cfg, split))
     s = result["summary"]
+    scored = sum(r["videos"] for r in result["splits"])
+    skipped = sum(r["skipped"] for r in result["splits"])
     print(f"top1 {100 * s['top1']['mean']:.2f} +- {100 * s['top1']['std']:.2f}  "
-          f"top5 {100 * s['top5']['mean']:.2f} +- {100 * s['top5']['std']:.2f}  ({len(splits)} split(s))")
+          f"top5 {100 * s['top5']['mean']:.2f} +- {100 * s['top5']['std']:.2f}  ({len(splits)} split(s), "
+          f"{scored} videos scored, {skipped} unreadable and skipped)")
+    if skipped * 2 > scored + skipped:
+        print(f"ost: warning: {skipped} of {scored + skipped} videos could not be read: the accuracy covers only "
+              "the rest (check root and the list's paths)", file=sys.stderr)
     return 0
 
 

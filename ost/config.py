@@ -36,6 +36,7 @@ class TrainConfig:
     data_dir: str = "."  # relative data paths below are relative to this
     labels: str = ""
     train_list: str = ""
+    val_list: str = ""  # the videos `ost eval` scores when no --list / --split / eval_splits is given
     spatio: str = ""
     temporal: str = ""
     root: str | None = None  # video paths are relative to this (default: the list's folder)

@@ -69,7 +69,8 @@ def test_eval_reads_the_od_settings(data, tmp_path, monkeypatch):
 
     real = ost.logits.od_solve
     monkeypatch.setattr(ost.logits, "od_solve", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
-    assert main(["eval", "--config", str(path), "--quiet", "--set", "od.backend=torch", "--set", "od.eps=0.2"]) == 0
+    assert main(["eval", "--config", str(path), "--list", str(data["val"]), "--quiet", "--set", "od.backend=torch",
+                 "--set", "od.eps=0.2"]) == 0
     assert seen and all(kw["backend"] == "torch" and kw["eps"] == 0.2 for kw in seen)
 
 
@@ -151,3 +152,29 @@ def test_a_bad_override_names_the_override(data, tmp_path):
         load_config(str(path), ["frames=0"])
     with pytest.raises(ValueError, match=r"'lr' must be a number \(set in --set lr=fast\)"):
         load_config(str(path), ["lr=fast"])
+
+
+def test_eval_needs_a_list_to_score(data, tmp_path, capsys):
+    """Never the training list by default; val_list in the config serves."""
+    path = write(tmp_path, data)
+    assert main(["eval", "--config", str(path), "--quiet"]) == 2
+    assert "ost eval needs the videos to score: pass --list FILE" in capsys.readouterr().err
+    assert main(["eval", "--config", str(path), "--quiet", "--set", f"val_list={data['val']}"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"\(1 split\(s\), \d+ videos scored, 0 unreadable and skipped\)", out), out
+
+
+def test_eval_says_how_many_videos_it_skipped(data, tmp_path, capsys):
+    lines = data["val"].read_text().splitlines()
+    lst = tmp_path / "val.txt"
+    root = data["val"].parent
+    good = [f"{root / l.split()[0]} {l.split()[1]}" for l in lines[:1]]
+    lst.write_text("\n".join(good + [f"{tmp_path}/missing{i}.mp4 0" for i in range(3)]) + "\n")
+    path = write(tmp_path, data, root="/")
+    assert main(["eval", "--config", str(path), "--list", str(lst), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "1 videos scored, 3 unreadable and skipped" in captured.out
+    assert "ost: warning: 3 of 4 videos could not be read" in captured.err
+    lst.write_text(f"{tmp_path}/missing.mp4 0\n")
+    assert main(["eval", "--config", str(path), "--list", str(lst), "--quiet"]) == 2
+    assert "no video could be decoded" in capsys.readouterr().err
