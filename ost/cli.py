@@ -113,7 +113,10 @@ def parse_args(argv=None):
     pp = sub.add_parser("plot-plan", help="heatmaps of a video's transport plans against its top classes")
     pp.add_argument("--config", action="append", help="YAML file or preset name (repeatable; later ones win)")
     pp.add_argument("--set", action="append", metavar="KEY=VALUE")
-    pp.add_argument("--checkpoint")
+    pp.add_argument("--checkpoint", help="OST weights (default: the config's model as created)")
+    pp.add_argument("--ensemble-alpha", type=float,
+                    help="weight-space ensemble with the zero-shot model first, as ost eval (default: the config's)")
+    pp.add_argument("--zero-shot", help="zero-shot weights for the ensembling (default: the pretrained model)")
     pp.add_argument("--video", required=True)
     pp.add_argument("--top", type=int, default=3)
     pp.add_argument("--kind", choices=["spatio", "temporal"], default="temporal")

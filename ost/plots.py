@@ -40,10 +40,13 @@ def plot_plans(plans: torch.Tensor, class_names: list[str], descriptors: list[li
 
 
 @torch.no_grad()
-def plot_video_plans(model, video_path, out_path, frames: int, size: int, top: int = 3, kind: str = "temporal"):
-    """Plans of one video against its `top` classes, for `kind` descriptors; returns the PNG path."""
+def plot_video_plans(model, video_path, out_path, frames: int, size: int, top: int = 3, kind: str = "temporal",
+                     normalization: str = "imagenet"):
+    """Plans of one video against its `top` classes, for `kind` descriptors; returns the PNG path.
+    `normalization`: the pixel mean / std the model was trained with (as `ost eval`)."""
     model.eval()
-    clip, _, _ = VideoDataset([VideoRecord(Path(video_path), 0)], frames, size, train=False)[0]
+    clip, _, _ = VideoDataset([VideoRecord(Path(video_path), 0)], frames, size, train=False,
+                              normalization=normalization)[0]
     if clip is None:
         raise ValueError(f"{video_path}: cannot decode this video")
     device = next(model.parameters()).device

@@ -115,6 +115,33 @@ def test_training_stops_when_no_video_can_be_read(data, tmp_path, capsys, monkey
     assert time.time() - start < 120
 
 
+def test_plot_plan_scores_as_eval_does(data, tmp_path, monkeypatch):
+    """plot-plan builds its model and clip the way eval does: the normalization and the
+    ensembling change what it plots (they used to be ignored: identical PNGs)."""
+    import ost.plots
+
+    seen = []
+    real = ost.plots.plot_plans
+    monkeypatch.setattr(ost.plots, "plot_plans", lambda plans, names, texts, scores, out, **kw:
+                        seen.append(scores) or real(plans, names, texts, scores, out, **kw))
+    config = write_config(tmp_path, data)
+    video = str(data["train"].parent / data["train"].read_text().split()[0])
+    zero_shot = tmp_path / "zs.pt"
+    import torch
+
+    from ost.commands import load_model
+    from ost.config import load_config
+
+    torch.manual_seed(1)
+    torch.save({k: torch.randn_like(v) if v.is_floating_point() else v
+                for k, v in load_model(load_config(str(config)), None).state_dict().items()}, zero_shot)
+    base = ["plot-plan", "--config", str(config), "--video", video, "--top", "2"]
+    for i, extra in enumerate([[], ["--set", "normalization=clip"], ["--ensemble-alpha", "0.5", "--zero-shot",
+                                                                     str(zero_shot)]]):
+        assert main(base + ["--out", str(tmp_path / f"p{i}.png")] + extra) == 0
+    assert seen[0] != seen[1] and seen[0] != seen[2]
+
+
 def test_few_shot_training(data, tmp_path):
     config = write_config(tmp_path, data, few_shot=2, max_steps=2)  # 2 videos x 4 classes = one batch of 8
     assert main(["train", "--config", str(config), "--quiet"]) == 0
