@@ -22,8 +22,18 @@ import sys
 from . import commands
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ost-kernels")
+    except PackageNotFoundError:  # a source tree without an install
+        return "(not installed)"
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="ost", description="OST (CVPR'24) on open_clip with ost_kernels")
+    parser.add_argument("--version", action="version", version=f"ost {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     desc = sub.add_parser("descriptors", help="Spatio-Temporal Descriptor files")

@@ -51,7 +51,10 @@ def render(c: int, frames: int, size: int, rng: random.Random) -> np.ndarray:
 
 def write_video(path, frames: np.ndarray, fps: int = 8) -> None:
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
+        # One encoder thread (libx264's frame threads made the bytes depend on CPU load; a first
+        # encode in a process can still differ by a few bytes: seen, not yet explained).
+        stream = container.add_stream("libx264", rate=fps, options={"threads": "1"})
+        stream.codec_context.thread_count = 1
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
         for img in frames:
@@ -103,11 +106,12 @@ def write_kinetics_like_clip(path, seconds: float = 10.0, fps: int = 30, width: 
     texture = np.kron(coarse, np.ones((8, 8, 1), dtype=np.float32))  # blocky texture ...
     texture = (texture + np.roll(texture, 4, 0) + np.roll(texture, 4, 1) + np.roll(texture, (4, 4), (0, 1))) / 4
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
+        stream = container.add_stream("libx264", rate=fps, options={"threads": "1"})  # reproducible bytes
+        stream.codec_context.thread_count = 1
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if gop:
             stream.codec_context.gop_size = gop
-            stream.options = {"keyint_min": str(gop), "sc_threshold": "0"}
+            stream.options = {"threads": "1", "keyint_min": str(gop), "sc_threshold": "0"}
         for t in range(frames):
             x0, y0 = 2 * t, int(4 + 3 * np.sin(t / 15))  # ... panning, with a little shake
             img = texture[y0:y0 + height, x0:x0 + width].copy()

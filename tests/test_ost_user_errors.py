@@ -87,3 +87,10 @@ def test_labels_are_ascii_digits(tmp_path, label):
     csv.write_text(f"id,name\n{label},walk\n", encoding="utf-8")
     with pytest.raises(DescriptorError, match=rf"{csv}:2: class id .* is not an integer"):
         load_class_names(csv)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("ost 0.")
+
