@@ -227,6 +227,21 @@ def download_published(dest: str | os.PathLike, *, base_url: str = DEFAULT_BASE_
             target.unlink()
         todo.append(entry)
 
+    # Folders this call creates are removed again if it fails and leaves them empty: a failed
+    # download leaves nothing behind.
+    created = sorted({p for e in todo for p in (dest / e["path"]).parents if not p.exists()},
+                     key=lambda p: len(p.parts), reverse=True)
+    try:
+        _fetch_all(todo, dest, base_url, progress, attempts, backoff, timeout)
+    except BaseException:
+        for folder in created:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+    return {"downloaded": len(todo), "skipped": skipped, "dest": str(dest)}
+
+
+def _fetch_all(todo, dest: Path, base_url: str, progress: bool, attempts: int, backoff: float, timeout: float):
     total = sum(int(e.get("size", 0)) for e in todo) or None
     with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="published files",
               disable=not progress or not todo) as bar:
@@ -234,4 +249,3 @@ def download_published(dest: str | os.PathLike, *, base_url: str = DEFAULT_BASE_
             bar.set_postfix_str(entry["path"], refresh=False)
             url = f"{base_url}/{urllib.parse.quote(entry['upstream'], safe='/')}"
             _fetch_verified(url, dest / entry["path"], entry, bar, attempts, backoff, timeout)
-    return {"downloaded": len(todo), "skipped": skipped, "dest": str(dest)}

@@ -208,3 +208,24 @@ def test_manifest_paths_must_stay_inside_the_destination(small_source, tmp_path,
     manifest["files"][0]["path"] = path
     with pytest.raises(ValueError, match="relative path inside"):
         download_published(tmp_path / "out", base_url="http://127.0.0.1:9", manifest=manifest, progress=False)
+
+
+def test_offline_download_is_one_error_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    """No network (here: a port nothing listens on): one `ost: error:` line, exit 2, and no
+    empty folders left behind."""
+    import socket
+
+    import ost.published
+
+    with socket.socket() as s:  # a free port, closed again: connections are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(ost.published.time, "sleep", lambda _s: None)  # the back-off, not the test's time
+    dest = tmp_path / "ost-data"
+    from ost.cli import main
+
+    assert main(["data", "download", "--dest", str(dest), "--only", "labels/", "--base-url",
+                 f"http://127.0.0.1:{port}", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ost: error: ") and "failed after" in err[0], err
+    assert not dest.exists() or not any(dest.rglob("*"))
