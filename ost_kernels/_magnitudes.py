@@ -5,8 +5,8 @@
   rows that large are divided by their largest magnitude first (exact for the cosine and, with
   the factor held constant, for its gradient: the cosine is homogeneous of degree 0).
 * The solver scales costs by log2(e) / eps: an eps so small that a pair's range of sims over
-  eps leaves the compute dtype is refused, naming eps, as are unnormalized inputs whose dot
-  products would overflow.
+  eps leaves the compute dtype is refused, naming eps, as are unnormalized CPU inputs whose dot
+  products would overflow (on a GPU that check would cost a host sync per call).
 """
 from __future__ import annotations
 
@@ -26,16 +26,20 @@ COST_MARGIN = 1e3
 
 def rescaled_rows(x: torch.Tensor) -> torch.Tensor:
     """x (..., d) with every finite row whose largest |entry| passes RESCALE_ABOVE divided by
-    that entry (x itself when none does; the factor carries no gradient)."""
+    that entry (the factor carries no gradient). On CPU tensors, outside torch.compile, one
+    whole-tensor reduction decides first and x itself comes back in the common case; elsewhere
+    the rows are divided unconditionally (by 1 where nothing is needed), as reading the answer
+    back would cost a host sync or a graph break."""
     big = RESCALE_ABOVE[compute_dtype(x.dtype)]
+    eager_cpu = x.device.type == "cpu" and not torch.compiler.is_compiling()
     with torch.no_grad():
-        # One whole-tensor reduction first (the common case ends here); rows only when needed.
-        lo, hi = torch.aminmax(x)
-        if bool((hi <= big) & (lo >= -big)):
-            return x
+        if eager_cpu:
+            lo, hi = torch.aminmax(x)
+            if bool((hi <= big) & (lo >= -big)):
+                return x
         top = torch.linalg.vector_norm(x, ord=math.inf, dim=-1, keepdim=True, dtype=compute_dtype(x.dtype))
         scale = torch.where(torch.isfinite(top) & (top > big), top, torch.ones((), dtype=top.dtype, device=top.device))
-        if not bool((scale != 1).any()):
+        if eager_cpu and not bool((scale != 1).any()):
             return x
     return x / scale.to(x.dtype)
 
@@ -54,6 +58,8 @@ def check_ranges(video, desc, frame_mask, desc_mask, eps: float, normalize: bool
     top = torch.finfo(dtype).max
     if normalize:
         spread = 2.0  # cosines
+    elif video.device.type != "cpu" or torch.compiler.is_compiling():
+        return  # reading the norms back would cost a host sync or a graph break: CPU tensors only
     else:
         product = _largest_norm(video, frame_mask) * _largest_norm(desc, desc_mask)
         if product > top / COST_MARGIN:

@@ -1,4 +1,4 @@
-"""The one data-dependent input check: every mask row needs a valid entry.
+"""The ops' own input checks: every mask row needs a valid entry, and the solver scalars.
 
 A row with none has no mass to transport (mu_i = 1 / 0). od_solve refuses it before any work,
 and so does every backend's op when called directly (torch.ops.ost_kernels.*; the C++ ops
@@ -33,3 +33,14 @@ def check_mask_rows(mask: torch.Tensor | None, name: str, caller: str) -> None:
             raise ValueError(empty_rows_message(caller, name, f", e.g. rows {rows}"))
     else:
         torch._assert_async(mask.any(dim=1).all(), empty_rows_message(caller, name))
+
+
+def check_op_scalars(eps: float, max_iter: int | None, tol: float | None, caller: str) -> None:
+    """The solver scalars of an op called directly (torch.ops.ost_kernels.*), with the rules
+    and words of csrc/common.h's checks; od_solve checks them first (options.py)."""
+    if not 0 < eps < float("inf"):
+        raise ValueError(f"{caller}: eps must be finite and > 0, got {eps}")
+    if max_iter is not None and max_iter < 1:
+        raise ValueError(f"{caller}: max_iter must be >= 1, got {max_iter}")
+    if tol is not None and not 0 <= tol < float("inf"):
+        raise ValueError(f"{caller}: tol must be finite and >= 0, got {tol}")

@@ -169,6 +169,22 @@ def test_direct_op_call_checks_its_inputs():
                                           True)
 
 
+@pytest.mark.parametrize("eps, max_iter, tol, match", [
+    (-1.0, 10, 1e-3, "eps must be finite and > 0, got -1"),
+    (float("nan"), 10, 1e-3, "eps must be finite and > 0, got nan"),
+    (0.1, 0, 1e-3, "max_iter must be >= 1, got 0"),
+    (0.1, 10, -1.0, "tol must be finite and >= 0, got -1"),
+])
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_direct_python_op_calls_check_their_scalars(backend, eps, max_iter, tol, match):
+    """The Python ops refuse what the C++ ops refuse (they ran with eps=-1, crashed on
+    max_iter=0)."""
+    require(backend)
+    op = getattr(torch.ops.ost_kernels, f"od_forward_{backend}")
+    with pytest.raises(ValueError, match=match):
+        op(torch.randn(2, 3, 8), torch.randn(4, 2, 8), None, None, eps, max_iter, tol, True)
+
+
 def test_large_class_count_is_tiled(gen):
     """More classes than one tile of the CPU kernel holds: results equal the torch backend's."""
     require("cpu")

@@ -18,7 +18,7 @@ import torch
 
 from .._autograd import register_autograd
 from .._cosine import unit, unit_backward
-from .._mask_rows import check_mask_rows
+from .._mask_rows import check_mask_rows, check_op_scalars
 from .._outputs import empty_backward_outputs, empty_forward_outputs, no_cache, not_requested
 from .base import Backend
 
@@ -169,6 +169,7 @@ def od_forward_op(video: torch.Tensor, desc: torch.Tensor, frame_mask: torch.Ten
                   desc_mask: torch.Tensor | None, eps: float, max_iter: int, tol: float, normalize: bool,
                   keep_cache: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                                      torch.Tensor, torch.Tensor]:
+    check_op_scalars(eps, max_iter, tol, "ost_kernels::od_forward_torch")
     check_mask_rows(frame_mask, "frame_mask", "ost_kernels::od_forward_torch")
     check_mask_rows(desc_mask, "desc_mask", "ost_kernels::od_forward_torch")
     # The reference keeps no cache: its backward recomputes what it needs.
@@ -180,6 +181,7 @@ def od_backward_op(grad_scores: torch.Tensor, video: torch.Tensor, desc: torch.T
                    frame_mask: torch.Tensor | None, desc_mask: torch.Tensor | None, f: torch.Tensor,
                    g: torch.Tensor, cache: torch.Tensor, eps: float, normalize: bool, video_grad: bool,
                    desc_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    check_op_scalars(eps, None, None, "ost_kernels::od_backward_torch")
     return od_backward(grad_scores, video, desc, frame_mask, desc_mask, f, g, eps, normalize, video_grad,
                        desc_grad)
 

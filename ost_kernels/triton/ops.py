@@ -28,7 +28,7 @@ from torch.library import triton_op, wrap_triton
 from .._autograd import register_autograd
 from .._cosine import unit, unit_backward
 from .._env import triton_interpreting as interpreting
-from .._mask_rows import check_mask_rows
+from .._mask_rows import check_mask_rows, check_op_scalars
 from .._outputs import empty_forward_outputs, not_requested
 from ..constants import LN2, LOG2E, NORM_EPS
 from . import configs
@@ -189,6 +189,7 @@ def od_forward_triton(
     """Same contract as ost_kernels::od_forward: scores (B, A), f (B, A, T), g (B, A, N),
     iterations (B, A) int32, error (B, A), all float32, and an empty cache (the backward
     recomputes the sims inside its weights kernel)."""
+    check_op_scalars(eps, max_iter, tol, "ost_kernels::od_forward_triton")
     check_mask_rows(frame_mask, "frame_mask", "ost_kernels::od_forward_triton")
     check_mask_rows(desc_mask, "desc_mask", "ost_kernels::od_forward_triton")
     B, T, d = video.shape
@@ -234,6 +235,7 @@ def od_backward_triton(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of video (B, T, d) and desc (A, N, d) with the plan held constant; a side not
     asked for is not computed (zero-size result). See the module doc for the scheme."""
+    check_op_scalars(eps, None, None, "ost_kernels::od_backward_triton")
     B, T, d = video.shape
     A, N, _ = desc.shape
     grad_video, grad_desc = not_requested(video), not_requested(desc)
