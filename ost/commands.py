@@ -58,7 +58,7 @@ def load_model(cfg, checkpoint):
     from .checkpoint import load_state_dict_file
     from .config import build_model
 
-    model = build_model(cfg)
+    model = build_model(cfg, weights_follow=bool(checkpoint))
     if checkpoint:
         model.load_state_dict(load_state_dict_file(checkpoint))
     return model

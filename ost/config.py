@@ -261,8 +261,15 @@ def descriptor_set(cfg: TrainConfig, labels=None, spatio=None, temporal=None) ->
     return DescriptorSet.from_files(labels, cfg.data_path(spatio or cfg.spatio), cfg.data_path(temporal or cfg.temporal))
 
 
-def build_model(cfg: TrainConfig, descriptors: DescriptorSet | None = None) -> OSTModel:
-    """The OST model the config describes (descriptors default to the config's files)."""
+class _NoRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+def build_model(cfg: TrainConfig, descriptors: DescriptorSet | None = None, weights_follow: bool = False) -> OSTModel:
+    """The OST model the config describes (descriptors default to the config's files).
+    weights_follow: a checkpoint's weights are loaded next, so open_clip's "initialized
+    randomly" warning would be wrong and is left out."""
     import open_clip
 
     if cfg.pretrained == "openai" and "quickgelu" not in cfg.model.lower() and \
@@ -270,7 +277,13 @@ def build_model(cfg: TrainConfig, descriptors: DescriptorSet | None = None) -> O
         # OpenAI's CLIP weights were trained with QuickGELU; open_clip only warns.
         log.warning("model %s with pretrained=openai uses nn.GELU, not the QuickGELU the weights were trained "
                     "with: use %s-quickgelu (as the presets do)", cfg.model, cfg.model)
-    clip = open_clip.create_model(cfg.model, pretrained=cfg.pretrained, **cfg.model_overrides)
+    quiet = _NoRandomInitWarning()
+    if weights_follow:
+        logging.getLogger().addFilter(quiet)
+    try:
+        clip = open_clip.create_model(cfg.model, pretrained=cfg.pretrained, **cfg.model_overrides)
+    finally:
+        logging.getLogger().removeFilter(quiet)
     prompts = dict(spatio_prompt=cfg.spatio_prompt, temporal_prompt=cfg.temporal_prompt)
     if cfg.class_name_baseline:
         prompts = dict(spatio_prompt=cfg.class_prompt, temporal_prompt=cfg.class_prompt)

@@ -94,3 +94,21 @@ def test_version(capsys):
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.startswith("ost 0.")
 
+
+
+def test_no_random_init_warning_when_a_checkpoint_is_loaded(data, tmp_path, caplog):
+    import torch
+
+    from ost.commands import load_model
+    from ost.config import load_config
+
+    cfg = load_config(str(write_config(tmp_path, data)))
+    with caplog.at_level("WARNING"):
+        model = load_model(cfg, None)
+    assert "No pretrained weights loaded" in caplog.text  # true: nothing is loaded
+    ckpt = tmp_path / "w.pt"
+    torch.save(model.state_dict(), ckpt)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        load_model(cfg, str(ckpt))
+    assert "No pretrained weights loaded" not in caplog.text
