@@ -92,12 +92,13 @@ def _splits(cfg, args):
     if cfg.eval_splits and not args.list:
         return [Split(cfg.data_path(s["labels"]), cfg.data_path(s["list"]), cfg.data_path(s["spatio"]),
                       cfg.data_path(s["temporal"]), s.get("root", cfg.root)) for s in cfg.eval_splits]
-    video_list = args.list or cfg.val_list
+    # --list is the user's path (working directory); val_list is the config's (data_dir).
+    video_list = args.list or (cfg.data_path(cfg.val_list) if cfg.val_list else "")
     if not video_list:
         # Never the training list by default: its top-1 says nothing about the model.
         raise ValueError("ost eval needs the videos to score: pass --list FILE (or --split ...), or set "
                          "val_list or eval_splits in the config")
-    return [Split(cfg.data_path(cfg.labels), cfg.data_path(video_list), cfg.data_path(cfg.spatio),
+    return [Split(cfg.data_path(cfg.labels), video_list, cfg.data_path(cfg.spatio),
                   cfg.data_path(cfg.temporal), cfg.root)]
 
 

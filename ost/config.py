@@ -7,7 +7,10 @@ Every setting is a field of TrainConfig. The OD logits and solver settings sit u
 A config may name a `base` file (or list of files, relative to itself) whose settings it
 extends, and `--config` also takes the name of a bundled preset (ost/presets/, `ost presets`
 lists them). Relative data paths (labels, lists, descriptor files, evaluation splits) are
-resolved against `data_dir`, the folder `ost data download` fills. A value `REQUIRED` in a
+resolved against `data_dir`, the folder `ost data download` fills. In a user's config file,
+relative folders (data_dir, root, init_checkpoint, out_dir) are relative to that file, and
+data_dir defaults to its folder; from --set or a bundled preset, relative to the working
+directory. A value `REQUIRED` in a
 preset must be set by the user (e.g. `--set root=/path/to/videos`).
 """
 from __future__ import annotations
@@ -202,9 +205,40 @@ def load_config(paths: str | list[str] | None, overrides: list[str] = ()) -> Tra
     _unknown(od, [f.name for f in dataclasses.fields(ODLogitsConfig)], " under 'od'")
     values = _typed(values, TrainConfig, "", sources)
     od = _typed(od, ODLogitsConfig, "od.", sources)
+    _relative_to_files(values, sources, [preset_path(p) for p in ([paths] if isinstance(paths, str) else paths or [])])
     cfg = TrainConfig(**values, od=ODLogitsConfig(**od))
     _validate(cfg)
     return cfg
+
+
+# Folder settings that a user's config file gives relative to itself (data paths such as
+# `labels` are relative to data_dir, as documented above).
+_FILE_RELATIVE = ("data_dir", "root", "init_checkpoint", "out_dir")
+
+
+def _is_bundled(path: Path) -> bool:
+    from .presets import PRESETS_DIR
+
+    return Path(path).resolve().is_relative_to(Path(PRESETS_DIR).resolve())
+
+
+def _relative_to_files(values: dict, sources: dict, files: list[Path]) -> None:
+    """Relative folders set in a user's config file resolve against that file's folder, and
+    data_dir defaults to the folder of the last user file given: a config means the same from
+    any working directory. Values from --set and from bundled presets stay relative to the
+    working directory (a preset's data_dir is where `ost data download` put the files)."""
+    user = [f for f in files if not _is_bundled(f)]
+    for key in _FILE_RELATIVE:
+        origin = sources.get(key)
+        value = values.get(key)
+        if origin is None or origin.startswith("--set") or _is_bundled(Path(origin)):
+            continue
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            values[key] = str(Path(origin).parent.resolve() / value)
+    if "data_dir" not in values and user:
+        values["data_dir"] = str(user[-1].parent.resolve())
+    # Absolute, so that joining a data path with it twice changes nothing.
+    values["data_dir"] = str(Path(values.get("data_dir", ".")).resolve())
 
 
 # Settings that cannot work below these values (checked at load, not minutes into a run).

@@ -178,3 +178,30 @@ def test_eval_says_how_many_videos_it_skipped(data, tmp_path, capsys):
     lst.write_text(f"{tmp_path}/missing.mp4 0\n")
     assert main(["eval", "--config", str(path), "--list", str(lst), "--quiet"]) == 2
     assert "no video could be decoded" in capsys.readouterr().err
+
+
+def test_relative_paths_are_relative_to_the_config_file(data, tmp_path, monkeypatch):
+    """A user's config means the same from any working directory: its relative paths resolve
+    against its own folder (data paths through data_dir, which defaults to it)."""
+    import shutil
+
+    folder = tmp_path / "project"
+    shutil.copytree(data["labels"].parent, folder)
+    path = write(tmp_path, data, labels="labels.csv", train_list="train.txt", spatio="spatio.json",
+                 temporal="temporal.json", out_dir="run")
+    path = path.rename(folder / "cfg.yaml")
+    base = folder / "sub" / "base.yaml"
+    base.parent.mkdir()
+    base.write_text("root: videos_root\n")
+    path.write_text(path.read_text() + "base: sub/base.yaml\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(str(path), ["init_checkpoint=w.pt"])
+    assert cfg.data_path(cfg.labels) == str(folder.resolve() / "labels.csv")
+    assert cfg.out_dir == str(folder.resolve() / "run") and cfg.root == str(folder.resolve() / "sub" / "videos_root")
+    assert cfg.init_checkpoint == "w.pt"  # from --set: the working directory's
+    assert main(["eval", "--config", str(path), "--list", str(data["val"]), "--quiet", "--set",
+                 f"root={data['val'].parent}"]) == 0
+    preset = load_config("hmdb_zero_shot", ["root=/v"])
+    assert preset.data_dir == str(elsewhere / "ost-data")  # a bundled preset's: the working directory's

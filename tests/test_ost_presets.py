@@ -2,6 +2,7 @@
 data layout; the recipe's pieces (schedule, ablations, class-name baseline, starting weights,
 ensembling only against real zero-shot weights, QuickGELU)."""
 import json
+import os
 import logging
 import math
 import shutil
@@ -58,7 +59,7 @@ def test_every_preset_loads_and_names_its_source():
         cfg = load_config(name, ["root=/videos", "train_list=/lists/train.txt"])
         assert cfg.model == "ViT-B-16-quickgelu" and cfg.pretrained == "openai" and cfg.normalization == "imagenet"
         assert cfg.frames == 32 and cfg.batch_size == 32 and cfg.warmup_epochs == 5
-        assert cfg.data_dir == "ost-data" and list_presets()[name]
+        assert cfg.data_dir == os.path.abspath("ost-data") and list_presets()[name]
 
 
 def test_presets_follow_the_official_configs():
