@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+# Not tqdm.auto: its asyncio tqdm calls iter() on the iterable in __init__ and again to loop,
+# and a second DataLoader iterator decodes the first batches twice with a second worker set.
+from tqdm import tqdm
 
 from .annotations import read_annotations
 from .augment import finish_batch

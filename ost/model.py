@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # tqdm.auto's iterates its iterable twice (tests/test_ost_user_errors.py)
 
 from .descriptors import KINDS, DescriptorSet
 from .logits import DescriptorEmbeddings, ODLogitsConfig, od_logits
@@ -64,12 +64,13 @@ class OSTModel(nn.Module):
                     for a, items in enumerate(self.descriptors.temporal)]
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
 
-    def encode_text(self, texts: list[str], progress: bool = False) -> torch.Tensor:
-        """(n,) texts -> (n, d) embeddings, in batches of text_batch_size."""
+    def encode_text(self, texts: list[str], progress: bool = False, label: str = "texts") -> torch.Tensor:
+        """(n,) texts -> (n, d) embeddings, in batches of text_batch_size; `label` names the
+        progress bar."""
         device = next(self.clip.parameters()).device
         out = []
         batches = range(0, len(texts), self.text_batch_size)
-        for i in tqdm(batches, desc="encoding descriptors", disable=not progress, leave=False):
+        for i in tqdm(batches, desc=f"encoding {label}", unit="batch", disable=not progress, leave=False):
             out.append(self.clip.encode_text(self.tokenizer(texts[i : i + self.text_batch_size]).to(device)))
         return torch.cat(out)
 
@@ -86,7 +87,7 @@ class OSTModel(nn.Module):
             # gathering their batches' descriptors need equal shapes).
             n_max = max(len(p) for p in per_class)
             flat = [t for p in chosen for t in p]
-            emb = self.encode_text(flat, progress)
+            emb = self.encode_text(flat, progress, label=f"{kind} descriptors ({len(flat)})")
             d = emb.shape[-1]
             padded = emb.new_zeros(len(chosen), n_max, d)
             mask = torch.zeros(len(chosen), n_max, dtype=torch.bool, device=emb.device)

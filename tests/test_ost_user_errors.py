@@ -112,3 +112,23 @@ def test_no_random_init_warning_when_a_checkpoint_is_loaded(data, tmp_path, capl
     with caplog.at_level("WARNING"):
         load_model(cfg, str(ckpt))
     assert "No pretrained weights loaded" not in caplog.text
+
+
+def test_evaluation_iterates_its_loader_once():
+    """tqdm.auto's bar starts an iterator of its own: a DataLoader would decode twice."""
+    import ost.evaluate
+    import ost.model
+
+    class Counted:
+        iterators = 0
+
+        def __iter__(self):
+            Counted.iterators += 1
+            return iter(range(3))
+
+        def __len__(self):
+            return 3
+
+    for module in (ost.evaluate, ost.model):
+        Counted.iterators = 0
+        assert list(module.tqdm(Counted(), disable=True)) == [0, 1, 2] and Counted.iterators == 1
