@@ -1,6 +1,7 @@
 """The public functions: od_solve (scores) and od_plan (transport plans)."""
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import torch
@@ -124,6 +125,27 @@ def od_solve(
     return scores
 
 
+PLAN_BUDGET_ENV = "OST_KERNELS_PLAN_MAX_MB"
+DEFAULT_PLAN_BUDGET_MB = 4096
+
+
+def _check_plan_budget(video: torch.Tensor, desc: torch.Tensor) -> None:
+    """od_plan materializes B * A * T * N values: refuse, before any work, plans beyond the
+    budget (OST_KERNELS_PLAN_MAX_MB, default 4096) instead of failing in the allocator later."""
+    text = os.environ.get(PLAN_BUDGET_ENV)
+    try:
+        budget_mb = float(text) if text is not None else DEFAULT_PLAN_BUDGET_MB
+    except ValueError:
+        raise ValueError(f"{PLAN_BUDGET_ENV} must be a number of MiB, got {text!r}") from None
+    (B, T, _), (A, N, _) = video.shape, desc.shape
+    item = 8 if video.dtype == torch.float64 else 4
+    need = B * A * T * N * item
+    if need > budget_mb * 2**20:
+        raise ValueError(f"od_plan: the plans need {need / 2**20:,.2f} MiB (B * A * T * N = {B} * {A} * {T} * {N} "
+                         f"values), above the {budget_mb:,.2f} MiB budget ({PLAN_BUDGET_ENV}): ask for fewer videos "
+                         "or classes (od_solve gives the scores without plans), or raise the budget")
+
+
 def od_plan(
     video: torch.Tensor,
     desc: torch.Tensor,
@@ -140,9 +162,11 @@ def od_plan(
     """The transport plans (B, A, T, N) that od_solve uses, for inspection and plots.
 
     Same arguments as od_solve. Entries of masked frames or descriptors are 0. This
-    materializes B * A * T * N values: meant for small inputs. Not differentiable.
+    materializes B * A * T * N values: meant for small inputs, refused above
+    OST_KERNELS_PLAN_MAX_MB (default 4096) before any work. Not differentiable.
     """
     options = _checked(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, backend)
+    _check_plan_budget(video, desc)
     video, desc = _in_range(video, desc, options)
     with torch.no_grad():
         name, (_scores, f, g, iterations, error, _cache) = _run(video, desc, frame_mask, desc_mask, options,

@@ -149,3 +149,13 @@ def test_cpu_cache_budget_variable_is_named(monkeypatch):
         _cpp.cache_budget("OST_KERNELS_CPU_CACHE_MB", 64)
     monkeypatch.setenv("OST_KERNELS_CPU_CACHE_MB", "0.5")
     assert _cpp.cache_budget("OST_KERNELS_CPU_CACHE_MB", 64) == 2**19
+
+
+def test_od_plan_refuses_plans_beyond_its_budget(monkeypatch):
+    video, desc = torch.randn(4, 8, 16), torch.randn(100, 4, 16)
+    monkeypatch.setenv("OST_KERNELS_PLAN_MAX_MB", "0.01")  # 12,800 values = 0.05 MiB
+    with pytest.raises(ValueError, match=r"od_plan: the plans need 0.05 MiB \(B \* A \* T \* N = 4 \* 100 \* 8 \* 4 "
+                                         r"values\), above the 0.01 MiB budget"):
+        od_plan(video, desc, backend="torch")
+    monkeypatch.setenv("OST_KERNELS_PLAN_MAX_MB", "1")
+    assert od_plan(video, desc, backend="torch").shape == (4, 100, 8, 4)
