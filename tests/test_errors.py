@@ -159,3 +159,12 @@ def test_od_plan_refuses_plans_beyond_its_budget(monkeypatch):
         od_plan(video, desc, backend="torch")
     monkeypatch.setenv("OST_KERNELS_PLAN_MAX_MB", "1")
     assert od_plan(video, desc, backend="torch").shape == (4, 100, 8, 4)
+
+
+def test_meta_tensors_give_meta_scores():
+    """Shape inference on the meta device (no data, so no data-dependent check may read it)."""
+    video, desc = torch.randn(2, 3, 8, device="meta"), torch.randn(4, 5, 8, device="meta")
+    mask = torch.ones(2, 3, dtype=torch.bool, device="meta")
+    scores = od_solve(video, desc, frame_mask=mask, backend="torch")
+    assert scores.device.type == "meta" and scores.shape == (2, 4)
+    assert od_solve(video, desc, normalize=False, backend="torch").shape == (2, 4)
