@@ -40,7 +40,8 @@ def parse_args(argv=None):
     desc_sub = desc.add_subparsers(dest="action", required=True)
     gen = desc_sub.add_parser("generate", help="ask an OpenAI-compatible LLM for descriptors (resumable)")
     gen.add_argument("--labels", required=True, help="label CSV with header id,name")
-    gen.add_argument("--kind", required=True, choices=["spatio", "temporal"], help="spatial (objects, scenes) or temporal (steps) descriptors")
+    gen.add_argument("--kind", required=True, choices=["spatio", "temporal"],
+                     help="spatial (objects, scenes) or temporal (steps) descriptors")
     gen.add_argument("--n", type=int, default=4, help="descriptors per class (paper: 4)")
     gen.add_argument("--out", required=True, help="output JSON; an existing partial file is resumed")
     gen.add_argument("--model", default="gpt-3.5-turbo", help="the LLM to ask (the paper: gpt-3.5-turbo)")
@@ -129,7 +130,8 @@ def parse_args(argv=None):
     pp.add_argument("--zero-shot", help="zero-shot weights for the ensembling (default: the pretrained model)")
     pp.add_argument("--video", required=True, help="the video file to plot")
     pp.add_argument("--top", type=int, default=3, help="plot its N highest-scoring classes (default 3)")
-    pp.add_argument("--kind", choices=["spatio", "temporal"], default="temporal", help="which descriptors (default temporal)")
+    pp.add_argument("--kind", choices=["spatio", "temporal"], default="temporal",
+                    help="which descriptors (default temporal)")
     pp.add_argument("--out", required=True, help="PNG file")
     pp.set_defaults(func=commands.plot_plan)
     return parser.parse_args(argv)
