@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
 
 from .augment import check_normalization
@@ -315,7 +316,11 @@ def build_model(cfg: TrainConfig, descriptors: DescriptorSet | None = None, weig
     if weights_follow:
         logging.getLogger().addFilter(quiet)
     try:
-        clip = open_clip.create_model(cfg.model, pretrained=cfg.pretrained, **cfg.model_overrides)
+        # Seeded, without touching the caller's random state: "the config's model as created"
+        # (no pretrained weights, no checkpoint) is the same model on every run.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            clip = open_clip.create_model(cfg.model, pretrained=cfg.pretrained, **cfg.model_overrides)
     finally:
         logging.getLogger().removeFilter(quiet)
     prompts = dict(spatio_prompt=cfg.spatio_prompt, temporal_prompt=cfg.temporal_prompt)
