@@ -21,8 +21,13 @@ class ODInfo(NamedTuple):
     backend: str  # the backend that ran
 
 
-def _run(video, desc, frame_mask, desc_mask, options: SolverOptions, backend: str):
+def _run(video, desc, frame_mask, desc_mask, options: SolverOptions, backend: str, *, rescaled: bool = False):
+    """(backend name, its forward's outputs). rescaled: the caller already passed video and
+    desc through _in_range (it reuses them in PyTorch arithmetic afterwards); otherwise that
+    happens here, unless the backend's kernels rescale huge rows themselves."""
     chosen = backends.resolve(backend, video.device, video.dtype, backends.ProblemShape.of(video, desc))
+    if not (rescaled or chosen.scales_huge_rows):
+        video, desc = _in_range(video, desc, options)
     return chosen.name, chosen.forward(video, desc, frame_mask, desc_mask, options)
 
 
@@ -116,9 +121,12 @@ def od_solve(
         materialized plans. Second derivatives raise. With return_info=True, (scores, ODInfo).
     """
     options = _checked(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, backend)
-    video, desc = _in_range(video, desc, options)
-    name, (scores, f, g, iterations, error, _cache) = _run(video, desc, frame_mask, desc_mask, options, backend)
-    if _forward_mode(video, desc):
+    forward_mode = _forward_mode(video, desc)
+    if forward_mode:  # the tangent is computed in PyTorch from video and desc
+        video, desc = _in_range(video, desc, options)
+    name, (scores, f, g, iterations, error, _cache) = _run(video, desc, frame_mask, desc_mask, options, backend,
+                                                           rescaled=forward_mode)
+    if forward_mode:
         scores = _with_tangent(scores, video, desc, frame_mask, desc_mask, f, g, options)
     if return_info:
         return scores, ODInfo(iterations, error, name)
@@ -167,10 +175,10 @@ def od_plan(
     """
     options = _checked(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, backend)
     _check_plan_budget(video, desc)
-    video, desc = _in_range(video, desc, options)
+    video, desc = _in_range(video, desc, options)  # the plans are rebuilt in PyTorch from them
     with torch.no_grad():
         name, (_scores, f, g, iterations, error, _cache) = _run(video, desc, frame_mask, desc_mask, options,
-                                                                backend)
+                                                                backend, rescaled=True)
         plan = od_plan_from_potentials(video, desc, frame_mask, desc_mask, f, g, options.eps, options.normalize)
     if return_info:
         return plan, ODInfo(iterations, error, name)

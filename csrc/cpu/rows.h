@@ -14,20 +14,46 @@
 
 namespace ost_kernels::cpu {
 
-// The factor that turns row x (d values, compute dtype) into what the sims use:
-// 1 / max(||x||, eps) when normalizing, else 1.
+// Rows with an entry above this are divided by their largest magnitude first: the sum of
+// squares would overflow (float32 from ~1e19). The same rule as ost_kernels/_magnitudes.py
+// applies for the other backends in Python; here it costs one compare per row, where a
+// separate pass over the inputs cost 5-8% of the forward at A = 400 (benchmarks/interleaved.py).
 template <typename scalar_t>
-inline scalar_t row_scale(const scalar_t* x, int64_t d, bool normalize) {
-  if (!normalize) return scalar_t(1);
-  scalar_t ss = 0;
-  _Pragma("omp simd reduction(+ : ss)")
-  for (int64_t k = 0; k < d; ++k) ss += x[k] * x[k];
-  return scalar_t(1) / std::max(std::sqrt(ss), scalar_t(kNormEps));
+constexpr scalar_t kRescaleAbove = sizeof(scalar_t) == sizeof(float) ? scalar_t(1e15) : scalar_t(1e150);
+
+// What turns row x (d values, compute dtype) into what the sims use: x / pre * post, with
+// post = 1 / max(||x / pre||, eps) when normalizing (else 1), and pre the row's largest
+// magnitude for finite rows beyond kRescaleAbove, else 1 (exact: the cosine is homogeneous of
+// degree 0). NaN or inf rows keep pre = 1 and poison only themselves.
+template <typename scalar_t>
+struct RowScale {
+  scalar_t pre = 1, post = 1;
+  bool rescaled() const { return pre != scalar_t(1); }
+};
+
+template <typename scalar_t>
+inline RowScale<scalar_t> row_scale(const scalar_t* x, int64_t d, bool normalize) {
+  RowScale<scalar_t> s;
+  if (!normalize) return s;
+  scalar_t ss = 0, top = 0;
+  _Pragma("omp simd reduction(+ : ss) reduction(max : top)")
+  for (int64_t k = 0; k < d; ++k) {
+    const scalar_t a = std::abs(x[k]);
+    ss += x[k] * x[k];
+    top = a > top ? a : top;  // a select, not std::max (a reference): stays vectorized
+  }
+  if (top > kRescaleAbove<scalar_t> && std::isfinite(top)) {
+    s.pre = top;
+    ss = 0;
+    for (int64_t k = 0; k < d; ++k) ss += (x[k] / top) * (x[k] / top);
+  }
+  s.post = scalar_t(1) / std::max(std::sqrt(ss), scalar_t(kNormEps));
+  return s;
 }
 
-// out_row(r)[0:d] = x[r] * row_scale(x[r]) for rows [0, rows) of x (rows, d), zeros for masked
-// rows (even where they hold NaN): one pass, one parallel region (the row is still in L1
-// when it is scaled).
+// out_row(r)[0:d] = x[r] / pre * post (row_scale) for rows [0, rows) of x (rows, d), zeros for
+// masked rows (even where they hold NaN): one pass, one parallel region (the row is still in
+// L1 when it is scaled).
 template <typename scalar_t, typename OutRow>
 void scale_rows(const scalar_t* x, int64_t rows, int64_t d, bool normalize, const bool* mask, OutRow out_row) {
   at::parallel_for(0, rows, 32, [&](int64_t begin, int64_t end) {
@@ -38,9 +64,14 @@ void scale_rows(const scalar_t* x, int64_t rows, int64_t d, bool normalize, cons
         continue;
       }
       const scalar_t* src = x + r * d;
-      const scalar_t k = row_scale(src, d, normalize);
-      _Pragma("omp simd")
-      for (int64_t q = 0; q < d; ++q) dst[q] = src[q] * k;
+      const RowScale<scalar_t> s = row_scale(src, d, normalize);
+      const scalar_t k = s.post, pre = s.pre;
+      if (s.rescaled()) {
+        for (int64_t q = 0; q < d; ++q) dst[q] = src[q] / pre * k;
+      } else {
+        _Pragma("omp simd")
+        for (int64_t q = 0; q < d; ++q) dst[q] = src[q] * k;
+      }
     }
   });
 }
@@ -76,11 +107,26 @@ inline at::Tensor unit_rows_backward_fused(const at::Tensor& x_in, const at::Ten
       for (int64_t r = begin; r < end; ++r) {
         const scalar_t *xr = xs + r * d, *gr = gs + r * d;
         scalar_t* o = os + r * d;
-        scalar_t ss = 0, xg = 0;
-        _Pragma("omp simd reduction(+ : ss, xg)")
+        scalar_t ss = 0, xg = 0, top = 0;
+        _Pragma("omp simd reduction(+ : ss, xg) reduction(max : top)")
         for (int64_t k = 0; k < d; ++k) {
           ss += xr[k] * xr[k];
           xg += xr[k] * gr[k];
+          const scalar_t a = std::abs(xr[k]);
+          top = a > top ? a : top;
+        }
+        if (top > kRescaleAbove<scalar_t> && std::isfinite(top)) {
+          // The forward divided this row by top (a constant): the gradient of x is that of
+          // x / top, divided by top.
+          ss = 0, xg = 0;
+          for (int64_t k = 0; k < d; ++k) {
+            const scalar_t y = xr[k] / top;
+            ss += y * y;
+            xg += y * gr[k];
+          }
+          const scalar_t n = std::sqrt(ss), inv = scalar_t(1) / n, radial = xg * inv * inv;
+          for (int64_t k = 0; k < d; ++k) o[k] = (gr[k] - xr[k] / top * radial) * inv / top;
+          continue;
         }
         const scalar_t n = std::sqrt(ss);
         if (n > scalar_t(kNormEps)) {

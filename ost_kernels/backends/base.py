@@ -10,6 +10,8 @@ A backend module defines BACKEND = Backend(...):
     forward   forward(video, desc, frame_mask, desc_mask, options) -> (scores, f, g,
               iterations, error): calls the backend's registered op, differentiable in scores
     backward  the backward op registered for it (see ost_kernels._autograd)
+    scales_huge_rows  whether its kernels divide rows beyond _magnitudes.RESCALE_ABOVE by their
+              largest magnitude themselves (normalize=True); od_solve otherwise does it first
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ class Backend:
     reason: Callable[[torch.device, torch.dtype, ProblemShape | None], str | None]
     forward: Callable
     backward: Callable
+    scales_huge_rows: bool = False
 
 
 def dtype_names(dtypes) -> str:

@@ -32,4 +32,6 @@ def _forward(video, desc, frame_mask, desc_mask, options):
     return _cpp.forward(video, desc, frame_mask, desc_mask, options, keep_cache=keeps_sims(video, desc))
 
 
-BACKEND = Backend(name="cpu", dtypes=DTYPES, reason=reason, forward=_forward, backward=_cpp.backward)
+# csrc/cpu/rows.h rescales huge rows in the pass that normalizes them (kRescaleAbove).
+BACKEND = Backend(name="cpu", dtypes=DTYPES, reason=reason, forward=_forward, backward=_cpp.backward,
+                  scales_huge_rows=True)
