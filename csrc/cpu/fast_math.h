@@ -22,10 +22,10 @@ inline int32_t float_to_bits(float f) {
   return i;
 }
 
-// exp(x), clamped to [exp(-87), exp(88)]; NaN stays NaN.
-inline float fast_exp(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  x = x > 88.0f ? 88.0f : x;
+// exp(x) for x in [-87, 88], where the result is a normal float; outside that range the
+// result is garbage (NaN stays NaN). For callers that guarantee the range: the two clamps
+// of fast_exp cost a fifth of the CPU solver's setup (perf, A = 400, T = 8).
+inline float exp_in_range(float x) {
   // Round x * log2(e) to the nearest integer with the 1.5 * 2^23 trick (no libm call).
   const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   float r = x - n * 0.693359375f;
@@ -37,7 +37,16 @@ inline float fast_exp(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  return p * bits_to_float((static_cast<int32_t>(n) + 127) << 23);
+  // The exponent field, built in unsigned arithmetic (defined for any n).
+  const uint32_t field = (static_cast<uint32_t>(static_cast<int32_t>(n)) + 127u) << 23;
+  return p * bits_to_float(static_cast<int32_t>(field));
+}
+
+// exp(x), clamped to [exp(-87), exp(88)]; NaN stays NaN.
+inline float fast_exp(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
+  return exp_in_range(x);
 }
 
 // log(x) for positive normal x.
@@ -69,6 +78,7 @@ inline float fast_log(float x) {
 
 // Double precision goes through libm: float64 is the accuracy path, not the fast one.
 inline double fast_exp(double x) { return __builtin_exp(x); }
+inline double exp_in_range(double x) { return __builtin_exp(x); }
 inline double fast_log(double x) { return __builtin_log(x); }
 
 }  // namespace ost_kernels::cpu

@@ -24,13 +24,14 @@ namespace ost_kernels::cpu {
 namespace {
 
 // Work is cut in sub-tiles of up to kMaxSubClasses classes x a block of videos (see
-// videos_per_item): one thread computes a sub-tile's sims with a single-threaded matmul into
-// its own buffer (small enough to stay in its cache) and solves them right away. Sub-tiles as
-// wide as the classes allow, without padding: the per-thread matmuls then run about as fast
-// as one big multi-threaded one (measured: 64 x 128 tiles cost 30% more at T = 8).
-// Descriptors are normalized kChunkClasses at a time, so no full copy of desc is ever made.
+// videos_per_item): one thread normalizes the sub-tile's descriptors into its own buffer,
+// computes the sims with a single-threaded matmul into another (both small enough to stay in
+// its cache) and solves them right away. Sub-tiles as wide as the classes allow, without
+// padding: the per-thread matmuls then run about as fast as one big multi-threaded one
+// (measured: 64 x 128 tiles cost 30% more at T = 8). Normalizing per sub-tile instead of
+// into a copy of all of desc first saves a pass over memory and a parallel region: 3-4% of the
+// forward at A = 400, T = 8 (perf; benchmarks/interleaved.py).
 constexpr int64_t kMaxSubClasses = 128;
-constexpr int64_t kChunkClasses = 1024;
 constexpr int64_t kMaxRows = 256;  // matmul rows (video frames) per work item, at most ...
 constexpr int64_t kMinRows = 64;   // ... and at least, where there are that many
 
@@ -42,48 +43,29 @@ int64_t videos_per_item(int64_t B, int64_t T, int64_t n_sub, int64_t threads) {
   return vb;
 }
 
-// Unit descriptors of classes [a0, a0 + na) in n_sub sub-tiles of at most kMaxSubClasses classes;
-// sub-tile s holds classes [start(s), start(s) + width(s)) as N * width(s) rows in (j, a)
-// order, so that the sims of consecutive classes are contiguous for each descriptor j. No
-// padding classes: the solver's last SIMD group of a row reads past the tile's classes into
-// the next values (finite, or the kLanes slack at the end), runs those lanes idle and never
-// writes them. valid: the same layout for the descriptor mask.
-struct ClassChunk {
-  at::Tensor dn;     // (N * na, d)
-  at::Tensor valid;  // (N * na + kLanes) bool
-  int64_t na, n_sub;
-  // Equal widths (to a class): equal work items, so no thread waits on a wider one.
-  int64_t start(int64_t s) const { return s * na / n_sub; }
+// Classes [0, A) in n sub-tiles of at most kMaxSubClasses classes; sub-tile s holds classes
+// [start(s), start(s) + width(s)). Equal widths (to a class): equal work items, so no thread
+// waits on a wider one.
+struct SubTiles {
+  int64_t A, n;
+  explicit SubTiles(int64_t classes) : A(classes), n(ceil_div(classes, kMaxSubClasses)) {}
+  int64_t start(int64_t s) const { return s * A / n; }
   int64_t width(int64_t s) const { return start(s + 1) - start(s); }
 };
 
-ClassChunk class_chunk(const at::Tensor& desc, const std::optional<at::Tensor>& desc_mask, int64_t a0, int64_t na,
-                       bool normalize) {
-  const int64_t N = desc.size(1), d = desc.size(2);
-  ClassChunk cc{at::Tensor(), at::Tensor(), na, ceil_div(na, kMaxSubClasses)};
-  const auto mask = contiguous_mask(narrow_mask(desc_mask, a0, na));
-  const at::Tensor x = desc.narrow(0, a0, na).to(compute_type(desc.scalar_type())).contiguous();  // (na, N, d)
-  cc.dn = at::empty({N * na, d}, x.options());
-  cc.valid = at::ones({N * na + kLanes}, desc.options().dtype(at::kBool));
-  // Row (a, j) of x goes to row (j, a) of its sub-tile's block.
-  auto place = [&](int64_t row) {
-    const int64_t a = row / N, j = row % N;
-    int64_t s = a * cc.n_sub / na;  // the sub-tile holding class a (start() rounds down)
-    while (cc.start(s + 1) <= a) ++s;
-    while (cc.start(s) > a) --s;
-    return N * cc.start(s) + j * cc.width(s) + (a - cc.start(s));
-  };
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "class_chunk", [&] {
-    scalar_t* dst = cc.dn.data_ptr<scalar_t>();
-    scale_rows(x.data_ptr<scalar_t>(), na * N, d, normalize, data_or_null(mask),
-               [&](int64_t row) { return dst + place(row) * d; });
-  });
-  if (mask.has_value()) {
-    bool* v = cc.valid.data_ptr<bool>();
-    const bool* m = mask->data_ptr<bool>();
-    for (int64_t row = 0; row < na * N; ++row) v[place(row)] = m[row];
-  }
-  return cc;
+// The unit descriptors of classes [c0, c0 + nc) of desc (A, N, d), compute dtype, contiguous,
+// as N * nc rows of dn in (j, a) order, so that the sims of consecutive classes are contiguous
+// for each descriptor j; valid: the same layout for the descriptor mask. No padding classes:
+// the solver's last SIMD group of a row reads past the sub-tile's classes into the next values
+// (finite, or the kLanes slack at the end of each buffer), runs those lanes idle and never
+// writes them.
+template <typename scalar_t>
+void place_descriptors(const scalar_t* desc, const bool* mask, int64_t c0, int64_t nc, int64_t N, int64_t d,
+                       bool normalize, scalar_t* dn, bool* valid) {
+  auto place = [&](int64_t row) { return (row % N) * nc + row / N; };  // row (a, j) -> (j, a)
+  scale_rows(desc + c0 * N * d, nc * N, d, normalize, mask ? mask + c0 * N : nullptr,
+             [&](int64_t row) { return dn + place(row) * d; });
+  for (int64_t row = 0; row < nc * N; ++row) valid[place(row)] = !mask || mask[c0 * N + row];
 }
 
 // Copies a sub-tile's sims, (nb * T, N * sub) in (j, a) order, into the cache's rows and
@@ -120,39 +102,48 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const auto frame_mask = contiguous_mask(frame_mask_in);
   const at::Tensor vn = unit_rows_fused(video, normalize, frame_mask);  // (B * T, d)
   const int64_t threads = at::get_num_threads();
-
-  for (int64_t a0 = 0; a0 < A; a0 += kChunkClasses) {
-    const int64_t na = std::min(kChunkClasses, A - a0);
-    const ClassChunk cc = class_chunk(desc, desc_mask_in, a0, na, normalize);
-    const int64_t vb = videos_per_item(B, T, cc.n_sub, threads);
-    const int64_t n_vb = ceil_div(B, vb), n_items = n_vb * cc.n_sub;
-    // Threads take items from a shared counter: pairs differ in iteration counts, so a static
-    // split would leave a thread waiting on the slowest block.
-    std::atomic<int64_t> next{0};
-    at::parallel_for(0, std::min(threads, n_items), 1, [&](int64_t, int64_t) {
-      // kLanes of slack: the last SIMD group of the last row may read past the sims.
-      at::Tensor sim_buf = at::zeros({vb * T * N * std::min(kMaxSubClasses, na) + kLanes}, opts);
-      for (int64_t item = next++; item < n_items; item = next++) {
-        const int64_t b0 = (item / cc.n_sub) * vb, s = item % cc.n_sub;
-        const int64_t nb = std::min(vb, B - b0), c0 = cc.start(s), nc = cc.width(s);
+  const at::Tensor desc_c = desc.to(opts.dtype().toScalarType()).contiguous();  // (A, N, d)
+  const auto desc_mask = contiguous_mask(desc_mask_in);
+  const int64_t d = desc.size(2);
+  const SubTiles st(A);
+  const int64_t vb = videos_per_item(B, T, st.n, threads);
+  const int64_t n_vb = ceil_div(B, vb), n_items = n_vb * st.n;
+  const int64_t max_width = std::min(kMaxSubClasses, A);
+  // Threads take items from a shared counter: pairs differ in iteration counts, so a static
+  // split would leave a thread waiting on the slowest block. Items go sub-tile by sub-tile,
+  // so that consecutive items of a thread often share their descriptors (placed once).
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, std::min(threads, n_items), 1, [&](int64_t, int64_t) {
+    // kLanes of slack: the last SIMD group of the last row may read past the sims.
+    at::Tensor sim_buf = at::zeros({vb * T * N * max_width + kLanes}, opts);
+    at::Tensor dn_buf = at::empty({N * max_width, d}, opts);
+    at::Tensor valid_buf = at::ones({N * max_width + kLanes}, desc.options().dtype(at::kBool));
+    int64_t placed = -1;  // the sub-tile whose descriptors dn_buf holds
+    for (int64_t item = next++; item < n_items; item = next++) {
+      const int64_t s = item / n_vb, b0 = (item % n_vb) * vb;
+      const int64_t nb = std::min(vb, B - b0), c0 = st.start(s), nc = st.width(s);
+      AT_DISPATCH_FLOATING_TYPES(opts.dtype().toScalarType(), "od_forward_cpu", [&] {
+        if (s != placed) {
+          place_descriptors(desc_c.data_ptr<scalar_t>(), data_or_null(desc_mask), c0, nc, N, d, normalize,
+                            dn_buf.data_ptr<scalar_t>(), valid_buf.data_ptr<bool>());
+          placed = s;
+        }
         at::Tensor sim = sim_buf.narrow(0, 0, nb * T * N * nc).view({nb * T, N * nc});
-        at::mm_out(sim, vn.narrow(0, b0 * T, nb * T), cc.dn.narrow(0, N * c0, N * nc).t());
-        AT_DISPATCH_FLOATING_TYPES(opts.dtype().toScalarType(), "od_forward_cpu", [&] {
-          Tile<scalar_t> t{};
-          t.sim = sim.data_ptr<scalar_t>();
-          t.nb = nb, t.na = nc, t.na_pad = nc, t.T = T, t.N = N, t.b0 = b0, t.a0 = a0 + c0, t.A = A;
-          t.frame_mask = data_or_null(frame_mask);
-          t.desc_valid = cc.valid.data_ptr<bool>() + N * c0;
-          t.eps = eps, t.max_iter = max_iter, t.tol = tol, t.unit_sims = normalize;
-          t.scores = scores.data_ptr<scalar_t>(), t.f = f.data_ptr<scalar_t>(), t.g = g.data_ptr<scalar_t>();
-          t.error = error.data_ptr<scalar_t>(), t.iterations = iterations.data_ptr<int32_t>();
-          run_forward(t, 0, nb * ceil_div(nc, kLanes));
-          if (keep_cache)
-            keep_sims(t.sim, nb * T, N, nc, nc, cache.data_ptr<scalar_t>() + b0 * T * A * N + (a0 + c0) * N, A * N);
-        });
-      }
-    });
-  }
+        at::mm_out(sim, vn.narrow(0, b0 * T, nb * T), dn_buf.narrow(0, 0, N * nc).t());
+        Tile<scalar_t> t{};
+        t.sim = sim.data_ptr<scalar_t>();
+        t.nb = nb, t.na = nc, t.na_pad = nc, t.T = T, t.N = N, t.b0 = b0, t.a0 = c0, t.A = A;
+        t.frame_mask = data_or_null(frame_mask);
+        t.desc_valid = valid_buf.data_ptr<bool>();
+        t.eps = eps, t.max_iter = max_iter, t.tol = tol, t.unit_sims = normalize;
+        t.scores = scores.data_ptr<scalar_t>(), t.f = f.data_ptr<scalar_t>(), t.g = g.data_ptr<scalar_t>();
+        t.error = error.data_ptr<scalar_t>(), t.iterations = iterations.data_ptr<int32_t>();
+        run_forward(t, 0, nb * ceil_div(nc, kLanes));
+        if (keep_cache)
+          keep_sims(t.sim, nb * T, N, nc, nc, cache.data_ptr<scalar_t>() + b0 * T * A * N + c0 * N, A * N);
+      });
+    }
+  });
   return {scores, f, g, iterations, error, cache};
 }
 

@@ -248,7 +248,9 @@ OST_INLINE void solve_group(const Tile<scalar_t>& t, int64_t b, int64_t a_first,
       scalar_t* kij = k + (j * T + i) * kLanes;
       const bool row = mu[i] > 0;
       OST_LANES {
-        const scalar_t e = fast_exp((src[l] - hi[l]) * inv_eps);
+        // In range: an active lane's valid entries lie in [(lo - hi) / eps, 0], within
+        // [-kMaxScaledRange, 0] (rounding aside). Other lanes' K is never used.
+        const scalar_t e = exp_in_range((src[l] - hi[l]) * inv_eps);
         kij[l] = (row && nuj[l] > 0) ? e : scalar_t(0);
       }
     }
