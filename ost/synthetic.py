@@ -49,14 +49,22 @@ def render(c: int, frames: int, size: int, rng: random.Random) -> np.ndarray:
     return out
 
 
+def _encoder(container, fps: int, width: int, height: int, options: dict | None = None):
+    """An H.264 stream that writes the same bytes every run, even under CPU load: one encoder
+    thread (libx264's frame threads made the bytes depend on the load), and no macroblock-tree
+    rate control (with it, 1 to 3 in 40 concurrent runs of make_synthetic wrote other bytes,
+    which decoded to identical frames; without it all 136 runs, 40 to 48 at a time, were)."""
+    stream = container.add_stream("libx264", rate=fps,
+                                  options={"threads": "1", "x264-params": "mbtree=0", **(options or {})})
+    stream.codec_context.thread_count = 1
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    return stream
+
+
 def write_video(path, frames: np.ndarray, fps: int = 8) -> None:
+    """frames (T, H, W, 3) uint8 RGB as an H.264 mp4, the same bytes every run."""
     with av.open(str(path), "w") as container:
-        # One encoder thread (libx264's frame threads made the bytes depend on CPU load; a first
-        # encode in a process can still differ by a few bytes: seen, not yet explained).
-        stream = container.add_stream("libx264", rate=fps, options={"threads": "1"})
-        stream.codec_context.thread_count = 1
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
+        stream = _encoder(container, fps, frames.shape[2], frames.shape[1])
         for img in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 container.mux(packet)
@@ -106,12 +114,10 @@ def write_kinetics_like_clip(path, seconds: float = 10.0, fps: int = 30, width: 
     texture = np.kron(coarse, np.ones((8, 8, 1), dtype=np.float32))  # blocky texture ...
     texture = (texture + np.roll(texture, 4, 0) + np.roll(texture, 4, 1) + np.roll(texture, (4, 4), (0, 1))) / 4
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"threads": "1"})  # reproducible bytes
-        stream.codec_context.thread_count = 1
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream = _encoder(container, fps, width, height,
+                          {"keyint_min": str(gop), "sc_threshold": "0"} if gop else None)
         if gop:
             stream.codec_context.gop_size = gop
-            stream.options = {"threads": "1", "keyint_min": str(gop), "sc_threshold": "0"}
         for t in range(frames):
             x0, y0 = 2 * t, int(4 + 3 * np.sin(t / 15))  # ... panning, with a little shake
             img = texture[y0:y0 + height, x0:x0 + width].copy()

@@ -24,6 +24,19 @@ def test_synthetic_set_is_complete(synthetic):
     assert len(train) == 9 and len(val) == 3 and all(r.path.exists() for r in train + val)
 
 
+def test_synthetic_videos_are_encoded_reproducibly(synthetic, tmp_path):
+    """The encoder settings that make the bytes the same under CPU load (ost/synthetic.py:
+    one thread, no macroblock tree; with mbtree a few of 40 concurrent runs differed), read
+    back from the options libx264 writes into each file, and a second run's identical bytes."""
+    video = synthetic["train"].parent / "videos" / "class00_02.mp4"
+    data = video.read_bytes()
+    start = data.index(b"x264 - core")
+    options = data[start:data.index(b"\0", start)].decode().split(" options: ")[1].split()
+    assert "threads=1" in options and "mbtree=0" in options, options
+    again = make_synthetic(tmp_path, num_classes=3, videos_per_class=4, frames=12, size=32)
+    assert (again["train"].parent / "videos" / "class00_02.mp4").read_bytes() == data
+
+
 def test_tsn_sampling():
     assert segment_indices(16, 4, train=False) == [2, 6, 10, 14]
     rng = random.Random(0)
