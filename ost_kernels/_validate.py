@@ -3,13 +3,13 @@
 Every failure names the argument and what was expected. The solver scalars are checked by
 SolverOptions (options.py); the tensors and the backend name here.
 
-A mask row with no valid entry is refused by _mask_rows.check_mask_rows (see there).
+A mask row with no valid entry is refused by contract.check_mask_rows (see there).
 """
 from __future__ import annotations
 
 import torch
 
-from ._mask_rows import check_mask_rows
+from .contract import check_mask_rows
 from .backends import NAMES
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)

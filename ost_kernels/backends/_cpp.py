@@ -9,9 +9,8 @@ import os
 
 import torch
 
-from .._autograd import register_autograd
 from .._env import constant_for_compile, load_once
-from .._outputs import empty_backward_outputs, empty_forward_outputs
+from ..contract import register_autograd, register_fakes
 
 DISABLE_ENV = "OST_KERNELS_DISABLE_EXTENSION"
 
@@ -59,14 +58,7 @@ def register_op_library(namespace: str) -> None:
     """Fake kernels (for torch.compile) and autograd of <namespace>::od_forward / od_backward,
     a library with csrc/op_schema.h's schema (ost_kernels; the tests' CUDA emulation has its
     own). The ops exist only once the library is loaded, so this cannot run at import time."""
-    torch.library.register_fake(f"{namespace}::od_forward")(
-        lambda video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, keep_cache=False:
-        empty_forward_outputs(video, desc, keep_cache)
-    )
-    torch.library.register_fake(f"{namespace}::od_backward")(
-        lambda grad_scores, video, desc, frame_mask, desc_mask, f, g, cache, eps, normalize, video_grad, desc_grad:
-        empty_backward_outputs(video, desc, video_grad, desc_grad)
-    )
+    register_fakes(namespace)
     register_autograd(f"{namespace}::od_forward", getattr(torch.ops, namespace).od_backward)
 
 

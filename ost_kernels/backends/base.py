@@ -9,7 +9,7 @@ A backend module defines BACKEND = Backend(...):
               of its kernels (so that "auto" falls back instead of failing)
     forward   forward(video, desc, frame_mask, desc_mask, options) -> (scores, f, g,
               iterations, error): calls the backend's registered op, differentiable in scores
-    backward  the backward op registered for it (see ost_kernels._autograd)
+    backward  the backward op registered for it (see ost_kernels.contract)
     scales_huge_rows  whether its kernels divide rows beyond _magnitudes.RESCALE_ABOVE by their
               largest magnitude themselves (normalize=True); od_solve otherwise does it first
 """

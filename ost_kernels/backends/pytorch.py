@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import torch
 
-from .._autograd import register_autograd
 from .._cosine import unit, unit_backward
-from .._mask_rows import check_mask_rows, check_op_scalars
-from .._outputs import empty_backward_outputs, empty_forward_outputs, no_cache, not_requested
+from ..contract import (check_mask_rows, check_op_scalars, empty_backward_outputs, empty_forward_outputs, no_cache,
+                        not_requested, register_autograd)
 from .base import Backend
 
 # Upper bound on the elements of one (B, a, T, N) chunk: 16M floats, 64 MiB in float32.
@@ -163,7 +162,7 @@ def od_backward(grad_scores, video, desc, frame_mask, desc_mask, f, g, eps: floa
 
 
 # The same math as custom ops, so that every backend goes through one autograd registration
-# (ost_kernels._autograd) and torch.compile sees one opaque call.
+# (ost_kernels.contract) and torch.compile sees one opaque call.
 @torch.library.custom_op("ost_kernels::od_forward_torch", mutates_args=())
 def od_forward_op(video: torch.Tensor, desc: torch.Tensor, frame_mask: torch.Tensor | None,
                   desc_mask: torch.Tensor | None, eps: float, max_iter: int, tol: float, normalize: bool,

@@ -25,12 +25,10 @@ import torch
 import triton
 from torch.library import triton_op, wrap_triton
 
-from .._autograd import register_autograd
 from .._cosine import unit, unit_backward
 from .._env import triton_interpreting as interpreting
-from .._mask_rows import check_mask_rows, check_op_scalars
-from .._outputs import empty_forward_outputs, not_requested
 from ..constants import LN2, LOG2E, NORM_EPS
+from ..contract import check_mask_rows, check_op_scalars, empty_forward_outputs, not_requested, register_autograd
 from . import configs
 from .kernels import od_forward_kernel, od_weights_kernel
 
