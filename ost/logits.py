@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ost_kernels import BACKEND_NAMES, SolverOptions, od_solve
+from ost_kernels import SolverOptions, backend_names, od_solve
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,8 @@ class ODLogitsConfig:
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not (self.use_pooled or self.use_ot):
             raise ValueError("use_pooled and use_ot are both off: the logits would be 0")
-        if self.backend not in BACKEND_NAMES:
-            raise ValueError(f"backend must be one of {', '.join(BACKEND_NAMES)}, got {self.backend!r}")
+        if self.backend not in backend_names():
+            raise ValueError(f"backend must be one of {', '.join(backend_names())}, got {self.backend!r}")
 
     def solve_kwargs(self) -> dict:
         """The od_solve keyword arguments these settings stand for."""

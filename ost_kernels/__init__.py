@@ -7,8 +7,7 @@ Importing this package touches no GPU and loads no compiled module; backends are
 the first time they are asked for.
 """
 from .api import ODInfo, od_plan, od_solve
-from .backends import NAMES as BACKEND_NAMES
-from .backends import BackendUnavailableError, available_backends
+from .backends import BackendUnavailableError, available_backends, backend_names, register_backend
 from .options import SolverOptions
 from .paper_einops import od_solve_einops
 from .synthetic import clip_like_inputs
@@ -20,7 +19,8 @@ __all__ = [
     "SolverOptions",
     "od_solve_einops",
     "available_backends",
-    "BACKEND_NAMES",
+    "backend_names",
+    "register_backend",
     "BackendUnavailableError",
     "clip_like_inputs",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .contract import check_mask_rows
-from .backends import NAMES
+from .backends import backend_names
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -66,5 +66,6 @@ def check_inputs(video, desc, frame_mask, desc_mask, backend) -> None:
     A, N, _ = desc.shape
     _check_mask("frame_mask", frame_mask, (B, T), "(B, T)", video.device)
     _check_mask("desc_mask", desc_mask, (A, N), "(A, N)", video.device)
-    if backend not in NAMES:
-        raise ValueError(f"od_solve: unknown `backend` {backend!r}; expected one of {', '.join(map(repr, NAMES))}")
+    names = backend_names()  # read now: backends may be registered after import
+    if backend not in names:
+        raise ValueError(f"od_solve: unknown `backend` {backend!r}; expected one of {', '.join(map(repr, names))}")

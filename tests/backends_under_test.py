@@ -11,20 +11,16 @@ import os
 import pytest
 import torch
 
-import ost_kernels._validate
-import ost_kernels.backends
-
 from ost_kernels._env import triton_interpreting
-from ost_kernels.backends import REGISTRY, unavailable_reason
+from ost_kernels.backends import REGISTRY, register_backend, unavailable_reason
 from ost_kernels.backends._cpp import DISABLE_ENV
 
 from cuda_emulation.backend import BACKEND as EMULATED
 
-# A test-only backend: od_solve(..., backend="cuda-emulated") works in this process.
-REGISTRY.setdefault(EMULATED.name, EMULATED)
-if EMULATED.name not in ost_kernels.backends.NAMES:
-    ost_kernels.backends.NAMES += (EMULATED.name,)
-    ost_kernels._validate.NAMES = ost_kernels.backends.NAMES
+# A test-only backend ("auto" never picks it): od_solve(..., backend="cuda-emulated") works in
+# this process.
+if EMULATED.name not in REGISTRY:
+    register_backend(EMULATED)
 
 # Triton runs under its interpreter here (tests/conftest.py sets TRITON_INTERPRET=1), and the
 # CUDA fallback's code as "cuda-emulated" (tests/cuda_emulation/: on CPU threads).

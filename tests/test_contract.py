@@ -55,3 +55,27 @@ def test_every_backends_ops_take_the_contracts_arguments(backend):
     assert len(forward._schema.returns) == len(contract.FORWARD_OUTPUTS)
     assert len(backward._schema.returns) == len(contract.BACKWARD_OUTPUTS)
 
+
+def test_cuda_size_limits_mirror_the_kernel():
+    """backend "cuda" refuses what csrc/cuda/sinkhorn_groups.cuh's kernels cannot take, with
+    the header's own limits."""
+    from ost_kernels.backends import cuda
+
+    header = (SCHEMA_H.parent / "cuda" / "sinkhorn_groups.cuh").read_text()
+    value = {k: int(v) for k, v in re.findall(r"constexpr int (k\w+) = (\d+);", header)}
+    assert cuda.MAX_FRAMES == value["kRowsPerLane"] * value["kMaxGroup"]
+    assert cuda.MAX_DESCRIPTORS == value["kMaxDescriptors"]
+
+
+def test_registration_is_read_when_called():
+    """A backend registered after import (the tests' "cuda-emulated") is a valid name for
+    od_solve and ost's ODConfig alike; taken names are refused."""
+    from ost_kernels import backend_names, register_backend
+    from ost_kernels.backends import REGISTRY
+
+    from backends_under_test import EMULATED
+
+    assert EMULATED.name in backend_names()
+    for taken in ("auto", "torch", EMULATED.name):
+        with pytest.raises(ValueError, match="is taken"):
+            register_backend(REGISTRY["torch"].__class__(**{**REGISTRY["torch"].__dict__, "name": taken}))

@@ -1,10 +1,13 @@
 """The backend registry and the "auto" choice.
 
-The registry is data: one Backend record per module of this package (base.py says what a
-backend is). A backend is available or it is not, with a reason; asking for one that is not
-is an error that gives the reason. "auto" tries, in order: Triton then the CUDA extension
-for CUDA tensors, the C++ CPU kernel for CPU tensors, and the pure-PyTorch path everywhere;
-a backend whose kernels cannot take the problem (a hard limit) is passed over.
+A backend is a Backend record (base.py says what it is), added with register_backend; this
+package registers its four. A backend is available or it is not, with a reason; asking for one
+that is not is an error that gives the reason. "auto" tries, in registration order, the
+backends registered for the tensors' device type: Triton then the CUDA extension for CUDA
+tensors, the C++ CPU kernel for CPU tensors, and the pure-PyTorch path everywhere; a backend
+whose kernels cannot take the problem (a hard limit) is passed over. Everything that lists
+or checks names (backend_names, od_solve's validation) reads the registry when called, so a
+backend registered later (the tests' "cuda-emulated") is accepted everywhere.
 """
 from __future__ import annotations
 
@@ -13,16 +16,36 @@ import torch
 from . import cpu, cuda, pytorch, triton
 from .base import Backend, BackendUnavailableError, ProblemShape
 
-REGISTRY: dict[str, Backend] = {b.BACKEND.name: b.BACKEND for b in (triton, cuda, cpu, pytorch)}
-NAMES: tuple[str, ...] = ("auto", *REGISTRY)
+REGISTRY: dict[str, Backend] = {}
+AUTO_ORDER: dict[str, list[str]] = {}  # device type -> the names "auto" tries, in order
+FALLBACK = "torch"  # for device types no backend was registered for
+
+__all__ = ["Backend", "BackendUnavailableError", "ProblemShape", "REGISTRY", "register_backend", "backend_names",
+           "resolve", "unavailable_reason", "available_backends"]
+
+
+def register_backend(backend: Backend, *, auto: tuple[str, ...] = ()) -> Backend:
+    """Adds `backend` under backend.name. auto: the device types ("cuda", "cpu") on which
+    "auto" may pick it, after the backends registered for them before it."""
+    if backend.name == "auto" or backend.name in REGISTRY:
+        raise ValueError(f"register_backend: the name {backend.name!r} is taken")
+    REGISTRY[backend.name] = backend
+    for device_type in auto:
+        AUTO_ORDER.setdefault(device_type, []).append(backend.name)
+    return backend
+
 
 # Under TRITON_INTERPRET=1 "auto" still picks the C++ kernel for CPU tensors: the
 # interpreter is for testing the Triton code, not for speed.
-AUTO_ORDER = {"cuda": ("triton", "cuda", "torch"), "cpu": ("cpu", "torch")}
-FALLBACK = "torch"
+register_backend(triton.BACKEND, auto=("cuda",))
+register_backend(cuda.BACKEND, auto=("cuda",))
+register_backend(cpu.BACKEND, auto=("cpu",))
+register_backend(pytorch.BACKEND, auto=("cuda", "cpu"))
 
-__all__ = ["Backend", "BackendUnavailableError", "ProblemShape", "REGISTRY", "NAMES", "resolve",
-           "unavailable_reason", "available_backends"]
+
+def backend_names() -> tuple[str, ...]:
+    """What od_solve(..., backend=) accepts: "auto" and every registered backend."""
+    return ("auto", *REGISTRY)
 
 
 def unavailable_reason(name: str, device: torch.device | str, dtype: torch.dtype = torch.float32,

@@ -1,9 +1,10 @@
 """Backend "cuda": the CUDA C++ fallback of ost_kernels._C (csrc/cuda/), used where Triton is not.
 
 Its Sinkhorn kernel gives each (video, class) pair a group of lanes holding the pair's T x N
-block in registers, four frames a lane, so it takes T up to 128 and N up to 16 (register
-arrays sized 4, 8 or 16). Larger problems are refused here, so that "auto" passes over them,
-and by the op itself (csrc/cuda/sinkhorn_groups.cuh: kMaxFrames, kMaxDescriptors).
+block in registers, a few frames a lane, so it takes T up to MAX_FRAMES and N up to
+MAX_DESCRIPTORS (register arrays sized 4, 8 or 16). Larger problems are refused here, so that
+"auto" passes over them, and by the op itself: csrc/cuda/sinkhorn_groups.cuh's kMaxFrames and
+kMaxDescriptors are the limits, these constants their mirror (tests/test_contract.py checks).
 
 As backend "cpu", the forward keeps its sims for the backward (which then skips one of its
 three GEMMs) when gradients will be needed and the B * T * A * N float32 values fit
@@ -19,8 +20,8 @@ from . import _cpp
 from .base import Backend, ProblemShape, unsupported_dtype, wrong_device
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-MAX_FRAMES = 128
-MAX_DESCRIPTORS = 16
+MAX_FRAMES = 128  # kMaxFrames = kRowsPerLane * kMaxGroup
+MAX_DESCRIPTORS = 16  # kMaxDescriptors
 CACHE_BUDGET_ENV = "OST_KERNELS_CUDA_CACHE_MB"
 DEFAULT_CACHE_MB = 256
 

@@ -12,12 +12,11 @@ import importlib.util
 import torch
 
 from .._env import cuda_present, load_once, triton_interpreting
-from ..triton.configs import MAX_PAIR_SIDE, pow2
+from ..triton.configs import MAX_PAIR_SIDE, MAX_VIDEO_TILES, pow2
 from .base import Backend, ProblemShape, unsupported_dtype, wrong_device
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 OPS_MODULE = "ost_kernels.triton.ops"
-MAX_VIDEO_TILES = 65_535  # grid axis 1 (video tiles) allows this many programs
 
 
 @load_once

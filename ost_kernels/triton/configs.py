@@ -26,6 +26,7 @@ DTYPES = ("fp32", "bf16", "fp16")
 
 MIN_SIDE, MAX_SIDE = 32, 256  # tl.dot needs >= 16 rows / columns; 16 wastes the MMA shapes
 MAX_PAIR_SIDE = 128  # T and N, padded: a pair's T x N block stays within one CTA's registers
+MAX_VIDEO_TILES = 65_535  # the launch grid's axis 1 (video tiles; ops._grid) allows this many programs
 # Tiles of 64 x 64 to 64 x 128 entries, 32 a thread: smaller tiles reload their operands from
 # L2 more often (the forward is bound by those reloads: benchmarks/triton_cost.py), and with 16
 # a thread the 8-warp tiles cost ~1.6x the 4-warp ones per Sinkhorn iteration (a descriptor bit

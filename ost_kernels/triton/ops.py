@@ -155,7 +155,8 @@ def _mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
 
 
 def _grid(B: int, A: int):
-    # Class tiles on axis 0 (up to 2^31 - 1), video tiles on axis 1 (up to 65,535).
+    # Class tiles on axis 0 (up to 2^31 - 1), video tiles on axis 1 (up to configs.MAX_VIDEO_TILES:
+    # backend "triton" refuses larger B before a launch).
     return lambda meta: (triton.cdiv(A, meta["BA"]), triton.cdiv(B, meta["BB"]))
 
 
