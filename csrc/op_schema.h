@@ -1,5 +1,5 @@
 // The op schema of ost_kernels, written once: csrc/ops.cpp defines the ops with it, and the
-// tests' emulation of the CUDA code (tests/cuda_emulation/) its own copy of the library.
+// tests' emulation of the CUDA code (tests/helpers/cuda_emulation/) its own copy of the library.
 //
 // Shapes: video (B, T, d), desc (A, N, d), frame_mask (B, T) bool, desc_mask (A, N) bool.
 // od_forward returns scores (B, A), the Sinkhorn potentials f (B, A, T) and g (B, A, N) with

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from tqdm import tqdm  # tqdm.auto's iterates its iterable twice (tests/test_ost_user_errors.py)
+from tqdm import tqdm  # tqdm.auto's iterates its iterable twice (tests/ost_layer/test_user_errors.py)
 
 from .descriptors import KINDS, DescriptorSet
 from .logits import DescriptorEmbeddings, ODLogitsConfig, od_logits

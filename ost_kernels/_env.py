@@ -23,7 +23,7 @@ def constant_for_compile(fn):
     """Mark fn so that torch.compile calls it at trace time and uses its (constant) result
     instead of tracing it: what torch.compiler.assume_constant_result does, without importing
     torch._dynamo (and with it Triton) when this package is imported.
-    tests/test_ops.py checks that the public decorator still sets this attribute."""
+    tests/kernels/test_ops.py checks that the public decorator still sets this attribute."""
     fn._dynamo_marked_constant = True
     return fn
 

@@ -2,7 +2,7 @@
 
 Compiles csrc/cuda/od_cuda.cu's device code to a cubin (no GPU needed) with `nvcc -Xptxas -v`
 (the report `--resource-usage` prints in the build) for one architecture and parses it per
-kernel. tests/test_cuda_build.py runs it for sm_90, fails on any spill and writes
+kernel. tests/kernels/test_cuda_build.py runs it for sm_90, fails on any spill and writes
 benchmarks/out/cuda_resources.md, which CI prints; `make cuda-resources` writes the table for
 sm_80 and sm_90.
 

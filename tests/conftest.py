@@ -5,10 +5,16 @@ import os
 # Triton early), so it is switched on here, before anything else is imported.
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import sys
 import zlib
+from pathlib import Path
 
 import pytest
 import torch
+
+# The shared helpers (naive.py, checks.py, backends_under_test.py, tiny_clip.py, ...) are
+# imported by name from every test folder.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 // The host side of the CUDA fallback's ops, written once over a Device policy: od_cuda.cu
 // instantiates it with the GPU (cuBLAS GEMMs, kernel launches on the current stream), and
-// tests/cuda_emulation/ with an executor that runs the same device code on CPU threads. So
+// tests/helpers/cuda_emulation/ with an executor that runs the same device code on CPU threads. So
 // the tests exercise this tiling, the GEMM operands and the kernel arguments as the GPU
 // build uses them, not a copy.
 //

@@ -4,7 +4,7 @@
 // lane's registers; column sums and the pair's error are butterfly shuffles within the group.
 //
 // Written once for two executors: the GPU (WarpLanes: __shfl_xor_sync) and a host emulation
-// that runs each lane as a thread (tests/cuda_emulation/), which is how the tests check this
+// that runs each lane as a thread (tests/helpers/cuda_emulation/), which is how the tests check this
 // code on a machine without a GPU. Nothing here may use a CUDA-only construct outside the
 // Lanes class and the OST_HD / math helpers below.
 //

@@ -4,7 +4,7 @@ Its Sinkhorn kernel gives each (video, class) pair a group of lanes holding the 
 block in registers, a few frames a lane, so it takes T up to MAX_FRAMES and N up to
 MAX_DESCRIPTORS (register arrays sized 4, 8 or 16). Larger problems are refused here, so that
 "auto" passes over them, and by the op itself: csrc/cuda/sinkhorn_groups.cuh's kMaxFrames and
-kMaxDescriptors are the limits, these constants their mirror (tests/test_contract.py checks).
+kMaxDescriptors are the limits, these constants their mirror (tests/kernels/test_contract.py checks).
 
 As backend "cpu", the forward keeps its sims for the backward (which then skips one of its
 three GEMMs) when gradients will be needed and the B * T * A * N float32 values fit

@@ -26,7 +26,7 @@ descriptors each: row sums (over descriptors) are sums in registers and column s
 frames) take two shuffle levels. WM is taken from Hopper's rule for wgmma (warps double along M
 from 4 while M > 16 x that): with 8 warps on 128 rows a descriptor bit lands on the lanes (one
 shuffle level more). The layout only decides speed: any numbering gives the same results, and
-the interpreter tests run each kind of map (tests/test_triton_tiles.py).
+the interpreter tests run each kind of map (tests/kernels/test_triton_tiles.py).
 
 Forward, per (video, class) pair, viewed as (TP, NP, BB, BA) (the accumulator reshaped and
 permuted, which only renames its registers):

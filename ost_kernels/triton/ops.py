@@ -36,7 +36,7 @@ BD = 64  # the d-chunk of the tiles' matmul
 AUTOTUNE_ENV = "OST_KERNELS_TRITON_AUTOTUNE"
 # A tile config by name (configs.TileConfig.name, e.g. BB1_BA32_w4_s3) for every launch, no
 # autotuning: to time one tile (benchmarks/gpu_check.py), pin one, or run one under the
-# interpreter (tests/test_triton_tiles.py).
+# interpreter (tests/kernels/test_triton_tiles.py).
 TILE_ENV = "OST_KERNELS_TRITON_TILE"
 # Elements of one chunk of backward weights (B * T x classes * N): 128 MiB in bfloat16.
 WEIGHTS_CHUNK_ELEMENTS = 1 << 26
@@ -127,7 +127,7 @@ def specializations(eps: float, tol: float, normalize: bool) -> dict:
     """The forward's compile-time specializations for a call (kernels.py): FIXED when tol = 0
     (every pair runs max_iter iterations: no stop rule in the loop), LOG_DOMAIN unless every
     pair is known to be safe for the scaling form. Both give results bitwise equal to the
-    general kernel's (tests/test_triton_tiles.py)."""
+    general kernel's (tests/kernels/test_triton_tiles.py)."""
     return dict(FIXED=tol <= 0, LOG_DOMAIN=not (normalize and eps >= ALWAYS_SAFE_EPS))
 
 

@@ -14,7 +14,7 @@ from inputs import case
 from ost_kernels import od_solve
 
 # The ops each backend registers, as (library, name); "cuda-emulated" is the CUDA fallback's
-# code on the CPU (tests/cuda_emulation/).
+# code on the CPU (tests/helpers/cuda_emulation/).
 FORWARD_OPS = {"torch": ("ost_kernels", "od_forward_torch"), "cpu": ("ost_kernels", "od_forward"),
                "cuda-emulated": ("ost_kernels_emulated", "od_forward")}
 BACKWARD_OPS = {"torch": ("ost_kernels", "od_backward_torch"), "cpu": ("ost_kernels", "od_backward"),

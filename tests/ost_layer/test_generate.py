@@ -15,7 +15,7 @@ from ost.cli import main
 from ost.descriptors import load_descriptors
 from ost.generate import GenerationError, MalformedReply, generate_descriptors, make_client, parse_reply
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["archery", "juggling balls", "surfing", "knitting", "rock climbing"]
 
 

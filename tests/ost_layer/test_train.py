@@ -15,7 +15,7 @@ from ost.synthetic import make_synthetic
 from ost_runs import steps, write_config
 from torchrun import needs_torchrun, torchrun_ost
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

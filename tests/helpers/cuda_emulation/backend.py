@@ -20,7 +20,7 @@ from ost_kernels.backends.base import Backend, ProblemShape, unsupported_dtype, 
 
 NAME = "cuda-emulated"
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 
 
 @load_once

@@ -4,5 +4,5 @@ from pathlib import Path
 
 import pytest
 
-PAPER_DATA = Path(__file__).resolve().parents[2] / "shared" / "ost-data"
+PAPER_DATA = Path(__file__).resolve().parents[3] / "shared" / "ost-data"
 needs_paper_data = pytest.mark.skipif(not PAPER_DATA.is_dir(), reason="../shared/ost-data (the paper's files) is not here")

@@ -1,4 +1,4 @@
-"""The CUDA fallback's own structure, run on the CPU (tests/cuda_emulation/): what the shared
+"""The CUDA fallback's own structure, run on the CPU (tests/helpers/cuda_emulation/): what the shared
 matrices do not reach. Its numerics run in those matrices as backend "cuda-emulated"."""
 import pytest
 import torch

@@ -9,7 +9,7 @@ import torch
 from backends_under_test import require
 from ost_kernels import contract
 
-SCHEMA_H = Path(__file__).resolve().parents[1] / "csrc" / "op_schema.h"
+SCHEMA_H = Path(__file__).resolve().parents[2] / "csrc" / "op_schema.h"
 
 
 def _schema_strings() -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Comparisons of a backend's od_solve against the float64 NumPy reference (tests/naive.py)."""
+"""Comparisons of a backend's od_solve against the float64 NumPy reference (tests/helpers/naive.py)."""
 from __future__ import annotations
 
 import numpy as np

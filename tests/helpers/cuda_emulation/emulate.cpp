@@ -5,7 +5,7 @@
 // warp-uniform loops, groups of G lanes per pair. Slow; for the tests' small problems only.
 //
 // Registers ost_kernels_emulated::od_forward / od_backward (the schema of ost_kernels's ops)
-// for CPU tensors; tests/cuda_emulation/backend.py makes them the test backend "cuda-emulated".
+// for CPU tensors; tests/helpers/cuda_emulation/backend.py makes them the test backend "cuda-emulated".
 #include <torch/extension.h>
 #include <torch/library.h>
 

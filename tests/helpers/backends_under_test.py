@@ -23,7 +23,7 @@ if EMULATED.name not in REGISTRY:
     register_backend(EMULATED)
 
 # Triton runs under its interpreter here (tests/conftest.py sets TRITON_INTERPRET=1), and the
-# CUDA fallback's code as "cuda-emulated" (tests/cuda_emulation/: on CPU threads).
+# CUDA fallback's code as "cuda-emulated" (tests/helpers/cuda_emulation/: on CPU threads).
 BACKENDS = ["torch", "cpu", "triton", EMULATED.name]
 
 EXTENSION_EXPECTED = (os.environ.get(DISABLE_ENV, "0") != "1"

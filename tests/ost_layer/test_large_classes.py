@@ -68,6 +68,9 @@ def _sharded_worker(rank, world, out_dir):
                     "logits": logits.detach(), "loss": loss.detach(), "grad_frames": local_frames.grad,
                     "grad_spatio": local_desc.spatio.grad, "grad_temporal": local_desc.temporal.grad},
                    os.path.join(out_dir, f"rank{rank}.pt"))
+        # Both ranks done with every collective before either tears gloo down: without it a
+        # rank sometimes died at exit ("terminate called without an active exception", SIGABRT).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
