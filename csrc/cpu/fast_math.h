@@ -24,7 +24,8 @@ inline int32_t float_to_bits(float f) {
 
 // exp(x) for x in [-87, 88], where the result is a normal float; outside that range the
 // result is garbage (NaN stays NaN). For callers that guarantee the range: the two clamps
-// of fast_exp cost a fifth of the CPU solver's setup (perf, A = 400, T = 8).
+// of fast_exp are a measurable part of the CPU solver's setup
+// (benchmarks/history/2026-12-02-cpu-forward-goal-reached.md).
 inline float exp_in_range(float x) {
   // Round x * log2(e) to the nearest integer with the 1.5 * 2^23 trick (no libm call).
   const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;

@@ -28,9 +28,9 @@ namespace {
 // computes the sims with a single-threaded matmul into another (both small enough to stay in
 // its cache) and solves them right away. Sub-tiles as wide as the classes allow, without
 // padding: the per-thread matmuls then run about as fast as one big multi-threaded one
-// (measured: 64 x 128 tiles cost 30% more at T = 8). Normalizing per sub-tile instead of
-// into a copy of all of desc first saves a pass over memory and a parallel region: 3-4% of the
-// forward at A = 400, T = 8 (perf; benchmarks/interleaved.py).
+// (fixed 64 x 128 tiles were slower at T = 8). Normalizing per sub-tile instead of into a
+// copy of all of desc first saves a pass over memory and a parallel region (the profile:
+// benchmarks/history/2026-12-02-cpu-forward-goal-reached.md).
 constexpr int64_t kMaxSubClasses = 128;
 constexpr int64_t kMaxRows = 256;  // matmul rows (video frames) per work item, at most ...
 constexpr int64_t kMinRows = 64;   // ... and at least, where there are that many

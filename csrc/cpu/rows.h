@@ -1,6 +1,6 @@
 // The cosine normalization of embedding rows and its backward, fused into single passes over
 // the rows (the tensor-expression versions in common.h take five to eight passes with
-// temporaries; on the CPU those passes cost as much as the solver at small class counts).
+// temporaries; on the CPU those passes are a large share of the time at small class counts).
 // Same convention: x / max(||x||, kNormEps), masked rows zero.
 #pragma once
 
@@ -17,7 +17,8 @@ namespace ost_kernels::cpu {
 // Rows with an entry above this are divided by their largest magnitude first: the sum of
 // squares would overflow (float32 from ~1e19). The same rule as ost_kernels/_magnitudes.py
 // applies for the other backends in Python; here it costs one compare per row, where a
-// separate pass over the inputs cost 5-8% of the forward at A = 400 (benchmarks/interleaved.py).
+// separate pass over the inputs was a visible share of the forward at small A
+// (benchmarks/history/2026-12-02-cpu-forward-goal-reached.md).
 template <typename scalar_t>
 constexpr scalar_t kRescaleAbove = sizeof(scalar_t) == sizeof(float) ? scalar_t(1e15) : scalar_t(1e150);
 

@@ -29,9 +29,9 @@ MAX_PAIR_SIDE = 128  # T and N, padded: a pair's T x N block stays within one CT
 MAX_VIDEO_TILES = 65_535  # the launch grid's axis 1 (video tiles; ops._grid) allows this many programs
 # Tiles of 64 x 64 to 64 x 128 entries, 32 a thread: smaller tiles reload their operands from
 # L2 more often (the forward is bound by those reloads: benchmarks/triton_cost.py), and with 16
-# a thread the 8-warp tiles cost ~1.6x the 4-warp ones per Sinkhorn iteration (a descriptor bit
-# on the lanes); with more than 32 a thread the Sinkhorn state spills registers
-# (`python -m ost_kernels.triton.aot`).
+# a thread the 8-warp tiles cost more per Sinkhorn iteration than the 4-warp ones (a descriptor
+# bit on the lanes; the counts: benchmarks/RESULTS.md); with more than 32 a thread the
+# Sinkhorn state spills registers (`python -m ost_kernels.triton.aot`).
 # float32 operands take the FMA dot (no tensor cores unless TF32 is allowed), whose operand
 # registers leave room for 8 to 16 entries a thread (every 32-a-thread tile spilled, and on
 # sm_80 the backward's 16-a-thread ones too), from 32 x 64 entries.
