@@ -53,37 +53,6 @@ def train(args) -> int:
     return 0
 
 
-def load_model(cfg, checkpoint):
-    """The config's model, with the weights of `checkpoint` (loaded with weights_only=True) if given."""
-    from .checkpoint import load_state_dict_file
-    from .config import build_model
-
-    model = build_model(cfg, weights_follow=bool(checkpoint))
-    if checkpoint:
-        model.load_state_dict(load_state_dict_file(checkpoint))
-    return model
-
-
-def scoring_model(cfg, args):
-    """The model `ost eval` and `ost plot-plan` score with: the config's, with --checkpoint's
-    weights, weight-space ensembled with the zero-shot model when ensemble_alpha (or
-    --ensemble-alpha) says so. One path, so both commands score alike."""
-    from .ensemble import ensemble_models
-
-    alpha = args.ensemble_alpha if args.ensemble_alpha is not None else cfg.ensemble_alpha
-    if alpha is not None and not (cfg.pretrained or args.zero_shot):
-        # Without pretrained weights "the model as created" is a random one: no zero-shot model at all.
-        raise ValueError("ensembling (ensemble_alpha / --ensemble-alpha) mixes in the zero-shot model, but the "
-                         "config sets no `pretrained` weights and no --zero-shot file was given: it would be a "
-                         "randomly initialized model. Set pretrained (e.g. openai), pass --zero-shot, or drop the "
-                         "ensembling (--set ensemble_alpha=null)")
-    model = load_model(cfg, args.checkpoint)
-    if alpha is not None:
-        zero_shot = load_model(cfg, args.zero_shot)  # default: the pretrained model as created
-        model = ensemble_models(zero_shot, model, alpha)
-    return model
-
-
 def _splits(cfg, args):
     from .evaluate import Split
 
@@ -103,13 +72,13 @@ def _splits(cfg, args):
 
 
 def evaluate(args) -> int:
+    from .build import scoring_model
     from .config import load_config
     from .evaluate import evaluate as run
 
     cfg = load_config(args.config, args.set or [])
-    model = scoring_model(cfg, args)
+    model = scoring_model(cfg, args.checkpoint, args.zero_shot, args.ensemble_alpha)
     splits = _splits(cfg, args)
-        # Without pretrained weights "the model as created" is a random one: no zero-shot model at all.
     budget = int(args.memory_budget_mb * 2**20) if args.memory_budget_mb else None
     result = run(model, splits, cfg.frames, cfg.size, args.batch_size, progress=not args.quiet, out_path=args.out,
                  class_chunk=args.class_chunk, memory_budget=budget, views=tuple(cfg.views),
@@ -128,7 +97,7 @@ def evaluate(args) -> int:
 
 
 def _descriptor_set(cfg, split):
-    from .config import descriptor_set
+    from .build import descriptor_set
 
     return descriptor_set(cfg, split.labels, split.spatio, split.temporal)
 
@@ -142,11 +111,12 @@ def make_synthetic(args) -> int:
 
 
 def plot_plan(args) -> int:
+    from .build import scoring_model
     from .config import load_config
     from .plots import plot_video_plans
 
     cfg = load_config(args.config, args.set or [])
-    model = scoring_model(cfg, args)
+    model = scoring_model(cfg, args.checkpoint, args.zero_shot, args.ensemble_alpha)
     print(plot_video_plans(model, args.video, args.out, cfg.frames, cfg.size, top=args.top, kind=args.kind,
                            normalization=cfg.normalization))
     return 0

@@ -16,22 +16,18 @@ preset must be set by the user (e.g. `--set root=/path/to/videos`).
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 import yaml
 
 from .augment import check_normalization
 from .transforms import check_views
-from .descriptors import DescriptorSet
 from .files import read_text
 from .logits import ODLogitsConfig
-from .model import CLASS_PROMPT, SPATIO_PROMPT, TEMPORAL_PROMPT, OSTModel
+from .model import CLASS_PROMPT, SPATIO_PROMPT, TEMPORAL_PROMPT
 from .presets import preset_path
 
-log = logging.getLogger("ost.config")
 REQUIRED = "REQUIRED"
 
 
@@ -282,49 +278,3 @@ def _validate(cfg: TrainConfig) -> None:
 def config_dict(cfg: TrainConfig) -> dict:
     """The config as plain YAML-able values (what config.yaml and checkpoints hold)."""
     return {**dataclasses.asdict(cfg), "betas": list(cfg.betas), "views": list(cfg.views)}
-
-
-def descriptor_set(cfg: TrainConfig, labels=None, spatio=None, temporal=None) -> DescriptorSet:
-    """The classes and descriptors of the config (or of the given files, e.g. an evaluation
-    split); with class_name_baseline, each class's one "descriptor" is its name."""
-    labels = cfg.data_path(labels or cfg.labels)
-    if cfg.class_name_baseline:
-        from .descriptors import load_class_names
-
-        names = load_class_names(labels)
-        return DescriptorSet(names, [[n] for n in names], [[n] for n in names])
-    return DescriptorSet.from_files(labels, cfg.data_path(spatio or cfg.spatio), cfg.data_path(temporal or cfg.temporal))
-
-
-class _NoRandomInitWarning(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "No pretrained weights loaded" not in record.getMessage()
-
-
-def build_model(cfg: TrainConfig, descriptors: DescriptorSet | None = None, weights_follow: bool = False) -> OSTModel:
-    """The OST model the config describes (descriptors default to the config's files).
-    weights_follow: a checkpoint's weights are loaded next, so open_clip's "initialized
-    randomly" warning would be wrong and is left out."""
-    import open_clip
-
-    if cfg.pretrained == "openai" and "quickgelu" not in cfg.model.lower() and \
-            not cfg.model_overrides.get("force_quick_gelu"):
-        # OpenAI's CLIP weights were trained with QuickGELU; open_clip only warns.
-        log.warning("model %s with pretrained=openai uses nn.GELU, not the QuickGELU the weights were trained "
-                    "with: use %s-quickgelu (as the presets do)", cfg.model, cfg.model)
-    quiet = _NoRandomInitWarning()
-    if weights_follow:
-        logging.getLogger().addFilter(quiet)
-    try:
-        # Seeded, without touching the caller's random state: "the config's model as created"
-        # (no pretrained weights, no checkpoint) is the same model on every run.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            clip = open_clip.create_model(cfg.model, pretrained=cfg.pretrained, **cfg.model_overrides)
-    finally:
-        logging.getLogger().removeFilter(quiet)
-    prompts = dict(spatio_prompt=cfg.spatio_prompt, temporal_prompt=cfg.temporal_prompt)
-    if cfg.class_name_baseline:
-        prompts = dict(spatio_prompt=cfg.class_prompt, temporal_prompt=cfg.class_prompt)
-    return OSTModel(clip, open_clip.get_tokenizer(cfg.model), descriptors or descriptor_set(cfg), config=cfg.od,
-                    **prompts)

@@ -26,8 +26,9 @@ import torch.distributed as dist
 import yaml
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, load_state_dict_file, rng_state, save_checkpoint, set_rng_state
-from .config import TrainConfig, build_model, config_dict, descriptor_set
+from .build import descriptor_set, load_model
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig, config_dict
 from .annotations import few_shot, read_annotations
 from .data import VideoDataset, collate_skipping
 from .augment import finish_batch
@@ -74,10 +75,8 @@ def _train(cfg: TrainConfig, env: Distributed, resume: bool, progress: bool) -> 
     torch.manual_seed(cfg.seed)
 
     descriptors = descriptor_set(cfg)
-    model = build_model(cfg, descriptors)
-    if cfg.init_checkpoint:  # e.g. few-shot runs "from K400"; a resumed run's own state comes later
-        model.load_state_dict(load_state_dict_file(cfg.init_checkpoint))
-    model = model.to(env.device)
+    # init_checkpoint: e.g. few-shot runs "from K400"; a resumed run's own state comes later.
+    model = load_model(cfg, cfg.init_checkpoint, descriptors).to(env.device)
     if cfg.freeze_text:
         for name, p in model.clip.named_parameters():
             if not name.startswith("visual.") and name != "logit_scale":

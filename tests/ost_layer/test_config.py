@@ -8,7 +8,7 @@ import torch
 
 from ost.checkpoint import load_checkpoint, load_state_dict_file, rng_state, save_checkpoint, set_rng_state
 from ost.cli import main
-from ost.commands import load_model as _load_model
+from ost.build import load_model as _load_model
 from ost.config import load_config
 from ost.synthetic import make_synthetic
 from ost_runs import write_config

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from ost.cli import main
-from ost.commands import load_model
+from ost.build import load_model
 from ost.config import load_config
 from ost.presets import PRESETS_DIR, list_presets
 from ost.synthetic import make_synthetic
@@ -178,7 +178,7 @@ def test_class_name_baseline_needs_the_solver_off():
 def test_openai_weights_without_quickgelu_warn(caplog, stand_in, tmp_path, monkeypatch):
     import open_clip
 
-    from ost.config import build_model
+    from ost.build import build_model
 
     built = []
     real = open_clip.create_model
@@ -186,11 +186,11 @@ def test_openai_weights_without_quickgelu_warn(caplog, stand_in, tmp_path, monke
         (name, pretrained)) or real("ViT-B-32", pretrained=None, embed_dim=32, vision_cfg=VISION, text_cfg=TEXT))
     cfg = load_config("hmdb_zero_shot", _settings(stand_in, tmp_path))
     cfg.pretrained, cfg.model = "openai", "ViT-B-16"  # no weights can be downloaded here: stubbed
-    with caplog.at_level(logging.WARNING, logger="ost.config"):
+    with caplog.at_level(logging.WARNING, logger="ost.build"):
         build_model(cfg)
     assert "QuickGELU" in caplog.text and "ViT-B-16-quickgelu" in caplog.text
     caplog.clear()
     cfg.model = "ViT-B-16-quickgelu"
-    with caplog.at_level(logging.WARNING, logger="ost.config"):
+    with caplog.at_level(logging.WARNING, logger="ost.build"):
         build_model(cfg)
     assert "QuickGELU" not in caplog.text and built == [("ViT-B-16", "openai"), ("ViT-B-16-quickgelu", "openai")]

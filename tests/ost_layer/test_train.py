@@ -129,7 +129,7 @@ def test_plot_plan_scores_as_eval_does(data, tmp_path, monkeypatch):
     zero_shot = tmp_path / "zs.pt"
     import torch
 
-    from ost.commands import load_model
+    from ost.build import load_model
     from ost.config import load_config
 
     torch.manual_seed(1)
@@ -163,7 +163,7 @@ def test_accumulation_frozen_text_and_evaluation_options(data, tmp_path):
     assert main(["train", "--config", str(config), "--quiet"]) == 0
     assert [s["step"] for s in steps(tmp_path / "run")] == [1, 2]
     trained = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
-    from ost.commands import load_model as _load_model
+    from ost.build import load_model as _load_model
     from ost.config import load_config
 
     torch.manual_seed(0)  # the training run's seed: the same initial weights

@@ -99,7 +99,7 @@ def test_version(capsys):
 def test_no_random_init_warning_when_a_checkpoint_is_loaded(data, tmp_path, caplog):
     import torch
 
-    from ost.commands import load_model
+    from ost.build import load_model
     from ost.config import load_config
 
     cfg = load_config(str(write_config(tmp_path, data)))

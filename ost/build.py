@@ -1,0 +1,91 @@
+"""The model a run config describes, built and loaded in one place for every command (`ost
+train`, `ost eval`, `ost plot-plan`): its classes and descriptors, the open_clip model with OST's
+classifier, checkpoint weights, and the weight-space ensemble `ost eval` scores with.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from .checkpoint import load_state_dict_file
+from .config import TrainConfig
+from .descriptors import DescriptorSet
+from .model import OSTModel
+
+log = logging.getLogger("ost.build")
+
+
+def descriptor_set(cfg: TrainConfig, labels=None, spatio=None, temporal=None) -> DescriptorSet:
+    """The classes and descriptors of the config (or of the given files, e.g. an evaluation
+    split); with class_name_baseline, each class's one "descriptor" is its name."""
+    labels = cfg.data_path(labels or cfg.labels)
+    if cfg.class_name_baseline:
+        from .descriptors import load_class_names
+
+        names = load_class_names(labels)
+        return DescriptorSet(names, [[n] for n in names], [[n] for n in names])
+    return DescriptorSet.from_files(labels, cfg.data_path(spatio or cfg.spatio), cfg.data_path(temporal or cfg.temporal))
+
+
+class _NoRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+def build_model(cfg: TrainConfig, descriptors: DescriptorSet | None = None, weights_follow: bool = False) -> OSTModel:
+    """The OST model the config describes (descriptors default to the config's files).
+    weights_follow: a checkpoint's weights are loaded next, so open_clip's "initialized
+    randomly" warning would be wrong and is left out."""
+    import open_clip
+
+    if cfg.pretrained == "openai" and "quickgelu" not in cfg.model.lower() and \
+            not cfg.model_overrides.get("force_quick_gelu"):
+        # OpenAI's CLIP weights were trained with QuickGELU; open_clip only warns.
+        log.warning("model %s with pretrained=openai uses nn.GELU, not the QuickGELU the weights were trained "
+                    "with: use %s-quickgelu (as the presets do)", cfg.model, cfg.model)
+    quiet = _NoRandomInitWarning()
+    if weights_follow:
+        logging.getLogger().addFilter(quiet)
+    try:
+        # Seeded, without touching the caller's random state: "the config's model as created"
+        # (no pretrained weights, no checkpoint) is the same model on every run.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            clip = open_clip.create_model(cfg.model, pretrained=cfg.pretrained, **cfg.model_overrides)
+    finally:
+        logging.getLogger().removeFilter(quiet)
+    prompts = dict(spatio_prompt=cfg.spatio_prompt, temporal_prompt=cfg.temporal_prompt)
+    if cfg.class_name_baseline:
+        prompts = dict(spatio_prompt=cfg.class_prompt, temporal_prompt=cfg.class_prompt)
+    return OSTModel(clip, open_clip.get_tokenizer(cfg.model), descriptors or descriptor_set(cfg), config=cfg.od,
+                    **prompts)
+
+
+def load_model(cfg: TrainConfig, checkpoint: str | None, descriptors: DescriptorSet | None = None) -> OSTModel:
+    """The config's model, with the weights of `checkpoint` (loaded with weights_only=True) if given."""
+    model = build_model(cfg, descriptors, weights_follow=bool(checkpoint))
+    if checkpoint:
+        model.load_state_dict(load_state_dict_file(checkpoint))
+    return model
+
+
+def scoring_model(cfg: TrainConfig, checkpoint: str | None = None, zero_shot: str | None = None,
+                  ensemble_alpha: float | None = None) -> OSTModel:
+    """The model `ost eval` and `ost plot-plan` score with: the config's, with checkpoint's
+    weights, weight-space ensembled with the zero-shot model (`zero_shot`'s weights, default:
+    the pretrained model as created) when ensemble_alpha (default: the config's) says so. One
+    path, so both commands score alike."""
+    from .ensemble import ensemble_models
+
+    alpha = ensemble_alpha if ensemble_alpha is not None else cfg.ensemble_alpha
+    if alpha is not None and not (cfg.pretrained or zero_shot):
+        # Without pretrained weights "the model as created" is a random one: no zero-shot model at all.
+        raise ValueError("ensembling (ensemble_alpha / --ensemble-alpha) mixes in the zero-shot model, but the "
+                         "config sets no `pretrained` weights and no --zero-shot file was given: it would be a "
+                         "randomly initialized model. Set pretrained (e.g. openai), pass --zero-shot, or drop the "
+                         "ensembling (--set ensemble_alpha=null)")
+    model = load_model(cfg, checkpoint)
+    if alpha is not None:
+        model = ensemble_models(load_model(cfg, zero_shot), model, alpha)
+    return model
