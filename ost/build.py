@@ -9,14 +9,14 @@ import logging
 import torch
 
 from .checkpoint import load_state_dict_file
-from .config import TrainConfig
+from .config import RunConfig
 from .descriptors import DescriptorSet
 from .model import OSTModel
 
 log = logging.getLogger("ost.build")
 
 
-def descriptor_set(cfg: TrainConfig, labels=None, spatio=None, temporal=None) -> DescriptorSet:
+def descriptor_set(cfg: RunConfig, labels=None, spatio=None, temporal=None) -> DescriptorSet:
     """The classes and descriptors of the config (or of the given files, e.g. an evaluation
     split); with class_name_baseline, each class's one "descriptor" is its name."""
     labels = cfg.data_path(labels or cfg.labels)
@@ -33,7 +33,7 @@ class _NoRandomInitWarning(logging.Filter):
         return "No pretrained weights loaded" not in record.getMessage()
 
 
-def build_model(cfg: TrainConfig, descriptors: DescriptorSet | None = None, weights_follow: bool = False) -> OSTModel:
+def build_model(cfg: RunConfig, descriptors: DescriptorSet | None = None, weights_follow: bool = False) -> OSTModel:
     """The OST model the config describes (descriptors default to the config's files).
     weights_follow: a checkpoint's weights are loaded next, so open_clip's "initialized
     randomly" warning would be wrong and is left out."""
@@ -62,7 +62,7 @@ def build_model(cfg: TrainConfig, descriptors: DescriptorSet | None = None, weig
                     **prompts)
 
 
-def load_model(cfg: TrainConfig, checkpoint: str | None, descriptors: DescriptorSet | None = None) -> OSTModel:
+def load_model(cfg: RunConfig, checkpoint: str | None, descriptors: DescriptorSet | None = None) -> OSTModel:
     """The config's model, with the weights of `checkpoint` (loaded with weights_only=True) if given."""
     model = build_model(cfg, descriptors, weights_follow=bool(checkpoint))
     if checkpoint:
@@ -70,7 +70,7 @@ def load_model(cfg: TrainConfig, checkpoint: str | None, descriptors: Descriptor
     return model
 
 
-def scoring_model(cfg: TrainConfig, checkpoint: str | None = None, zero_shot: str | None = None,
+def scoring_model(cfg: RunConfig, checkpoint: str | None = None, zero_shot: str | None = None,
                   ensemble_alpha: float | None = None) -> OSTModel:
     """The model `ost eval` and `ost plot-plan` score with: the config's, with checkpoint's
     weights, weight-space ensembled with the zero-shot model (`zero_shot`'s weights, default:
@@ -78,13 +78,13 @@ def scoring_model(cfg: TrainConfig, checkpoint: str | None = None, zero_shot: st
     path, so both commands score alike."""
     from .ensemble import ensemble_models
 
-    alpha = ensemble_alpha if ensemble_alpha is not None else cfg.ensemble_alpha
+    alpha = ensemble_alpha if ensemble_alpha is not None else cfg.eval.ensemble_alpha
     if alpha is not None and not (cfg.pretrained or zero_shot):
         # Without pretrained weights "the model as created" is a random one: no zero-shot model at all.
-        raise ValueError("ensembling (ensemble_alpha / --ensemble-alpha) mixes in the zero-shot model, but the "
+        raise ValueError("ensembling (eval.ensemble_alpha) mixes in the zero-shot model, but the "
                          "config sets no `pretrained` weights and no --zero-shot file was given: it would be a "
                          "randomly initialized model. Set pretrained (e.g. openai), pass --zero-shot, or drop the "
-                         "ensembling (--set ensemble_alpha=null)")
+                         "ensembling (--set eval.ensemble_alpha=null)")
     model = load_model(cfg, checkpoint)
     if alpha is not None:
         model = ensemble_models(load_model(cfg, zero_shot), model, alpha)

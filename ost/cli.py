@@ -11,8 +11,9 @@
     ost ensemble --zero-shot clip.pt --finetuned ost.pt --alpha 0.2 --out wise.pt
     ost make-synthetic --out demo                      # a small synthetic video data set
 
-`--config` takes a YAML file or a preset name, repeatable (later ones win); `--set` any setting
-of ost.config.TrainConfig, e.g. `--set od.eps=0.05 --set od.backend=cpu`.
+`train`, `eval` and `plot-plan` read one run config: `--config` takes a YAML file or a preset
+name, repeatable (later ones win); `--set` any setting of ost.config.RunConfig, e.g.
+`--set od.eps=0.05 --set eval.batch_size=16`. A setting is reached that one way only.
 """
 from __future__ import annotations
 
@@ -35,6 +36,11 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="ost", description="OST (CVPR'24) on open_clip with ost_kernels")
     parser.add_argument("--version", action="version", version=f"ost {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    # The run config, declared once for every command that reads it.
+    run_config = argparse.ArgumentParser(add_help=False)
+    run_config.add_argument("--config", action="append", help="YAML file or preset name (repeatable; later ones win)")
+    run_config.add_argument("--set", action="append", metavar="KEY=VALUE",
+                            help="override a setting, e.g. od.eps=0.05 or eval.batch_size=16 (repeatable)")
 
     desc = sub.add_parser("descriptors", help="Spatio-Temporal Descriptor files")
     desc_sub = desc.add_subparsers(dest="action", required=True)
@@ -87,27 +93,19 @@ def parse_args(argv=None):
     ens.add_argument("--out", required=True, help="state dict file to write")
     ens.set_defaults(func=commands.ensemble)
 
-    tr = sub.add_parser("train", help="fine-tune CLIP with OST (torchrun for several processes)")
-    tr.add_argument("--config", action="append", help="YAML file or preset name (repeatable; later ones win)")
-    tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
+    tr = sub.add_parser("train", parents=[run_config], help="fine-tune CLIP with OST (torchrun for several processes)")
     tr.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoint.pt")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=commands.train)
 
-    ev = sub.add_parser("eval", help="top-1 / top-5 accuracy against all classes")
-    ev.add_argument("--config", action="append", help="YAML file or preset name (repeatable; later ones win)")
-    ev.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
+    ev = sub.add_parser("eval", parents=[run_config], help="top-1 / top-5 accuracy against all classes "
+                        "(settings: the config's eval group, e.g. --set eval.batch_size=16)")
     ev.add_argument("--checkpoint", help="checkpoint or state dict (default: the model as created)")
-    ev.add_argument("--list", help="video list to evaluate (default: the config's eval_splits, else its val_list)")
+    ev.add_argument("--list", help="video list to evaluate (default: the config's eval.splits, else eval.val_list)")
     ev.add_argument("--split", action="append", metavar="LABELS,LIST,SPATIO,TEMPORAL[,ROOT]",
                     help="a split to evaluate (repeatable; results are averaged as mean +- std)")
-    ev.add_argument("--ensemble-alpha", type=float,
-                    help="weight-space ensemble with the zero-shot model first (default: the config's ensemble_alpha)")
-    ev.add_argument("--zero-shot", help="zero-shot weights for the ensembling (default: the pretrained model as "
-                                        "created; refused when the config has no pretrained weights)")
-    ev.add_argument("--batch-size", type=int, default=8, help="videos per batch (default 8)")
-    ev.add_argument("--class-chunk", type=int, help="classes scored at a time (running top-5): bounded memory")
-    ev.add_argument("--memory-budget-mb", type=float, help="derive the class chunk from this budget instead")
+    ev.add_argument("--zero-shot", help="zero-shot weights for eval.ensemble_alpha's ensembling (default: the "
+                                        "pretrained model as created; refused when the config has no pretrained weights)")
     ev.add_argument("--out", help="write the results as JSON here")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=commands.evaluate)
@@ -121,13 +119,11 @@ def parse_args(argv=None):
     syn.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     syn.set_defaults(func=commands.make_synthetic)
 
-    pp = sub.add_parser("plot-plan", help="heatmaps of a video's transport plans against its top classes")
-    pp.add_argument("--config", action="append", help="YAML file or preset name (repeatable; later ones win)")
-    pp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
+    pp = sub.add_parser("plot-plan", parents=[run_config],
+                        help="heatmaps of a video's transport plans against its top classes")
     pp.add_argument("--checkpoint", help="OST weights (default: the config's model as created)")
-    pp.add_argument("--ensemble-alpha", type=float,
-                    help="weight-space ensemble with the zero-shot model first, as ost eval (default: the config's)")
-    pp.add_argument("--zero-shot", help="zero-shot weights for the ensembling (default: the pretrained model)")
+    pp.add_argument("--zero-shot", help="zero-shot weights for eval.ensemble_alpha's ensembling, as ost eval "
+                                        "(default: the pretrained model)")
     pp.add_argument("--video", required=True, help="the video file to plot")
     pp.add_argument("--top", type=int, default=3, help="plot its N highest-scoring classes (default 3)")
     pp.add_argument("--kind", choices=["spatio", "temporal"], default="temporal",

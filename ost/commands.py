@@ -58,15 +58,15 @@ def _splits(cfg, args):
 
     if args.split:
         return [Split(*spec.split(",")) for spec in args.split]
-    if cfg.eval_splits and not args.list:
+    if cfg.eval.splits and not args.list:
         return [Split(cfg.data_path(s["labels"]), cfg.data_path(s["list"]), cfg.data_path(s["spatio"]),
-                      cfg.data_path(s["temporal"]), s.get("root", cfg.root)) for s in cfg.eval_splits]
-    # --list is the user's path (working directory); val_list is the config's (data_dir).
-    video_list = args.list or (cfg.data_path(cfg.val_list) if cfg.val_list else "")
+                      cfg.data_path(s["temporal"]), s.get("root", cfg.root)) for s in cfg.eval.splits]
+    # --list is the user's path (working directory); eval.val_list is the config's (data_dir).
+    video_list = args.list or (cfg.data_path(cfg.eval.val_list) if cfg.eval.val_list else "")
     if not video_list:
         # Never the training list by default: its top-1 says nothing about the model.
         raise ValueError("ost eval needs the videos to score: pass --list FILE (or --split ...), or set "
-                         "val_list or eval_splits in the config")
+                         "eval.val_list or eval.splits in the config")
     return [Split(cfg.data_path(cfg.labels), video_list, cfg.data_path(cfg.spatio),
                   cfg.data_path(cfg.temporal), cfg.root)]
 
@@ -77,11 +77,12 @@ def evaluate(args) -> int:
     from .evaluate import evaluate as run
 
     cfg = load_config(args.config, args.set or [])
-    model = scoring_model(cfg, args.checkpoint, args.zero_shot, args.ensemble_alpha)
+    model = scoring_model(cfg, args.checkpoint, args.zero_shot)
     splits = _splits(cfg, args)
-    budget = int(args.memory_budget_mb * 2**20) if args.memory_budget_mb else None
-    result = run(model, splits, cfg.frames, cfg.size, args.batch_size, progress=not args.quiet, out_path=args.out,
-                 class_chunk=args.class_chunk, memory_budget=budget, views=tuple(cfg.views),
+    ev = cfg.eval
+    budget = int(ev.memory_budget_mb * 2**20) if ev.memory_budget_mb else None
+    result = run(model, splits, cfg.frames, cfg.size, ev.batch_size, progress=not args.quiet, out_path=args.out,
+                 class_chunk=ev.class_chunk, memory_budget=budget, views=tuple(ev.views),
                  normalization=cfg.normalization, num_workers=cfg.num_workers,
                  descriptors=lambda split: _descriptor_set(cfg, split))
     s = result["summary"]
@@ -116,7 +117,7 @@ def plot_plan(args) -> int:
     from .plots import plot_video_plans
 
     cfg = load_config(args.config, args.set or [])
-    model = scoring_model(cfg, args.checkpoint, args.zero_shot, args.ensemble_alpha)
+    model = scoring_model(cfg, args.checkpoint, args.zero_shot)
     print(plot_video_plans(model, args.video, args.out, cfg.frames, cfg.size, top=args.top, kind=args.kind,
                            normalization=cfg.normalization))
     return 0

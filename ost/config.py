@@ -1,8 +1,10 @@
-"""Run configuration (YAML + `--set key=value` overrides) and the model it describes.
+"""Run configuration: YAML + `--set key=value` overrides, one RunConfig for every command.
 
-Every setting is a field of TrainConfig. The OD logits and solver settings sit under `od`
-(ost.logits.ODLogitsConfig): in YAML `od: {eps: 0.05, backend: cpu}`, on the command line
-`--set od.eps=0.05`. `ost train`, `ost eval` and `ost plot-plan` read the same file.
+Every setting is a field of RunConfig or of one of its groups: the OD logits and solver
+settings under `od` (ost.logits.ODLogitsConfig), `ost eval`'s under `eval`
+(ost.evaluate.EvalConfig): in YAML `od: {eps: 0.05, backend: cpu}`, on the command line
+`--set od.eps=0.05`. `ost train`, `ost eval` and `ost plot-plan` read the same file; only
+training needs a `train_list`.
 
 A config may name a `base` file (or list of files, relative to itself) whose settings it
 extends, and `--config` also takes the name of a bundled preset (ost/presets/, `ost presets`
@@ -22,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from .augment import check_normalization
+from .evaluate import EvalConfig
 from .transforms import check_views
 from .files import read_text
 from .logits import ODLogitsConfig
@@ -32,16 +35,14 @@ REQUIRED = "REQUIRED"
 
 
 @dataclass
-class TrainConfig:
+class RunConfig:
     data_dir: str = "."  # relative data paths below are relative to this
     labels: str = ""
-    train_list: str = ""
-    val_list: str = ""  # the videos `ost eval` scores when no --list / --split / eval_splits is given
+    train_list: str = ""  # the videos `ost train` trains on (required there only)
     spatio: str = ""
     temporal: str = ""
     root: str | None = None  # video paths are relative to this (default: the list's folder)
     few_shot: int | None = None  # train on K videos per class (seeded by `seed`)
-    eval_splits: list = field(default_factory=list)  # [{labels, list, spatio, temporal[, root]}] for `ost eval`
     model: str = "ViT-B-16"
     pretrained: str | None = None
     model_overrides: dict = field(default_factory=dict)  # extra open_clip.create_model arguments
@@ -49,7 +50,6 @@ class TrainConfig:
     frames: int = 8
     size: int = 224
     normalization: str = "imagenet"  # pixel mean / std: imagenet (the official pipeline) | clip
-    views: tuple = (1, 1)  # evaluation views: temporal clips x spatial crops, softmax averaged
     batch_size: int = 8  # global: split over the ranks; the in-batch logits span all of it
     grad_accum: int = 1
     epochs: int = 10
@@ -67,7 +67,6 @@ class TrainConfig:
     temporal_prompt: str = TEMPORAL_PROMPT
     class_name_baseline: bool = False  # match against one class-name prompt per class (no descriptors)
     class_prompt: str = CLASS_PROMPT
-    ensemble_alpha: float | None = None  # `ost eval`: WiSE-FT weight of the zero-shot model
     seed: int = 0
     num_workers: int | None = None  # loader processes per rank; default: the cores (shared by the ranks), <= 8
     prefetch: int = 4  # batches each loader worker prepares ahead
@@ -75,12 +74,20 @@ class TrainConfig:
     save_every: int = 50
     tensorboard: bool = False
     od: ODLogitsConfig = field(default_factory=ODLogitsConfig)  # logits and solver settings
+    eval: EvalConfig = field(default_factory=EvalConfig)  # `ost eval`'s settings
 
     def data_path(self, path: str | None) -> str | None:
         """A data path as given, or under data_dir when relative."""
         if path is None or Path(path).is_absolute():
             return path
         return str(Path(self.data_dir) / path)
+
+
+# The groups of settings: fields that are themselves dataclasses ("od", "eval").
+GROUPS = {f.name: f.default_factory for f in dataclasses.fields(RunConfig) if dataclasses.is_dataclass(f.default_factory)}
+# Settings that moved into a group, for a clear refusal of the old spelling.
+_MOVED = {"val_list": "eval.val_list", "eval_splits": "eval.splits", "views": "eval.views",
+          "ensemble_alpha": "eval.ensemble_alpha"}
 
 
 def _set(values: dict, dotted: str, value) -> None:
@@ -96,12 +103,14 @@ def _set(values: dict, dotted: str, value) -> None:
 def _unknown(given, known, where: str) -> None:
     unknown = sorted(set(given) - set(known))
     if unknown:
-        raise ValueError(f"unknown settings {unknown}{where}; known: {sorted(known)}")
+        moved = [f"{k} is now {_MOVED[k]}" for k in unknown if k in _MOVED and not where]
+        hint = f" ({'; '.join(moved)})" if moved else ""
+        raise ValueError(f"unknown settings {unknown}{where}{hint}; known: {sorted(known)}")
 
 
 def _read(path: Path, seen: tuple = (), sources: dict | None = None) -> dict:
-    """A config file's settings over those of its `base` files (nested `od` merged). `sources`
-    gets, for each setting ("od.eps" for the group's), the file it came from."""
+    """A config file's settings over those of its `base` files (groups merged key by key).
+    `sources` gets, for each setting ("od.eps" for a group's), the file it came from."""
     if path in seen:
         raise ValueError(f"{path}: `base` files include each other")
     values = _yaml(read_text(path), str(path)) or {}
@@ -127,15 +136,10 @@ def _yaml(text: str, where: str):
 
 def _merge(into: dict, values: dict, sources: dict | None = None, origin: str | None = None) -> None:
     for key, value in values.items():
-        if key == "od" and isinstance(value, dict) and isinstance(into.get("od"), dict):
-            into["od"] = {**into["od"], **value}
-        else:
-            into[key] = value
+        group = key in GROUPS and isinstance(value, dict)
+        into[key] = {**into[key], **value} if group and isinstance(into.get(key), dict) else value
         if sources is not None and origin is not None:
-            if key == "od" and isinstance(value, dict):
-                sources.update({f"od.{k}": origin for k in value})
-            else:
-                sources[key] = origin
+            sources.update({f"{key}.{k}": origin for k in value} if group else {key: origin})
 
 
 def _coerce(name: str, value, annotation: str, origin: str | None):
@@ -163,6 +167,8 @@ def _coerce(name: str, value, annotation: str, origin: str | None):
         return value
     if "bool" in kinds and not isinstance(value, bool):
         raise ValueError(f"setting {name!r} must be true or false{where}, got {value!r}")
+    if "tuple" in kinds and isinstance(value, list):
+        return tuple(value)
     return value
 
 
@@ -172,8 +178,8 @@ def _typed(values: dict, cls, prefix: str, sources: dict) -> dict:
     return {k: _coerce(prefix + k, v, fields[k], sources.get(prefix + k)) for k, v in values.items()}
 
 
-def load_config(paths: str | list[str] | None, overrides: list[str] = ()) -> TrainConfig:
-    """YAML files (or bundled preset names) of TrainConfig fields, later ones over earlier ones
+def load_config(paths: str | list[str] | None, overrides: list[str] = ()) -> RunConfig:
+    """YAML files (or bundled preset names) of RunConfig fields, later ones over earlier ones
     (e.g. a run's preset, then an ablation), then `key=value` overrides (values parsed as
     YAML; `od.eps=0.05` sets a field of the `od` group). Number and true/false settings are
     checked (and numbers written as `1e-3` read as numbers) at load, naming the setting and
@@ -188,22 +194,24 @@ def load_config(paths: str | list[str] | None, overrides: list[str] = ()) -> Tra
         key, value = item.split("=", 1)
         _set(values, key.strip(), _yaml(value, f"--set {item}"))
         sources[key.strip()] = f"--set {item}"
-    _unknown(values, [f.name for f in dataclasses.fields(TrainConfig)], "")
-    missing = sorted(k for k, v in values.items() if v == REQUIRED)
+    _unknown(values, [f.name for f in dataclasses.fields(RunConfig)], "")
+    missing = sorted([k for k, v in values.items() if v == REQUIRED] +
+                     [f"{g}.{k}" for g in GROUPS if isinstance(values.get(g), dict)
+                      for k, v in values[g].items() if v == REQUIRED])
     if missing:
         raise ValueError(f"settings {missing} are required by this config: set them, e.g. "
                          + " ".join(f"--set {k}=..." for k in missing))
-    for key in ("betas", "views"):
-        if key in values:
-            values[key] = tuple(values[key])
-    od = values.pop("od", None) or {}
-    if not isinstance(od, dict):
-        raise ValueError(f"setting 'od' must be a mapping of {[f.name for f in dataclasses.fields(ODLogitsConfig)]}")
-    _unknown(od, [f.name for f in dataclasses.fields(ODLogitsConfig)], " under 'od'")
-    values = _typed(values, TrainConfig, "", sources)
-    od = _typed(od, ODLogitsConfig, "od.", sources)
+    groups = {}
+    for name, cls in GROUPS.items():
+        group = values.pop(name, None) or {}
+        known = [f.name for f in dataclasses.fields(cls)]
+        if not isinstance(group, dict):
+            raise ValueError(f"setting {name!r} must be a mapping of {known}")
+        _unknown(group, known, f" under {name!r}")
+        groups[name] = cls(**_typed(group, cls, f"{name}.", sources))
+    values = _typed(values, RunConfig, "", sources)
     _relative_to_files(values, sources, [preset_path(p) for p in ([paths] if isinstance(paths, str) else paths or [])])
-    cfg = TrainConfig(**values, od=ODLogitsConfig(**od))
+    cfg = RunConfig(**values, **groups)
     _validate(cfg)
     return cfg
 
@@ -239,16 +247,19 @@ def _relative_to_files(values: dict, sources: dict, files: list[Path]) -> None:
 
 
 # Settings that cannot work below these values (checked at load, not minutes into a run).
-_AT_LEAST = dict(frames=1, size=1, batch_size=1, grad_accum=1, epochs=0, max_steps=1, lr=0.0, weight_decay=0.0,
-                 warmup_steps=0, warmup_epochs=0.0, few_shot=1, num_workers=0, prefetch=1, save_every=1)
+_AT_LEAST = {**dict(frames=1, size=1, batch_size=1, grad_accum=1, epochs=0, max_steps=1, lr=0.0, weight_decay=0.0,
+                    warmup_steps=0, warmup_epochs=0.0, few_shot=1, num_workers=0, prefetch=1, save_every=1),
+             "eval.batch_size": 1, "eval.class_chunk": 1, "eval.memory_budget_mb": 0.0}
 
 
-def _validate(cfg: TrainConfig) -> None:
-    for name in ("labels", "train_list", "spatio", "temporal"):
+def _validate(cfg: RunConfig) -> None:
+    for name in ("labels", "spatio", "temporal"):
         if not getattr(cfg, name):
             raise ValueError(f"setting {name!r} is required")
     for name, least in _AT_LEAST.items():
-        value = getattr(cfg, name)
+        value = cfg
+        for part in name.split("."):
+            value = getattr(value, part)
         if value is not None and not value >= least:
             raise ValueError(f"setting {name!r} must be >= {least}, got {value}")
     if cfg.precision not in ("fp32", "bf16", "fp16"):
@@ -258,23 +269,29 @@ def _validate(cfg: TrainConfig) -> None:
     if cfg.class_sharded and cfg.loss != "ce":
         raise ValueError("class_sharded training uses the cross-entropy over all classes: set loss: ce")
     check_normalization(cfg.normalization)
-    check_views(cfg.views)
+    check_views(cfg.eval.views)
     if cfg.warmup_steps and cfg.warmup_epochs:
         raise ValueError("set warmup_steps or warmup_epochs, not both")
     if cfg.class_name_baseline and cfg.od.use_ot:
         raise ValueError("class_name_baseline matches one class-name prompt per class, so the OD solver has "
                          "nothing to transport: set od.use_ot: false (as presets/ablation_class_name.yaml does)")
-    if cfg.ensemble_alpha is not None and not 0.0 <= cfg.ensemble_alpha <= 1.0:
-        raise ValueError(f"ensemble_alpha must be in [0, 1], got {cfg.ensemble_alpha}")
-    for i, split in enumerate(cfg.eval_splits):
+    alpha = cfg.eval.ensemble_alpha
+    if alpha is not None and not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"eval.ensemble_alpha must be in [0, 1], got {alpha}")
+    for i, split in enumerate(cfg.eval.splits):
         if not isinstance(split, dict):
-            raise ValueError(f"eval_splits[{i}] must be a mapping with labels, list, spatio, temporal")
-        _unknown(split, ("labels", "list", "spatio", "temporal", "root"), f" in eval_splits[{i}]")
+            raise ValueError(f"eval.splits[{i}] must be a mapping with labels, list, spatio, temporal")
+        _unknown(split, ("labels", "list", "spatio", "temporal", "root"), f" in eval.splits[{i}]")
         lacking = [k for k in ("labels", "list", "spatio", "temporal") if k not in split]
         if lacking:
-            raise ValueError(f"eval_splits[{i}] lacks {lacking}")
+            raise ValueError(f"eval.splits[{i}] lacks {lacking}")
 
 
-def config_dict(cfg: TrainConfig) -> dict:
+def _plain(x):
+    return [_plain(v) for v in x] if isinstance(x, (list, tuple)) else \
+        {k: _plain(v) for k, v in x.items()} if isinstance(x, dict) else x
+
+
+def config_dict(cfg: RunConfig) -> dict:
     """The config as plain YAML-able values (what config.yaml and checkpoints hold)."""
-    return {**dataclasses.asdict(cfg), "betas": list(cfg.betas), "views": list(cfg.views)}
+    return _plain(dataclasses.asdict(cfg))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,6 +31,20 @@ from .descriptors import DescriptorSet
 from .large_classes import chunk_for_budget, chunked_topk
 from .logits import DescriptorEmbeddings
 from .model import OSTModel
+
+
+@dataclass
+class EvalConfig:
+    """`ost eval`'s settings: the `eval` group of a run config (ost.config), in YAML
+    `eval: {ensemble_alpha: 0.2}`, on the command line `--set eval.batch_size=16`."""
+
+    val_list: str = ""  # the videos scored when no --list / --split / splits is given
+    splits: list = field(default_factory=list)  # [{labels, list, spatio, temporal[, root]}]: mean +- std
+    views: tuple = (1, 1)  # temporal clips x spatial crops, softmax averaged
+    ensemble_alpha: float | None = None  # WiSE-FT weight of the zero-shot model (also `ost plot-plan`)
+    batch_size: int = 8  # videos per batch
+    class_chunk: int | None = None  # classes scored at a time (running top-5): bounded memory ...
+    memory_budget_mb: float | None = None  # ... or derived from this budget
 
 
 @dataclass

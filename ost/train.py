@@ -10,7 +10,7 @@ global batch (ost.distributed). Checkpoints (model, optimizer, scheduler, scaler
 position, RNG state) are written atomically (ost.checkpoint); `--resume` continues exactly
 where the last one stopped, and metrics.jsonl keeps each step once.
 
-The settings are ost.config.TrainConfig.
+The settings are ost.config.RunConfig.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .build import descriptor_set, load_model
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import TrainConfig, config_dict
+from .config import RunConfig, config_dict
 from .annotations import few_shot, read_annotations
 from .data import VideoDataset, collate_skipping
 from .augment import finish_batch
@@ -55,8 +55,10 @@ def lr_lambda(warmup: int, total: int):
     return f
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+def train(cfg: RunConfig, resume: bool = False, progress: bool = True) -> dict:
     """Runs training; returns {"step": final step, "loss": last loss, "checkpoint": path}."""
+    if not cfg.train_list:  # evaluation configs need none; training does, before any work
+        raise ValueError("setting 'train_list' is required for training: the videos to train on")
     env = Distributed()
     try:
         return _train(cfg, env, resume, progress)
@@ -64,7 +66,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         env.close()
 
 
-def _train(cfg: TrainConfig, env: Distributed, resume: bool, progress: bool) -> dict:
+def _train(cfg: RunConfig, env: Distributed, resume: bool, progress: bool) -> dict:
     out = Path(cfg.out_dir)
     ckpt_path, log_path = out / "checkpoint.pt", out / "metrics.jsonl"
     if env.main:

@@ -155,11 +155,11 @@ def test_a_bad_override_names_the_override(data, tmp_path):
 
 
 def test_eval_needs_a_list_to_score(data, tmp_path, capsys):
-    """Never the training list by default; val_list in the config serves."""
+    """Never the training list by default; eval.val_list in the config serves."""
     path = write(tmp_path, data)
     assert main(["eval", "--config", str(path), "--quiet"]) == 2
     assert "ost eval needs the videos to score: pass --list FILE" in capsys.readouterr().err
-    assert main(["eval", "--config", str(path), "--quiet", "--set", f"val_list={data['val']}"]) == 0
+    assert main(["eval", "--config", str(path), "--quiet", "--set", f"eval.val_list={data['val']}"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"\(1 split\(s\), \d+ videos scored, 0 unreadable and skipped\)", out), out
 
@@ -205,3 +205,30 @@ def test_relative_paths_are_relative_to_the_config_file(data, tmp_path, monkeypa
                  f"root={data['val'].parent}"]) == 0
     preset = load_config("hmdb_zero_shot", ["root=/v"])
     assert preset.data_dir == str(elsewhere / "ost-data")  # a bundled preset's: the working directory's
+
+
+def test_eval_settings_are_a_group_of_the_run_config(data, tmp_path, capsys):
+    """`ost eval`'s knobs live in the `eval` group, reached one way (YAML or --set eval.X),
+    merged key by key over base files like `od`; the old top-level spellings are refused
+    with their new names; only training needs a train_list."""
+    base = write(tmp_path, data, eval=dict(ensemble_alpha=0.5, views=[2, 1]))
+    child = tmp_path / "child.yaml"
+    child.write_text(f"base: {base.name}\neval: {{batch_size: 3}}\n")
+    cfg = load_config(str(child), ["eval.class_chunk=2"])
+    assert (cfg.eval.ensemble_alpha, cfg.eval.views, cfg.eval.batch_size, cfg.eval.class_chunk) == (0.5, (2, 1), 3, 2)
+    for old, new in (("views=[2, 1]", "eval.views"), ("ensemble_alpha=0.2", "eval.ensemble_alpha"),
+                     ("eval_splits=[]", "eval.splits"), ("val_list=v.txt", "eval.val_list")):
+        with pytest.raises(ValueError, match=rf"is now {re.escape(new)}"):
+            load_config(str(base), [old])
+    with pytest.raises(ValueError, match=r"setting 'eval.batch_size' must be >= 1"):
+        load_config(str(base), ["eval.batch_size=0"])
+    with pytest.raises(ValueError, match=r"'eval.memory_budget_mb' must be a number"):
+        load_config(str(base), ["eval.memory_budget_mb=lots"])
+    with pytest.raises(SystemExit) as stop:  # a setting, not a flag: argparse refuses it
+        main(["eval", "--config", str(base), "--batch-size", "4"])
+    assert stop.value.code == 2 and "unrecognized arguments: --batch-size" in capsys.readouterr().err
+    # An evaluation config names no training list; `ost train` refuses it before any work.
+    no_train = write(tmp_path, data, train_list="", eval=dict(val_list=str(data["val"])))
+    assert load_config(str(no_train)).train_list == ""
+    assert main(["train", "--config", str(no_train), "--quiet"]) == 2
+    assert "'train_list' is required for training" in capsys.readouterr().err

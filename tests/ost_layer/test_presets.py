@@ -38,7 +38,7 @@ def stand_in(tmp_path_factory):
         values = yaml.safe_load((PRESETS_DIR / f"{preset}.yaml").read_text())
         pairs = [(values.get("labels"), syn["labels"]), (values.get("spatio"), syn["spatio"]),
                  (values.get("temporal"), syn["temporal"]), (values.get("train_list"), syn["train"])]
-        for split in values.get("eval_splits", []):
+        for split in values.get("eval", {}).get("splits", []):
             pairs += [(split["labels"], syn["labels"]), (split["list"], syn["val"]),
                       (split["spatio"], syn["spatio"]), (split["temporal"], syn["temporal"])]
         for rel, src in pairs:
@@ -71,11 +71,11 @@ def test_presets_follow_the_official_configs():
     few = load_config("ucf_few_shot_8", ["root=/v"])
     assert (few.epochs, few.grad_accum, few.train_list) == (50, 2, "splits/ucf_splits/train1_few_shot_8.txt")
     k600 = load_config("k600_zero_shot", ["root=/v"])
-    assert [s["labels"] for s in k600.eval_splits] == [f"labels/ZS_split{k}_K600.csv" for k in (1, 2, 3)]
-    assert [s["list"] for s in k600.eval_splits] == [
+    assert [s["labels"] for s in k600.eval.splits] == [f"labels/ZS_split{k}_K600.csv" for k in (1, 2, 3)]
+    assert [s["list"] for s in k600.eval.splits] == [
         f"splits/k600_splits/ZS_split{k}_K600_eval_filtered.txt" for k in (1, 2, 3)]
-    assert k600.eval_splits[2]["spatio"] == "descriptors/k600/split3/spatio_4_descriptors.json"
-    assert k600.ensemble_alpha == 0.2
+    assert k600.eval.splits[2]["spatio"] == "descriptors/k600/split3/spatio_4_descriptors.json"
+    assert k600.eval.ensemble_alpha == 0.2
 
 
 def test_required_settings_are_named():
@@ -89,7 +89,7 @@ def test_ablations_apply_over_a_run(ablation):
     base = load_config("hmdb_zero_shot", ["root=/v"])
     changed = {k for k, v in vars(cfg).items() if v != vars(base)[k]}
     assert changed and changed <= {"od", "spatio_prompt", "temporal_prompt", "class_name_baseline"}
-    assert cfg.labels == base.labels and cfg.eval_splits == base.eval_splits
+    assert cfg.labels == base.labels and cfg.eval.splits == base.eval.splits
 
 
 @pytest.mark.parametrize("preset", RUNS)
@@ -105,13 +105,13 @@ def test_preset_runs_end_to_end_on_a_stand_in(preset, stand_in, tmp_path):
         args = ["eval", "--config", preset, "--zero-shot", str(zero_shot), "--out", str(out), "--quiet"]
         assert main(args + [f"--set={s}" for s in settings]) == 0
         result = json.loads(out.read_text())
-        assert len(result["splits"]) == len(load_config(preset, settings).eval_splits)
+        assert len(result["splits"]) == len(load_config(preset, settings).eval.splits)
         return
     assert main(["train", "--config", preset, "--quiet"] + [f"--set={s}" for s in settings]) == 0
     assert [s["step"] for s in steps(tmp_path / "run")] == [1]
     out = tmp_path / "eval.json"
     # A preset without evaluation splits (K400's own lists are not published) names its list.
-    scored = [] if load_config(preset, settings).eval_splits else ["--list", str(stand_in["train"])]
+    scored = [] if load_config(preset, settings).eval.splits else ["--list", str(stand_in["train"])]
     assert main(["eval", "--config", preset, "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"), "--out",
                  str(out), "--quiet"] + scored + [f"--set={s}" for s in settings]) == 0
     assert 0.0 <= json.loads(out.read_text())["summary"]["top1"]["mean"] <= 1.0
@@ -150,7 +150,7 @@ def test_ensembling_against_random_weights_is_refused(stand_in, tmp_path, capsys
     settings = _settings(stand_in, tmp_path)
     assert main(["eval", "--config", "hmdb_zero_shot", "--quiet"] + [f"--set={s}" for s in settings]) == 2
     assert "randomly initialized model" in capsys.readouterr().err
-    assert main(["eval", "--config", "hmdb_zero_shot", "--quiet", "--set=ensemble_alpha=null"]
+    assert main(["eval", "--config", "hmdb_zero_shot", "--quiet", "--set=eval.ensemble_alpha=null"]
                 + [f"--set={s}" for s in settings]) == 0
 
 

@@ -136,7 +136,7 @@ def test_plot_plan_scores_as_eval_does(data, tmp_path, monkeypatch):
     torch.save({k: torch.randn_like(v) if v.is_floating_point() else v
                 for k, v in load_model(load_config(str(config)), None).state_dict().items()}, zero_shot)
     base = ["plot-plan", "--config", str(config), "--video", video, "--top", "2"]
-    for i, extra in enumerate([[], ["--set", "normalization=clip"], ["--ensemble-alpha", "0.5", "--zero-shot",
+    for i, extra in enumerate([[], ["--set", "normalization=clip"], ["--set", "eval.ensemble_alpha=0.5", "--zero-shot",
                                                                      str(zero_shot)]]):
         assert main(base + ["--out", str(tmp_path / f"p{i}.png")] + extra) == 0
     assert seen[0] != seen[1] and seen[0] != seen[2]
@@ -175,7 +175,7 @@ def test_accumulation_frozen_text_and_evaluation_options(data, tmp_path):
     zero_shot = tmp_path / "zero_shot.pt"  # the config has no pretrained weights: name the zero-shot model
     torch.save(fresh, zero_shot)
     assert main(["eval", "--config", str(config), "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"),
-                 "--split", split, "--split", split, "--ensemble-alpha", "0.2", "--zero-shot", str(zero_shot),
+                 "--split", split, "--split", split, "--set", "eval.ensemble_alpha=0.2", "--zero-shot", str(zero_shot),
                  "--out", str(out), "--quiet"]) == 0
     res = json.loads(out.read_text())
     assert len(res["splits"]) == 2 and res["summary"]["top1"]["std"] == 0.0
@@ -197,7 +197,7 @@ def test_class_sharded_training_over_two_processes_matches_one(data, tmp_path):
 def test_chunked_evaluation_equals_unchunked(data, tmp_path):
     config = write_config(tmp_path, data)
     results = []
-    for extra in ([], ["--class-chunk", "1"], ["--memory-budget-mb", "0.001"]):
+    for extra in ([], ["--set", "eval.class_chunk=1"], ["--set", "eval.memory_budget_mb=0.001"]):
         out = tmp_path / f"r{len(results)}.json"
         assert main(["eval", "--config", str(config), "--list", str(data["val"]), "--out", str(out), "--quiet",
                      *extra]) == 0
