@@ -392,7 +392,8 @@ def train_step_overhead(report, batch=32, frames=8, classes=400):
 
     from ost.descriptors import DescriptorSet
     from ost.loss import symmetric_kl_loss
-    from ost.model import ODLogitsConfig, OSTModel
+    from ost.logits import ODLogitsConfig
+    from ost.model import OSTModel
 
     names = [f"action {a}" for a in range(classes)]
     descs = DescriptorSet(names, [[f"object {a}.{k}" for k in range(4)] for a in range(classes)],

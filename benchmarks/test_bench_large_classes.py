@@ -14,7 +14,7 @@ import torch
 from conftest import record
 from memory import peak_extra_bytes
 from ost.large_classes import chunked_topk, sharded_cross_entropy
-from ost.model import DescriptorEmbeddings, od_logits
+from ost.logits import DescriptorEmbeddings, od_logits
 
 B, T, N, D = 8, 8, 4, 512
 

@@ -14,8 +14,8 @@ from tqdm import tqdm  # tqdm.auto's iterates its iterable twice (tests/ost_laye
 from .descriptors import KINDS, DescriptorSet
 from .logits import DescriptorEmbeddings, ODLogitsConfig, od_logits
 
-__all__ = ["OSTModel", "DescriptorEmbeddings", "ODLogitsConfig", "od_logits", "SPATIO_PROMPT", "TEMPORAL_PROMPT",
-           "CLASS_PROMPT"]
+# The logits' own names (DescriptorEmbeddings, ODLogitsConfig, od_logits) are ost.logits's.
+__all__ = ["OSTModel", "SPATIO_PROMPT", "TEMPORAL_PROMPT", "CLASS_PROMPT"]
 
 SPATIO_PROMPT = "This is a video about {descriptor}"
 TEMPORAL_PROMPT = "A video of {class_name} usually includes {descriptor}"

@@ -64,3 +64,19 @@ def test_no_import_circles(package):
         if start not in done:
             visit(start, [], set(), done)
     assert not cycles, "import circles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_names_are_imported_from_the_module_that_defines_them():
+    """ost.model re-exports nothing of ost.logits: every `from ost.model import ...` (in the
+    package, the tests and the benchmarks) takes only names in ost.model.__all__."""
+    import ost.model
+
+    bad = []
+    for path in sorted(ROOT.glob("ost/**/*.py")) + sorted(ROOT.glob("tests/**/*.py")) + \
+            sorted(ROOT.glob("benchmarks/*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module == "ost.model" or
+                                                     (node.level == 1 and node.module == "model"
+                                                      and path.parent.name == "ost")):
+                bad += [f"{path.relative_to(ROOT)}: {a.name}" for a in node.names if a.name not in ost.model.__all__]
+    assert not bad, "imported from ost.model but defined elsewhere: " + ", ".join(bad)

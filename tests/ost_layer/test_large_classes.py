@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from ost.large_classes import chunk_for_budget, chunked_topk, shard_range, sharded_cross_entropy
-from ost.model import DescriptorEmbeddings, ODLogitsConfig, od_logits
+from ost.logits import DescriptorEmbeddings, ODLogitsConfig, od_logits
 
 
 def _embeddings(seed=0, B=6, T=5, A=23, N=4, d=16):

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from ost.descriptors import DescriptorSet
 from ost.ensemble import ensemble_models, ensemble_state_dicts
 from ost.loss import cross_entropy_loss, same_class_target, symmetric_kl_loss
-from ost.model import DescriptorEmbeddings, ODLogitsConfig, OSTModel, od_logits
+from ost.logits import DescriptorEmbeddings, ODLogitsConfig, od_logits
+from ost.model import OSTModel
 from ost_kernels import od_solve
 from tiny_clip import tiny_clip
 
