@@ -28,7 +28,9 @@ def test_plan_marginals_and_score(backend, masks, gen):
     torch.testing.assert_close(col, expected_col, rtol=1e-5, atol=1e-6)
     row_err = (plan.sum(-1) - torch.where(fm[:, None] if masks else torch.ones(3, 1, 8, dtype=torch.bool),
                                           (1.0 / t_valid)[:, None, None], torch.zeros(()))).abs().sum(-1)
-    torch.testing.assert_close(row_err, info.marginal_error, rtol=1e-4, atol=1e-6)
+    # The plan is rebuilt from float32 potentials: exp((f + g - C) / eps) with exponents up to
+    # 2 / eps = 20 carries ~20 * 6e-8 relative error per entry, ~1.2e-6 over the 8 rows' sums.
+    torch.testing.assert_close(row_err, info.marginal_error, rtol=1e-4, atol=3e-6)
     if masks:
         assert (plan[~fm[:, None, :].expand(3, 4, 8)] == 0).all()
         assert (plan.transpose(-1, -2)[~dm[None].expand(3, 4, 5)] == 0).all()
