@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <optional>
 #include <string>
 
@@ -49,10 +50,34 @@ inline void check_embeddings(const at::Tensor& video, const at::Tensor& desc,
   check_mask(desc_mask, "desc_mask", desc.size(0), desc.size(1), video);
 }
 
-inline void check_solver_args(double eps, int64_t max_iter, double tol) {
+inline void check_solver_args(double eps, int64_t max_iter, double tol, double reg_frames = INFINITY,
+                              double reg_desc = INFINITY) {
   TORCH_CHECK(std::isfinite(eps) && eps > 0, "ost_kernels: eps must be finite and > 0, got ", eps);
   TORCH_CHECK(max_iter >= 1, "ost_kernels: max_iter must be >= 1, got ", max_iter);
   TORCH_CHECK(std::isfinite(tol) && tol >= 0, "ost_kernels: tol must be finite and >= 0, got ", tol);
+  TORCH_CHECK(reg_frames > 0 && reg_desc > 0, "ost_kernels: reg_frames and reg_desc must be > 0 (inf = exact), got ",
+              reg_frames, ", ", reg_desc);
+}
+
+// Frame / descriptor weights: (B, T) / (A, N) floats where given, as od_solve checks them
+// (finite, >= 0 and a row of positive valid weight are checked there, before any work).
+inline void check_weights(const std::optional<at::Tensor>& w, int64_t rows, int64_t cols, const at::Tensor& like,
+                          const char* name) {
+  if (!w.has_value()) return;
+  TORCH_CHECK(w->dim() == 2 && w->size(0) == rows && w->size(1) == cols, "ost_kernels: ", name, " must be (", rows,
+              ", ", cols, "), got ", w->sizes());
+  TORCH_CHECK(at::isFloatingType(w->scalar_type()), "ost_kernels: ", name, " must be a float tensor");
+  TORCH_CHECK(w->device() == like.device(), "ost_kernels: ", name, " must be on ", like.device());
+}
+
+// For kernels that take uniform balanced transport only (contract.refuse_weights_and_reg's twin).
+inline void refuse_weights_and_reg(const std::optional<at::Tensor>& frame_weights,
+                                   const std::optional<at::Tensor>& desc_weights, double reg_frames, double reg_desc,
+                                   const char* caller) {
+  TORCH_CHECK(!frame_weights.has_value() && !desc_weights.has_value() && std::isinf(reg_frames) &&
+                  std::isinf(reg_desc),
+              caller, ": these kernels do not take frame / descriptor weights or relaxed marginals (reg_m) yet; use "
+              "backend 'cpu' or 'torch'");
 }
 
 inline void check_potentials(const at::Tensor& grad_scores, const at::Tensor& f, const at::Tensor& g,

@@ -15,8 +15,9 @@
 namespace ost_kernels {
 
 constexpr const char* kForwardSchema =
-    "od_forward(Tensor video, Tensor desc, Tensor? frame_mask, Tensor? desc_mask, "
-    "float eps, int max_iter, float tol, bool normalize, bool keep_cache=False) "
+    "od_forward(Tensor video, Tensor desc, Tensor? frame_mask, Tensor? desc_mask, Tensor? frame_weights, "
+    "Tensor? desc_weights, float eps, int max_iter, float tol, float reg_frames, float reg_desc, bool normalize, "
+    "bool keep_cache=False) "
     "-> (Tensor scores, Tensor f, Tensor g, Tensor iterations, Tensor error, Tensor cache)";
 constexpr const char* kBackwardSchema =
     "od_backward(Tensor grad_scores, Tensor video, Tensor desc, Tensor? frame_mask, "

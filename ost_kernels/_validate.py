@@ -69,3 +69,43 @@ def check_inputs(video, desc, frame_mask, desc_mask, backend) -> None:
     names = backend_names()  # read now: backends may be registered after import
     if backend not in names:
         raise ValueError(f"od_solve: unknown `backend` {backend!r}; expected one of {', '.join(map(repr, names))}")
+
+
+def _check_weight(name: str, w, expected: tuple[int, int], letters: str, device: torch.device, mask) -> None:
+    if w is None:
+        return
+    if not isinstance(w, torch.Tensor):
+        raise TypeError(f"od_solve: `{name}` must be a float tensor {letters} or None, got {type(w).__name__}")
+    if not w.dtype.is_floating_point:
+        raise TypeError(f"od_solve: `{name}` must have a float dtype, got {w.dtype}")
+    if tuple(w.shape) != expected:
+        raise ValueError(f"od_solve: `{name}` must have shape {letters} = {tuple(expected)}, got {_shape(w)}")
+    if w.device != device:
+        raise ValueError(f"od_solve: `{name}` is on {w.device} but the embeddings are on {device}")
+    if w.requires_grad:
+        raise ValueError(f"od_solve: `{name}` requires grad, but the weights are not differentiated (the gradient "
+                         f"holds the plan constant); pass `{name}.detach()`")
+    if torch.compiler.is_compiling() or w.device.type == "meta":
+        return
+    # Where the mask keeps an entry, its weight counts; masked entries may hold anything.
+    kept = w if mask is None else torch.where(mask, w, torch.zeros((), dtype=w.dtype, device=w.device))
+    bad = ~(torch.isfinite(kept) & (kept >= 0))
+    empty = ~(kept > 0).any(dim=1)
+    what = f"od_solve: `{name}` must be finite and >= 0 where the mask keeps an entry"
+    rows = f"od_solve: `{name}` has rows whose valid weights sum to 0; every row needs a valid entry of weight > 0"
+    if w.device.type == "cpu":
+        if bool(bad.any()):
+            raise ValueError(f"{what}, e.g. at {tuple(torch.nonzero(bad)[0].tolist())}")
+        if bool(empty.any()):
+            raise ValueError(f"{rows}, e.g. rows {torch.nonzero(empty).flatten()[:5].tolist()}")
+    else:  # no host sync: a device-side assertion, as for the masks (contract.check_mask_rows)
+        torch._assert_async(~bad.any(), what)
+        torch._assert_async(~empty.any(), rows)
+
+
+def check_weights(frame_weights, desc_weights, video, desc, frame_mask, desc_mask) -> None:
+    """Raise a clear TypeError / ValueError for weights od_solve cannot take, naming them."""
+    B, T, _ = video.shape
+    A, N, _ = desc.shape
+    _check_weight("frame_weights", frame_weights, (B, T), "(B, T)", video.device, frame_mask)
+    _check_weight("desc_weights", desc_weights, (A, N), "(A, N)", video.device, desc_mask)

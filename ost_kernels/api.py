@@ -8,8 +8,8 @@ import torch
 
 from . import backends
 from ._magnitudes import check_ranges, rescaled_rows
-from ._validate import check_inputs
-from .backends.pytorch import od_plan_from_potentials
+from ._validate import check_inputs, check_weights
+from .backends.pytorch import class_chunk, od_plan_from_potentials, valid_entries
 from .options import SolverOptions
 
 
@@ -17,25 +17,62 @@ class ODInfo(NamedTuple):
     """What the solver did, per (video, class) pair."""
 
     iterations: torch.Tensor  # (B, A) int32: Sinkhorn iterations the pair ran
-    marginal_error: torch.Tensor  # (B, A): sum_i |sum_j P_ij - mu_i| after the last one
+    marginal_error: torch.Tensor  # (B, A): sum_i |sum_j P_ij - mu_i| after the last one (relaxed:
+    #                               the row marginal's L1 change over it)
     backend: str  # the backend that ran
+    mass: torch.Tensor | None = None  # (B, A): sum_ij P_ij, the mass transported (1 when balanced)
 
 
-def _run(video, desc, frame_mask, desc_mask, options: SolverOptions, backend: str, *, rescaled: bool = False):
+class _Marginals(NamedTuple):
+    """The masks with zero-weight entries folded in (a weight of 0 removes an entry, as a mask
+    does, in every backend's forward and backward alike) and the weights."""
+
+    frame_mask: torch.Tensor | None
+    desc_mask: torch.Tensor | None
+    frame_weights: torch.Tensor | None
+    desc_weights: torch.Tensor | None
+
+    @classmethod
+    def of(cls, frame_mask, desc_mask, frame_weights, desc_weights) -> "_Marginals":
+        return cls(valid_entries(frame_mask, frame_weights), valid_entries(desc_mask, desc_weights), frame_weights,
+                   desc_weights)
+
+    def needs(self, options: SolverOptions) -> frozenset:
+        weighted = self.frame_weights is not None or self.desc_weights is not None
+        return frozenset({"weights"} if weighted else set()) | frozenset({"reg_m"} if not options.balanced else set())
+
+
+def _run(video, desc, m: _Marginals, options: SolverOptions, backend: str, *, rescaled: bool = False):
     """(backend name, its forward's outputs). rescaled: the caller already passed video and
     desc through _in_range (it reuses them in PyTorch arithmetic afterwards); otherwise that
     happens here, unless the backend's kernels rescale huge rows themselves."""
-    chosen = backends.resolve(backend, video.device, video.dtype, backends.ProblemShape.of(video, desc))
+    shape = backends.ProblemShape.of(video, desc, m.needs(options))
+    chosen = backends.resolve(backend, video.device, video.dtype, shape)
     if not (rescaled or chosen.scales_huge_rows):
         video, desc = _in_range(video, desc, options)
-    return chosen.name, chosen.forward(video, desc, frame_mask, desc_mask, options)
+    return chosen.name, chosen.forward(video, desc, m.frame_mask, m.desc_mask, m.frame_weights, m.desc_weights,
+                                       options)
 
 
-def _checked(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, backend) -> SolverOptions:
+def _checked(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, eps, max_iter, tol, normalize,
+             reg_m, backend) -> tuple[SolverOptions, _Marginals]:
     check_inputs(video, desc, frame_mask, desc_mask, backend)
-    options = SolverOptions(eps=eps, max_iter=max_iter, tol=tol, normalize=normalize)
+    check_weights(frame_weights, desc_weights, video, desc, frame_mask, desc_mask)
+    options = SolverOptions(eps=eps, max_iter=max_iter, tol=tol, normalize=normalize, reg_m=reg_m)
     check_ranges(video, desc, frame_mask, desc_mask, options.eps, options.normalize)
-    return options
+    return options, _Marginals.of(frame_mask, desc_mask, frame_weights, desc_weights)
+
+
+def _mass(video, desc, m: _Marginals, f, g, options: SolverOptions) -> torch.Tensor:
+    """sum_ij P_ij per pair (B, A), rebuilt from the potentials a chunk of classes at a time."""
+    B, T, _ = video.shape
+    A, N, _ = desc.shape
+    step = class_chunk(B, A, T, N)
+    with torch.no_grad():
+        return torch.cat([od_plan_from_potentials(
+            video, desc[a0:a0 + step], m.frame_mask, m.desc_mask[a0:a0 + step] if m.desc_mask is not None else None,
+            f[:, a0:a0 + step], g[:, a0:a0 + step], options.eps, options.normalize).sum((-1, -2))
+            for a0 in range(0, A, step)], dim=1)
 
 
 def _in_range(video, desc, options: SolverOptions):
@@ -91,6 +128,9 @@ def od_solve(
     tol: float = 1e-3,
     frame_mask: torch.Tensor | None = None,
     desc_mask: torch.Tensor | None = None,
+    frame_weights: torch.Tensor | None = None,
+    desc_weights: torch.Tensor | None = None,
+    reg_m=None,
     normalize: bool = True,
     backend: str = "auto",
     return_info: bool = False,
@@ -98,20 +138,30 @@ def od_solve(
     """Optimal-transport score of every (video, class) pair: the OST "Optimal Descriptor Solver".
 
     For video b and class a: sim_ij = cos(video[b, i], desc[a, j]), cost C = 1 - sim, P the
-    entropic OT plan (Sinkhorn, regularization eps) between uniform marginals over the valid
-    frames and descriptors, and score[b, a] = sum_ij P_ij * sim_ij.
+    entropic OT plan (Sinkhorn, regularization eps) between the marginals over the valid frames
+    and descriptors (uniform, or the weights normalized), exact or KL-relaxed (reg_m), and
+    score[b, a] = sum_ij P_ij * sim_ij (docs/design.md section 3 is the contract).
 
     Args:
         video: (B, T, d) frame embeddings; float32, float16, bfloat16 or float64.
         desc: (A, N, d) descriptor embeddings, same device and dtype.
         eps: entropic regularization, > 0 (the paper uses 0.1).
         max_iter: Sinkhorn iterations at most, >= 1.
-        tol: a pair stops once sum_i |sum_j P_ij - mu_i| <= tol; 0 runs exactly max_iter.
+        tol: a pair stops once sum_i |sum_j P_ij - mu_i| <= tol (with a relaxed side: once the
+            row marginal's L1 change over one iteration is <= tol); 0 runs exactly max_iter.
         frame_mask: (B, T) bool, True = valid frame; None = all valid.
         desc_mask: (A, N) bool, True = valid descriptor; None = all valid.
+        frame_weights: (B, T), desc_weights: (A, N): finite, >= 0, any float dtype, not
+            differentiated; the marginals are the weights normalized over the valid entries
+            (mu = w / sum w); a weight of 0 removes its entry as a mask does. None = uniform.
+        reg_m: None (balanced), rho > 0 (both sides relaxed), or (rho_frames, rho_descriptors)
+            with float("inf") keeping that side exact: the constraints become rho * KL(P 1 | mu)
+            and rho * KL(P^T 1 | nu), POT's sinkhorn_unbalanced(reg_type="entropy") iterate for
+            iterate; the plan's mass may then be below 1.
         normalize: L2-normalize along d inside the op (cosine); False if already unit vectors.
         backend: "auto", "triton", "cuda", "cpu" or "torch" (see ost_kernels.available_backends).
-        return_info: also return an ODInfo with per-pair iterations and marginal error.
+        return_info: also return an ODInfo with per-pair iterations, marginal error and
+            transported mass (the mass costs one pass over the sims in PyTorch).
 
     Returns:
         (B, A) scores, float64 for float64 inputs and float32 otherwise; differentiable with
@@ -120,16 +170,17 @@ def od_solve(
         torch.autograd.forward_ad) gives the matching tangent sum_ij P_ij dsim_ij, through the
         materialized plans. Second derivatives raise. With return_info=True, (scores, ODInfo).
     """
-    options = _checked(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, backend)
+    options, m = _checked(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, eps, max_iter, tol,
+                          normalize, reg_m, backend)
     forward_mode = _forward_mode(video, desc)
-    if forward_mode:  # the tangent is computed in PyTorch from video and desc
+    if forward_mode or return_info:  # the tangent / the mass is computed in PyTorch from video and desc
         video, desc = _in_range(video, desc, options)
-    name, (scores, f, g, iterations, error, _cache) = _run(video, desc, frame_mask, desc_mask, options, backend,
-                                                           rescaled=forward_mode)
+    name, (scores, f, g, iterations, error, _cache) = _run(video, desc, m, options, backend,
+                                                           rescaled=forward_mode or return_info)
     if forward_mode:
-        scores = _with_tangent(scores, video, desc, frame_mask, desc_mask, f, g, options)
+        scores = _with_tangent(scores, video, desc, m.frame_mask, m.desc_mask, f, g, options)
     if return_info:
-        return scores, ODInfo(iterations, error, name)
+        return scores, ODInfo(iterations, error, name, _mass(video, desc, m, f, g, options))
     return scores
 
 
@@ -163,6 +214,9 @@ def od_plan(
     tol: float = 1e-3,
     frame_mask: torch.Tensor | None = None,
     desc_mask: torch.Tensor | None = None,
+    frame_weights: torch.Tensor | None = None,
+    desc_weights: torch.Tensor | None = None,
+    reg_m=None,
     normalize: bool = True,
     backend: str = "auto",
     return_info: bool = False,
@@ -173,13 +227,13 @@ def od_plan(
     materializes B * A * T * N values: meant for small inputs, refused above
     OST_KERNELS_PLAN_MAX_MB (default 4096) before any work. Not differentiable.
     """
-    options = _checked(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, backend)
+    options, m = _checked(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, eps, max_iter, tol,
+                          normalize, reg_m, backend)
     _check_plan_budget(video, desc)
     video, desc = _in_range(video, desc, options)  # the plans are rebuilt in PyTorch from them
     with torch.no_grad():
-        name, (_scores, f, g, iterations, error, _cache) = _run(video, desc, frame_mask, desc_mask, options,
-                                                                backend, rescaled=True)
-        plan = od_plan_from_potentials(video, desc, frame_mask, desc_mask, f, g, options.eps, options.normalize)
+        name, (_scores, f, g, iterations, error, _cache) = _run(video, desc, m, options, backend, rescaled=True)
+        plan = od_plan_from_potentials(video, desc, m.frame_mask, m.desc_mask, f, g, options.eps, options.normalize)
     if return_info:
-        return plan, ODInfo(iterations, error, name)
+        return plan, ODInfo(iterations, error, name, plan.sum((-1, -2)))
     return plan

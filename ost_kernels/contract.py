@@ -6,10 +6,12 @@ backend's registered ops against FORWARD_ARGS / BACKWARD_ARGS).
 
 Every backend registers a forward op
 
-    od_forward(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, keep_cache)
-        -> (scores, f, g, iterations, error, cache)
+    od_forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, eps, max_iter, tol,
+               reg_frames, reg_desc, normalize, keep_cache) -> (scores, f, g, iterations, error, cache)
 
 with video (B, T, d), desc (A, N, d), frame_mask (B, T) / desc_mask (A, N) bool or None;
+frame_weights (B, T) / desc_weights (A, N) or None (uniform), finite, >= 0, float; reg_frames /
+reg_desc the KL penalties rho of the relaxed marginals, inf for an exact side (balanced: both);
 scores (B, A), the Sinkhorn potentials f (B, A, T) and g (B, A, N) with
 P_ij = exp((f_i + g_j - C_ij) / eps), iterations (B, A) int32, the final row-marginal error
 (B, A), and cache: whatever else the backend keeps for its backward (zero-size when nothing);
@@ -30,7 +32,9 @@ semantics):
   the next synchronization and, as every device-side assertion, leaves the CUDA context
   unusable (this message is printed by the device, not carried by the exception). While
   torch.compile traces, the check is left out (it would break the graph).
-* Solver scalars: eps finite and > 0, max_iter >= 1, tol finite and >= 0 (check_op_scalars).
+* Solver scalars: eps finite and > 0, max_iter >= 1, tol finite and >= 0, reg_frames and
+  reg_desc > 0 or inf (check_op_scalars). A backend whose kernels do not take weights or
+  relaxed marginals yet says so in its reason (Backend.features) and refuses them in its op.
 * Gradients: rows of masked entries and of zero vectors get exactly zero gradient, for every
   backend (`_zero_rows`). The plan is held constant, d score / d sim = P*, so the forward saves
   the potentials f, g (B * A * (T + N) floats) and the backward rebuilds P from them in one
@@ -48,7 +52,8 @@ from ._cosine import compute_dtype
 
 # The ops' arguments and outputs: csrc/op_schema.h spells them as a schema string, the Python
 # backends as function signatures; tests check both against these.
-FORWARD_ARGS = ("video", "desc", "frame_mask", "desc_mask", "eps", "max_iter", "tol", "normalize", "keep_cache")
+FORWARD_ARGS = ("video", "desc", "frame_mask", "desc_mask", "frame_weights", "desc_weights", "eps", "max_iter", "tol",
+                "reg_frames", "reg_desc", "normalize", "keep_cache")
 FORWARD_OUTPUTS = ("scores", "f", "g", "iterations", "error", "cache")
 BACKWARD_ARGS = ("grad_scores", "video", "desc", "frame_mask", "desc_mask", "f", "g", "cache", "eps", "normalize",
                  "video_grad", "desc_grad")
@@ -76,7 +81,8 @@ def check_mask_rows(mask: torch.Tensor | None, name: str, caller: str) -> None:
         torch._assert_async(mask.any(dim=1).all(), empty_rows_message(caller, name))
 
 
-def check_op_scalars(eps: float, max_iter: int | None, tol: float | None, caller: str) -> None:
+def check_op_scalars(eps: float, max_iter: int | None, tol: float | None, caller: str,
+                     reg: tuple[float, float] = (float("inf"), float("inf"))) -> None:
     """The solver scalars of an op called directly (torch.ops.ost_kernels.*), with the rules
     and words of csrc/common.h's checks; od_solve checks them first (options.py)."""
     if not 0 < eps < float("inf"):
@@ -85,6 +91,17 @@ def check_op_scalars(eps: float, max_iter: int | None, tol: float | None, caller
         raise ValueError(f"{caller}: max_iter must be >= 1, got {max_iter}")
     if tol is not None and not 0 <= tol < float("inf"):
         raise ValueError(f"{caller}: tol must be finite and >= 0, got {tol}")
+    if not all(r > 0 for r in reg):  # NaN too
+        raise ValueError(f"{caller}: reg_frames and reg_desc must be > 0 (inf = exact), got {reg}")
+
+
+def refuse_weights_and_reg(frame_weights, desc_weights, reg_frames: float, reg_desc: float, caller: str) -> None:
+    """For an op whose kernels take uniform balanced transport only (csrc/common.h has the
+    C++ twin): weights or a relaxed side is an error, not a silently balanced solve."""
+    if frame_weights is not None or desc_weights is not None or reg_frames != float("inf") or \
+            reg_desc != float("inf"):
+        raise ValueError(f"{caller}: these kernels do not take frame / descriptor weights or relaxed marginals "
+                         "(reg_m) yet; use backend 'cpu' or 'torch'")
 
 
 # ---- outputs ----------------------------------------------------------------------------
@@ -127,8 +144,8 @@ def register_fakes(namespace: str) -> None:
     with csrc/op_schema.h's schema. The ops exist only once the library is loaded, so this
     cannot run at import time."""
     torch.library.register_fake(f"{namespace}::od_forward")(
-        lambda video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, keep_cache=False:
-        empty_forward_outputs(video, desc, keep_cache)
+        lambda video, desc, frame_mask, desc_mask, frame_weights, desc_weights, eps, max_iter, tol, reg_frames,
+        reg_desc, normalize, keep_cache=False: empty_forward_outputs(video, desc, keep_cache)
     )
     torch.library.register_fake(f"{namespace}::od_backward")(
         lambda grad_scores, video, desc, frame_mask, desc_mask, f, g, cache, eps, normalize, video_grad, desc_grad:
@@ -181,7 +198,7 @@ def _zero_rows(grad, x, mask, normalize):
 
 
 def _setup_context(ctx, inputs, output):
-    video, desc, frame_mask, desc_mask, eps, _max_iter, _tol, normalize, _keep_cache = inputs
+    video, desc, frame_mask, desc_mask, *_weights, eps, _max_iter, _tol, _reg_f, _reg_d, normalize, _keep = inputs
     _scores, f, g, iterations, error, cache = output
     ctx.save_for_backward(video, desc, frame_mask, desc_mask, f, g, cache)
     ctx.eps, ctx.normalize = eps, normalize
@@ -203,6 +220,6 @@ def register_autograd(forward_op, backward_op) -> None:
             grad_desc = _zero_rows(grad_desc, desc, desc_mask, ctx.normalize)
         grad_video = _refuse_double_backward(grad_video if video_grad else None, video, desc)
         grad_desc = _refuse_double_backward(grad_desc if desc_grad else None, video, desc)
-        return grad_video, grad_desc, None, None, None, None, None, None, None
+        return (grad_video, grad_desc) + (None,) * (len(FORWARD_ARGS) - 2)
 
     torch.library.register_autograd(forward_op, backward, setup_context=_setup_context)

@@ -19,14 +19,31 @@ class SolverOptions:
 
     eps: entropic regularization, > 0 (the paper uses 0.1).
     max_iter: Sinkhorn iterations at most, 1 to 2**31 - 1.
-    tol: a pair stops once sum_i |sum_j P_ij - mu_i| <= tol; 0 runs exactly max_iter.
+    tol: a pair stops once sum_i |sum_j P_ij - mu_i| <= tol (with a relaxed side: once the row
+        marginal's L1 change over one iteration is <= tol); 0 runs exactly max_iter.
     normalize: L2-normalize the embeddings along d inside the op (cosine).
+    reg_m: None (balanced), rho > 0 for both sides, or (rho_frames, rho_descriptors), inf keeping
+        that side exact: the marginal constraints become rho * KL penalties (docs/design.md).
+        Stored as the pair `reg_frames`, `reg_desc` (inf = exact).
     """
 
     eps: float = 0.1
     max_iter: int = 100
     tol: float = 1e-3
     normalize: bool = True
+    reg_m: object = None
+
+    @property
+    def reg_frames(self) -> float:
+        return self._pair[0]
+
+    @property
+    def reg_desc(self) -> float:
+        return self._pair[1]
+
+    @property
+    def balanced(self) -> bool:
+        return self._pair == (math.inf, math.inf)
 
     def __post_init__(self):
         eps, max_iter, tol, normalize = self.eps, self.max_iter, self.tol, self.normalize
@@ -52,7 +69,26 @@ class SolverOptions:
         if not isinstance(normalize, bool):
             raise TypeError(f"od_solve: `normalize` must be True or False, got "
                             f"{type(normalize).__module__}.{type(normalize).__qualname__} {normalize!r}")
+        pair = _reg_pair(self.reg_m)
+        object.__setattr__(self, "_pair", pair)
+        object.__setattr__(self, "reg_m", None if pair == (math.inf, math.inf) else pair)  # one spelling each
         # Plain Python scalars from here on (numpy scalars, ints for eps, ...).
         object.__setattr__(self, "eps", float(eps))
         object.__setattr__(self, "max_iter", int(max_iter))
         object.__setattr__(self, "tol", float(tol))
+
+
+def _reg_pair(reg_m) -> tuple[float, float]:
+    """(rho_frames, rho_descriptors) of od_solve's `reg_m`, inf for an exact side."""
+    if reg_m is None:
+        return (math.inf, math.inf)
+    values = tuple(reg_m) if isinstance(reg_m, (tuple, list)) else (reg_m, reg_m)
+    if len(values) != 2:
+        raise ValueError(f"od_solve: `reg_m` must be None, a number > 0 or a pair (rho_frames, rho_descriptors), "
+                         f"got {reg_m!r}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError(f"od_solve: `reg_m` must hold numbers > 0 (inf = that side exact), got {reg_m!r}")
+        if not v > 0:  # NaN too
+            raise ValueError(f"od_solve: `reg_m` must hold numbers > 0 (inf = that side exact), got {reg_m!r}")
+    return (float(values[0]), float(values[1]))

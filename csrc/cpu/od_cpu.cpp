@@ -60,13 +60,19 @@ struct SubTiles {
 // (finite, or the kLanes slack at the end of each buffer), runs those lanes idle and never
 // writes them.
 template <typename scalar_t>
-void place_descriptors(const scalar_t* desc, const bool* mask, int64_t c0, int64_t nc, int64_t N, int64_t d,
-                       bool normalize, scalar_t* dn, bool* valid) {
+void place_descriptors(const scalar_t* desc, const bool* mask, const scalar_t* weights, int64_t c0, int64_t nc,
+                       int64_t N, int64_t d, bool normalize, scalar_t* dn, bool* valid, scalar_t* w) {
   auto place = [&](int64_t row) { return (row % N) * nc + row / N; };  // row (a, j) -> (j, a)
   scale_rows(desc + c0 * N * d, nc * N, d, normalize, mask ? mask + c0 * N : nullptr,
              [&](int64_t row) { return dn + place(row) * d; });
-  for (int64_t row = 0; row < nc * N; ++row) valid[place(row)] = !mask || mask[c0 * N + row];
+  for (int64_t row = 0; row < nc * N; ++row) {
+    valid[place(row)] = !mask || mask[c0 * N + row];
+    w[place(row)] = weights ? weights[c0 * N + row] : scalar_t(1);  // (A, N) in (j, a) order, like valid
+  }
 }
+
+// The damping tau = rho / (rho + eps) of a relaxed side, 1 for an exact one (rho = inf).
+double damping(double eps, double reg) { return std::isinf(reg) ? 1.0 : reg / (reg + eps); }
 
 // Copies a sub-tile's sims, (nb * T, N * sub) in (j, a) order, into the cache's rows and
 // columns of its nb videos and nc classes, (B * T, A * N) in (a, j) order.
@@ -82,10 +88,13 @@ void keep_sims(const scalar_t* sim, int64_t rows, int64_t N, int64_t sub, int64_
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> od_forward_cpu(
     const at::Tensor& video, const at::Tensor& desc, const std::optional<at::Tensor>& frame_mask_in,
-    const std::optional<at::Tensor>& desc_mask_in, double eps, int64_t max_iter, double tol, bool normalize,
-    bool keep_cache) {
+    const std::optional<at::Tensor>& desc_mask_in, const std::optional<at::Tensor>& frame_weights_in,
+    const std::optional<at::Tensor>& desc_weights_in, double eps, int64_t max_iter, double tol, double reg_frames,
+    double reg_desc, bool normalize, bool keep_cache) {
   check_embeddings(video, desc, frame_mask_in, desc_mask_in);
-  check_solver_args(eps, max_iter, tol);
+  check_solver_args(eps, max_iter, tol, reg_frames, reg_desc);
+  check_weights(frame_weights_in, video.size(0), video.size(1), video, "frame_weights");
+  check_weights(desc_weights_in, desc.size(0), desc.size(1), video, "desc_weights");
   TORCH_CHECK(video.device().is_cpu(), "ost_kernels::od_forward (CPU): inputs must be CPU tensors");
   check_mask_rows(frame_mask_in, "frame_mask");
   check_mask_rows(desc_mask_in, "desc_mask");
@@ -104,6 +113,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const int64_t threads = at::get_num_threads();
   const at::Tensor desc_c = desc.to(opts.dtype().toScalarType()).contiguous();  // (A, N, d)
   const auto desc_mask = contiguous_mask(desc_mask_in);
+  // Weights in the compute dtype, contiguous: (B, T) and (A, N), or none (uniform).
+  auto as_compute = [&](const std::optional<at::Tensor>& w) -> std::optional<at::Tensor> {
+    if (!w.has_value()) return std::nullopt;
+    return w->to(opts.dtype().toScalarType()).contiguous();
+  };
+  const auto frame_weights = as_compute(frame_weights_in), desc_weights = as_compute(desc_weights_in);
   const int64_t d = desc.size(2);
   const SubTiles st(A);
   const int64_t vb = videos_per_item(B, T, st.n, threads);
@@ -118,14 +133,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     at::Tensor sim_buf = at::zeros({vb * T * N * max_width + kLanes}, opts);
     at::Tensor dn_buf = at::empty({N * max_width, d}, opts);
     at::Tensor valid_buf = at::ones({N * max_width + kLanes}, desc.options().dtype(at::kBool));
+    at::Tensor weight_buf = at::ones({N * max_width + kLanes}, opts);
     int64_t placed = -1;  // the sub-tile whose descriptors dn_buf holds
     for (int64_t item = next++; item < n_items; item = next++) {
       const int64_t s = item / n_vb, b0 = (item % n_vb) * vb;
       const int64_t nb = std::min(vb, B - b0), c0 = st.start(s), nc = st.width(s);
       AT_DISPATCH_FLOATING_TYPES(opts.dtype().toScalarType(), "od_forward_cpu", [&] {
         if (s != placed) {
-          place_descriptors(desc_c.data_ptr<scalar_t>(), data_or_null(desc_mask), c0, nc, N, d, normalize,
-                            dn_buf.data_ptr<scalar_t>(), valid_buf.data_ptr<bool>());
+          place_descriptors(desc_c.data_ptr<scalar_t>(), data_or_null(desc_mask),
+                            desc_weights ? desc_weights->data_ptr<scalar_t>() : nullptr, c0, nc, N, d, normalize,
+                            dn_buf.data_ptr<scalar_t>(), valid_buf.data_ptr<bool>(), weight_buf.data_ptr<scalar_t>());
           placed = s;
         }
         at::Tensor sim = sim_buf.narrow(0, 0, nb * T * N * nc).view({nb * T, N * nc});
@@ -135,7 +152,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
         t.nb = nb, t.na = nc, t.na_pad = nc, t.T = T, t.N = N, t.b0 = b0, t.a0 = c0, t.A = A;
         t.frame_mask = data_or_null(frame_mask);
         t.desc_valid = valid_buf.data_ptr<bool>();
+        t.frame_w = frame_weights ? frame_weights->data_ptr<scalar_t>() : nullptr;
+        t.desc_w = weight_buf.data_ptr<scalar_t>();
         t.eps = eps, t.max_iter = max_iter, t.tol = tol, t.unit_sims = normalize;
+        t.tau_f = damping(eps, reg_frames), t.tau_d = damping(eps, reg_desc);
         t.scores = scores.data_ptr<scalar_t>(), t.f = f.data_ptr<scalar_t>(), t.g = g.data_ptr<scalar_t>();
         t.error = error.data_ptr<scalar_t>(), t.iterations = iterations.data_ptr<int32_t>();
         run_forward(t, 0, nb * ceil_div(nc, kLanes));

@@ -13,6 +13,13 @@
 //   * Log domain otherwise (small eps with widely spread sims): that pair is solved on its
 //     own, exactly as docs/design.md writes it.
 //
+// Weights and relaxed marginals (docs/design.md section 3): the marginals are the weights
+// normalized over the valid entries (a weight of 0 counts as masked); a relaxed side damps its
+// update by tau = rho / (rho + eps), u = (mu / K v)^tau, computed as exp(tau log x), and its
+// stop rule is the row marginal's L1 change over one iteration. With the shift hi the stored
+// row scaling is r = u exp((hi - 1) / eps), so a damped row update carries the factor
+// exp((1 - tau)(hi - 1) / eps) per lane (1 with the fixed shift hi = 1).
+//
 // Per-pair stopping: a lane whose row-marginal error meets tol is frozen (its r and c are no
 // longer written) while the other lanes iterate on; the group ends when no lane is active.
 // Lanes never mix, and every choice is made from the pair's own data, so a pair's result does
@@ -24,6 +31,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/fast_math.h"
@@ -54,10 +62,21 @@ struct Tile {
   int64_t b0, a0, A;        // tile origin; A = classes in total (output strides)
   const bool* frame_mask;   // (B, T) or nullptr
   const bool* desc_valid;   // (N, na_pad) for this tile; padded classes read as valid
+  const scalar_t* frame_w;  // (B, T) frame weights, or nullptr (uniform)
+  const scalar_t* desc_w;   // (N, na_pad) descriptor weights for this tile (ones without weights)
   double eps;
   int64_t max_iter;
   double tol;
+  double tau_f = 1, tau_d = 1;  // damping of the frame / descriptor updates, 1 = exact side
   bool unit_sims;  // sims are cosines, in [-1, 1]
+
+  bool relaxed() const { return tau_f != 1 || tau_d != 1; }
+  // The frame's weight in the video's marginal (before normalizing): 0 where masked.
+  scalar_t row_weight(int64_t b, int64_t i) const {
+    if (!frame_ok(b, i)) return 0;
+    const scalar_t w = frame_w ? frame_w[(b0 + b) * T + i] : scalar_t(1);
+    return w > 0 ? w : scalar_t(0);
+  }
   // forward outputs, full (B, A, ...) tensors
   scalar_t *scores, *f, *g, *error;
   int32_t* iterations;
@@ -71,10 +90,17 @@ struct Tile {
 template <typename scalar_t>
 struct GroupScratch {
   std::vector<scalar_t> k, r, kc, c, nu, acc, mu, s, nu_one;  // s, nu_one: one pair, for the log domain
+  std::vector<scalar_t> prev;  // (T, lanes): the row marginal of the previous iteration (relaxed sides)
   GroupScratch(int64_t T, int64_t N)
       : k(N * T * kLanes), r(T * kLanes), kc(T * kLanes), c(N * kLanes), nu(N * kLanes), acc(N * kLanes), mu(T),
-        s(T * N), nu_one(N) {}
+        s(T * N), nu_one(N), prev(T * kLanes) {}
 };
+
+// x^tau for x > 0 (the damped updates), in the fast exp / log of fast_math.h.
+template <typename scalar_t>
+OST_INLINE scalar_t damped(scalar_t x, scalar_t tau) {
+  return fast_exp(tau * fast_log(x));
+}
 
 template <typename scalar_t>
 OST_INLINE bool keep_going(scalar_t err, double tol) {
@@ -107,16 +133,24 @@ void solve_log_domain(const Tile<scalar_t>& t, int64_t pair, const scalar_t* s, 
     for (int64_t i = 0; i < T; ++i)
       z[j * T + i] = (nu[j] > 0 && mu[i] > 0) ? (s[j * T + i] - scalar_t(1)) * inv_eps : ninf;
   for (int64_t i = 0; i < T; ++i) row_lse[i] = strided_lse(z.data() + i, T, N, beta.data());
+  const scalar_t tau_f = scalar_t(t.tau_f), tau_d = scalar_t(t.tau_d);
+  const bool relaxed = t.relaxed();
+  std::vector<scalar_t> prev(T);  // the row marginal before the iteration (relaxed: the stop rule's)
+  for (int64_t i = 0; i < T; ++i) prev[i] = mu[i] > 0 ? std::exp(row_lse[i]) : scalar_t(0);
   scalar_t err = 0;
   int64_t it = 0;
   while (it < t.max_iter) {
-    for (int64_t i = 0; i < T; ++i) alpha[i] = mu[i] > 0 ? std::log(mu[i]) - row_lse[i] : scalar_t(0);
+    for (int64_t i = 0; i < T; ++i) alpha[i] = mu[i] > 0 ? tau_f * (std::log(mu[i]) - row_lse[i]) : scalar_t(0);
     for (int64_t j = 0; j < N; ++j)
-      beta[j] = nu[j] > 0 ? std::log(nu[j]) - strided_lse(z.data() + j * T, 1, T, alpha.data()) : scalar_t(0);
+      beta[j] = nu[j] > 0 ? tau_d * (std::log(nu[j]) - strided_lse(z.data() + j * T, 1, T, alpha.data()))
+                          : scalar_t(0);
     err = 0;
     for (int64_t i = 0; i < T; ++i) {
       row_lse[i] = strided_lse(z.data() + i, T, N, beta.data());
-      if (mu[i] > 0) err += std::abs(std::exp(alpha[i] + row_lse[i]) - mu[i]);
+      if (!(mu[i] > 0)) continue;
+      const scalar_t row = std::exp(alpha[i] + row_lse[i]);
+      err += std::abs(row - (relaxed ? prev[i] : mu[i]));
+      prev[i] = row;
     }
     ++it;
     if (!keep_going(err, t.tol)) break;
@@ -196,18 +230,21 @@ OST_INLINE void solve_group(const Tile<scalar_t>& t, int64_t b, int64_t a_first,
   scalar_t* __restrict acc = w.acc.data();
   scalar_t* __restrict mu = w.mu.data();
 
-  // Marginals: the frame mask is the video's, shared by all lanes; the descriptor mask is per class.
-  int64_t tv = 0;
-  for (int64_t i = 0; i < T; ++i) tv += t.frame_ok(b, i);
-  for (int64_t i = 0; i < T; ++i) mu[i] = t.frame_ok(b, i) ? scalar_t(1) / scalar_t(tv) : scalar_t(0);
+  // Marginals: the frames' are the video's, shared by all lanes; the descriptors' are per
+  // class. Weights (1 without) normalized over the valid entries; a weight of 0 is masked.
+  scalar_t tv = 0;
+  for (int64_t i = 0; i < T; ++i) tv += t.row_weight(b, i);
+  for (int64_t i = 0; i < T; ++i) mu[i] = t.row_weight(b, i) / tv;
   scalar_t nv[kLanes] = {};
   for (int64_t j = 0; j < N; ++j) {
     const bool* valid = t.desc_valid + j * t.na_pad + a_first;
-    OST_LANES { nv[l] += valid[l] ? scalar_t(1) : scalar_t(0); }
+    const scalar_t* wj = t.desc_w + j * t.na_pad + a_first;
+    OST_LANES { nv[l] += (valid[l] && wj[l] > 0) ? wj[l] : scalar_t(0); }
   }
   for (int64_t j = 0; j < N; ++j) {
     const bool* valid = t.desc_valid + j * t.na_pad + a_first;
-    OST_LANES { nu[j * kLanes + l] = valid[l] ? scalar_t(1) / nv[l] : scalar_t(0); }
+    const scalar_t* wj = t.desc_w + j * t.na_pad + a_first;
+    OST_LANES { nu[j * kLanes + l] = (valid[l] && wj[l] > 0) ? wj[l] / nv[l] : scalar_t(0); }
   }
 
   // The shift hi keeps K = exp((sim - hi) / eps) in [exp(-64), 1]. Cosines lie in [-1, 1],
@@ -234,11 +271,18 @@ OST_INLINE void solve_group(const Tile<scalar_t>& t, int64_t b, int64_t a_first,
   scalar_t active[kLanes], err[kLanes] = {};
   int32_t iters[kLanes] = {};
   bool log_domain[kLanes];
+  const bool relaxed = t.relaxed();
+  const scalar_t tau_f = scalar_t(t.tau_f), tau_d = scalar_t(t.tau_d);
+  // A damped row update's factor exp((1 - tau_f)(hi - 1) / eps) (see the top of this file).
+  scalar_t factor[kLanes];
   for (int l = 0; l < kLanes; ++l) {
-    const bool scaled = (hi[l] - lo[l]) / t.eps <= kMaxScaledRange;  // false for NaN
+    const double lift = (1.0 - t.tau_f) * (double(hi[l]) - 1.0) / t.eps;
+    bool scaled = (hi[l] - lo[l]) / t.eps <= kMaxScaledRange;  // false for NaN
+    scaled = scaled && std::abs(lift) <= kMaxScaledRange;
     log_domain[l] = l < lanes && !scaled;
     active[l] = (l < lanes && scaled) ? scalar_t(1) : scalar_t(0);
     if (!(active[l] > 0)) hi[l] = 0;  // keeps an idle lane's arithmetic finite
+    factor[l] = active[l] > 0 ? scalar_t(std::exp(lift)) : scalar_t(1);
   }
 
   for (int64_t j = 0; j < N; ++j) {
@@ -270,47 +314,116 @@ OST_INLINE void solve_group(const Tile<scalar_t>& t, int64_t b, int64_t a_first,
   auto no_extra = [](int64_t, int64_t) -> const scalar_t* { return nullptr; };
   k_times_c();
   std::fill(r, r + T * kLanes, scalar_t(0));
-
-  for (int64_t it = 0; it < t.max_iter; ++it) {
-    bool any = false;
-    for (int l = 0; l < kLanes; ++l) any |= active[l] > 0;
-    if (!any) break;
+  scalar_t* __restrict prev = w.prev.data();
+  if (relaxed) {  // the row marginal at f = g = 0: exp((hi - 1) / eps) K 1
+    scalar_t lift0[kLanes];
+    for (int l = 0; l < kLanes; ++l) lift0[l] = scalar_t(std::exp((double(hi[l]) - 1.0) / t.eps));
     for (int64_t i = 0; i < T; ++i) {
-      if (!(mu[i] > 0)) continue;  // masked frames keep r = 0
-      scalar_t* ri = r + i * kLanes;
       const scalar_t* kci = kc + i * kLanes;
-      const scalar_t m = mu[i];
-      OST_LANES { ri[l] = active[l] > 0 ? m / kci[l] : ri[l]; }
+      OST_LANES { prev[i * kLanes + l] = lift0[l] * kci[l]; }
     }
-    column_sums<false>(k, r, T, N, acc, no_extra);  // K^T r
-    for (int64_t j = 0; j < N; ++j) {
-      scalar_t* cj = c + j * kLanes;
-      const scalar_t *nuj = nu + j * kLanes, *accj = acc + j * kLanes;
-      OST_LANES { cj[l] = (active[l] > 0 && nuj[l] > 0) ? nuj[l] / accj[l] : cj[l]; }
-    }
-    k_times_c();
-    // Row-marginal error, summed in two halves of the frames: two chains instead of one.
-    scalar_t e[kLanes] = {}, e1[kLanes] = {};
-    int64_t i = 0;
-    for (; i + 2 <= T; i += 2) {
-      const scalar_t *ri = r + i * kLanes, *kci = kc + i * kLanes;
-      const scalar_t m0 = mu[i], m1 = mu[i + 1];
-      OST_LANES {
-        e[l] += std::abs(ri[l] * kci[l] - m0);
-        e1[l] += std::abs(ri[kLanes + l] * kci[kLanes + l] - m1);
+  }
+
+  // One Sinkhorn loop, compiled twice: exact marginals (divisions, the row-marginal error)
+  // and relaxed ones (damped updates, the row marginal's change): no per-entry branch on it.
+  auto iterate = [&](auto relaxed_tag) {
+    constexpr bool kRelaxed = decltype(relaxed_tag)::value;
+    for (int64_t it = 0; it < t.max_iter; ++it) {
+      bool any = false;
+      for (int l = 0; l < kLanes; ++l) any |= active[l] > 0;
+      if (!any) break;
+      for (int64_t i = 0; i < T; ++i) {
+        if (!(mu[i] > 0)) continue;  // masked frames keep r = 0
+        scalar_t* ri = r + i * kLanes;
+        const scalar_t* kci = kc + i * kLanes;
+        const scalar_t m = mu[i];
+        if (kRelaxed && tau_f != scalar_t(1)) {
+          OST_LANES { ri[l] = active[l] > 0 ? factor[l] * damped(m / kci[l], tau_f) : ri[l]; }
+        } else {
+          OST_LANES { ri[l] = active[l] > 0 ? m / kci[l] : ri[l]; }
+        }
+      }
+      column_sums<false>(k, r, T, N, acc, no_extra);  // K^T r
+      for (int64_t j = 0; j < N; ++j) {
+        scalar_t* cj = c + j * kLanes;
+        const scalar_t *nuj = nu + j * kLanes, *accj = acc + j * kLanes;
+        if (kRelaxed && tau_d != scalar_t(1)) {
+          OST_LANES { cj[l] = (active[l] > 0 && nuj[l] > 0) ? damped(nuj[l] / accj[l], tau_d) : cj[l]; }
+        } else {
+          OST_LANES { cj[l] = (active[l] > 0 && nuj[l] > 0) ? nuj[l] / accj[l] : cj[l]; }
+        }
+      }
+      k_times_c();
+      // The stop rule's error, summed in two halves of the frames: two chains instead of one.
+      // Exact: the row-marginal error; relaxed: the row marginal's change since the last one.
+      scalar_t e[kLanes] = {}, e1[kLanes] = {};
+      int64_t i = 0;
+      for (; i + 2 <= T; i += 2) {
+        const scalar_t *ri = r + i * kLanes, *kci = kc + i * kLanes;
+        if constexpr (kRelaxed) {
+          scalar_t* p0 = prev + i * kLanes;
+          const bool v0 = mu[i] > 0, v1 = mu[i + 1] > 0;
+          OST_LANES {
+            const scalar_t row0 = v0 ? ri[l] * kci[l] : scalar_t(0), row1 = v1 ? ri[kLanes + l] * kci[kLanes + l]
+                                                                                : scalar_t(0);
+            e[l] += std::abs(row0 - p0[l]);
+            e1[l] += std::abs(row1 - p0[kLanes + l]);
+            p0[l] = active[l] > 0 ? row0 : p0[l];
+            p0[kLanes + l] = active[l] > 0 ? row1 : p0[kLanes + l];
+          }
+        } else {
+          const scalar_t m0 = mu[i], m1 = mu[i + 1];
+          OST_LANES {
+            e[l] += std::abs(ri[l] * kci[l] - m0);
+            e1[l] += std::abs(ri[kLanes + l] * kci[kLanes + l] - m1);
+          }
+        }
+      }
+      if (i < T) {
+        const scalar_t *ri = r + i * kLanes, *kci = kc + i * kLanes;
+        if constexpr (kRelaxed) {
+          scalar_t* p0 = prev + i * kLanes;
+          const bool v0 = mu[i] > 0;
+          OST_LANES {
+            const scalar_t row0 = v0 ? ri[l] * kci[l] : scalar_t(0);
+            e[l] += std::abs(row0 - p0[l]);
+            p0[l] = active[l] > 0 ? row0 : p0[l];
+          }
+        } else {
+          const scalar_t m0 = mu[i];
+          OST_LANES { e[l] += std::abs(ri[l] * kci[l] - m0); }
+        }
+      }
+      OST_LANES { e[l] += e1[l]; }
+      for (int l = 0; l < kLanes; ++l) {
+        if (!(active[l] > 0)) continue;
+        err[l] = e[l];
+        ++iters[l];
+        if (!keep_going(e[l], t.tol)) active[l] = 0;
       }
     }
-    if (i < T) {
-      const scalar_t *ri = r + i * kLanes, *kci = kc + i * kLanes;
-      const scalar_t m0 = mu[i];
-      OST_LANES { e[l] += std::abs(ri[l] * kci[l] - m0); }
-    }
-    OST_LANES { e[l] += e1[l]; }
-    for (int l = 0; l < kLanes; ++l) {
-      if (!(active[l] > 0)) continue;
-      err[l] = e[l];
-      ++iters[l];
-      if (!keep_going(e[l], t.tol)) active[l] = 0;
+  };
+  if (relaxed) {
+    iterate(std::true_type{});
+  } else {
+    iterate(std::false_type{});
+  }
+
+  if (relaxed) {
+    // A relaxed side loses the gauge freedom that lets the exact iteration keep r and c in
+    // range: the potentials of the other side then carry the whole cost (at eps = 0.01 that
+    // overflowed c = exp(g / eps) in float32). A lane whose scalings left a safe range is
+    // solved again in the log domain: the choice still rests on the pair's own data only.
+    const scalar_t tiny = std::sqrt(std::numeric_limits<scalar_t>::min()),
+                   huge = std::sqrt(std::numeric_limits<scalar_t>::max());
+    for (int l = 0; l < lanes; ++l) {
+      if (log_domain[l]) continue;
+      bool ok = true;
+      for (int64_t i = 0; i < T; ++i)
+        if (mu[i] > 0) ok = ok && r[i * kLanes + l] >= tiny && r[i * kLanes + l] <= huge;
+      for (int64_t j = 0; j < N; ++j)
+        if (nu[j * kLanes + l] > 0) ok = ok && c[j * kLanes + l] >= tiny && c[j * kLanes + l] <= huge;
+      log_domain[l] = !ok;
     }
   }
 

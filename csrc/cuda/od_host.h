@@ -84,10 +84,12 @@ inline PairTile make_tile(const at::Tensor& sim, const at::Tensor& inv_v, const 
 template <class Device>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> od_forward_impl(
     const at::Tensor& video, const at::Tensor& desc, const std::optional<at::Tensor>& frame_mask_in,
-    const std::optional<at::Tensor>& desc_mask_in, double eps, int64_t max_iter, double tol, bool normalize,
-    bool keep_cache, int64_t tile_elements) {
+    const std::optional<at::Tensor>& desc_mask_in, const std::optional<at::Tensor>& frame_weights,
+    const std::optional<at::Tensor>& desc_weights, double eps, int64_t max_iter, double tol, double reg_frames,
+    double reg_desc, bool normalize, bool keep_cache, int64_t tile_elements) {
   check_embeddings(video, desc, frame_mask_in, desc_mask_in);
-  check_solver_args(eps, max_iter, tol);
+  check_solver_args(eps, max_iter, tol, reg_frames, reg_desc);
+  refuse_weights_and_reg(frame_weights, desc_weights, reg_frames, reg_desc, "ost_kernels::od_forward (CUDA)");
   check_device_inputs<Device>(video, desc, "od_forward");
   const typename Device::Guard guard(video);
   check_mask_rows(frame_mask_in, "frame_mask");

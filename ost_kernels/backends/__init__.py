@@ -52,7 +52,7 @@ def unavailable_reason(name: str, device: torch.device | str, dtype: torch.dtype
                        shape: ProblemShape | None = None) -> str | None:
     """None if backend `name` can run on tensors of this device and dtype (and this problem
     shape, when given), else why not."""
-    return REGISTRY[name].reason(torch.device(device), dtype, shape)
+    return REGISTRY[name].why_not(torch.device(device), dtype, shape)
 
 
 def resolve(name: str, device: torch.device, dtype: torch.dtype, shape: ProblemShape | None = None) -> Backend:
@@ -60,10 +60,10 @@ def resolve(name: str, device: torch.device, dtype: torch.dtype, shape: ProblemS
     device = torch.device(device)
     if name == "auto":
         for candidate in AUTO_ORDER.get(device.type, ()):
-            if REGISTRY[candidate].reason(device, dtype, shape) is None:
+            if REGISTRY[candidate].why_not(device, dtype, shape) is None:
                 return REGISTRY[candidate]
         return REGISTRY[FALLBACK]
-    why = REGISTRY[name].reason(device, dtype, shape)
+    why = REGISTRY[name].why_not(device, dtype, shape)
     if why is not None:
         raise BackendUnavailableError(f"od_solve: backend {name!r} is not available: {why}")
     return REGISTRY[name]

@@ -7,11 +7,15 @@ A backend module defines BACKEND = Backend(...):
     reason    reason(device, dtype, shape) -> None if it can run this problem here, else why
               not: wrong device, unsupported dtype, not built, failed to load, or a hard limit
               of its kernels (so that "auto" falls back instead of failing)
-    forward   forward(video, desc, frame_mask, desc_mask, options) -> (scores, f, g,
-              iterations, error): calls the backend's registered op, differentiable in scores
+    forward   forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, options)
+              -> (scores, f, g, iterations, error, cache): calls the backend's registered op,
+              differentiable in scores
     backward  the backward op registered for it (see ost_kernels.contract)
     scales_huge_rows  whether its kernels divide rows beyond _magnitudes.RESCALE_ABOVE by their
               largest magnitude themselves (normalize=True); od_solve otherwise does it first
+    features  what its kernels take beyond uniform balanced transport: "weights" (frame /
+              descriptor weights), "reg_m" (relaxed marginals); a problem that needs one it
+              lacks is refused with that reason, so "auto" passes over it
 """
 from __future__ import annotations
 
@@ -26,19 +30,21 @@ class BackendUnavailableError(RuntimeError):
 
 
 class ProblemShape(NamedTuple):
-    """Sizes of one od_solve call: video (B, T, d), desc (A, N, d)."""
+    """Sizes of one od_solve call: video (B, T, d), desc (A, N, d), and the features it needs
+    ("weights", "reg_m"; see Backend.features)."""
 
     B: int
     T: int
     A: int
     N: int
     d: int
+    needs: frozenset = frozenset()
 
     @classmethod
-    def of(cls, video: torch.Tensor, desc: torch.Tensor) -> "ProblemShape":
+    def of(cls, video: torch.Tensor, desc: torch.Tensor, needs: frozenset = frozenset()) -> "ProblemShape":
         B, T, d = video.shape
         A, N, _ = desc.shape
-        return cls(B, T, A, N, d)
+        return cls(B, T, A, N, d, frozenset(needs))
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,15 @@ class Backend:
     forward: Callable
     backward: Callable
     scales_huge_rows: bool = False
+    features: frozenset = frozenset()
 
+    def why_not(self, device: torch.device, dtype: torch.dtype, shape: "ProblemShape | None" = None) -> str | None:
+        """None if it can run this problem here: its own reason, then the features it needs."""
+        missing = sorted(shape.needs - self.features) if shape is not None else []
+        if missing:
+            words = {"weights": "frame / descriptor weights", "reg_m": "relaxed marginals (reg_m)"}
+            return f"the {self.name} kernels do not take {' or '.join(words[m] for m in missing)} yet"
+        return self.reason(device, dtype, shape)
 
 def dtype_names(dtypes) -> str:
     names = [str(t).removeprefix("torch.") for t in dtypes]

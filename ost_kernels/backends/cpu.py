@@ -28,10 +28,11 @@ def keeps_sims(video: torch.Tensor, desc: torch.Tensor) -> bool:
     return _cpp.keeps_sims(video, desc, _cpp.cache_budget(CACHE_BUDGET_ENV, DEFAULT_CACHE_MB))
 
 
-def _forward(video, desc, frame_mask, desc_mask, options):
-    return _cpp.forward(video, desc, frame_mask, desc_mask, options, keep_cache=keeps_sims(video, desc))
+def _forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, options):
+    return _cpp.forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, options,
+                        keep_cache=keeps_sims(video, desc))
 
 
 # csrc/cpu/rows.h rescales huge rows in the pass that normalizes them (kRescaleAbove).
 BACKEND = Backend(name="cpu", dtypes=DTYPES, reason=reason, forward=_forward, backward=_cpp.backward,
-                  scales_huge_rows=True)
+                  scales_huge_rows=True, features=frozenset({"weights", "reg_m"}))

@@ -10,7 +10,10 @@ as Z = -C / eps = (sim - 1) / eps, so that one iteration reads
     alpha_i = log mu_i - LSE_j(Z_ij + beta_j)
     beta_j  = log nu_j - LSE_i(Z_ij + alpha_i)
 
-and P_ij = exp(Z_ij + alpha_i + beta_j).
+and P_ij = exp(Z_ij + alpha_i + beta_j). Weights change log mu and log nu (an entry of weight
+0 counts as masked); relaxed marginals damp each update by tau = rho / (rho + eps):
+alpha_i = tau_f (log mu_i - LSE_j(Z_ij + beta_j)), likewise beta (POT's unbalanced Sinkhorn,
+iterate for iterate), and the stop rule becomes the L1 change of the row marginal.
 """
 from __future__ import annotations
 
@@ -30,6 +33,22 @@ def class_chunk(B: int, A: int, T: int, N: int) -> int:
     return max(1, min(A, MAX_CHUNK_ELEMENTS // max(1, B * T * N)))
 
 
+def valid_entries(mask: torch.Tensor | None, weights: torch.Tensor | None) -> torch.Tensor | None:
+    """The entries that carry mass: the mask's valid ones, less those of weight 0."""
+    if weights is None:
+        return mask
+    positive = weights > 0
+    return positive if mask is None else mask & positive
+
+
+def _log_marginal(valid: torch.Tensor, weights: torch.Tensor | None, dtype) -> torch.Tensor:
+    """log of the marginal over the last axis of `valid` (..., n): the weights normalized over
+    the valid entries (uniform without weights); -inf where not valid."""
+    w = valid.to(dtype) if weights is None else torch.where(valid, weights.to(dtype), torch.zeros((), dtype=dtype,
+                                                                                               device=valid.device))
+    return torch.log(w / w.sum(-1, keepdim=True))
+
+
 def _pair_masks(frame_mask, desc_mask, B, a, T, N, device):
     """Valid rows (B, 1, T), valid columns (1, a, N), valid entries (B, a, T, N) or None."""
     rows = frame_mask[:, None, :] if frame_mask is not None else torch.ones(B, 1, T, dtype=torch.bool, device=device)
@@ -46,19 +65,26 @@ def _scaled_cost(sim: torch.Tensor, entries, eps: float) -> torch.Tensor:
     return z if entries is None else z.masked_fill(~entries, float("-inf"))
 
 
-def _sinkhorn_chunk(sim, frame_mask, desc_mask, eps: float, max_iter: int, tol: float):
+def _sinkhorn_chunk(sim, frame_mask, desc_mask, eps: float, max_iter: int, tol: float, frame_weights=None,
+                    desc_weights=None, tau=(1.0, 1.0)):
     """Per-pair log-domain Sinkhorn on one chunk of classes.
 
-    sim: (B, a, T, N). Returns scores (B, a), f (B, a, T), g (B, a, N), iterations (B, a)
-    int32, and the row-marginal error (B, a) after the last iteration each pair ran.
+    sim: (B, a, T, N); frame_mask / frame_weights (B, T), desc_mask / desc_weights (a, N);
+    tau: the damping (tau_frames, tau_descriptors), 1 for an exact side. Returns scores (B, a),
+    f (B, a, T), g (B, a, N), iterations (B, a) int32, and the error (B, a) after the last
+    iteration each pair ran: the row-marginal error, or with a relaxed side the row marginal's
+    L1 change over that iteration.
     """
     B, a, T, N = sim.shape
+    frame_mask, desc_mask = valid_entries(frame_mask, frame_weights), valid_entries(desc_mask, desc_weights)
     rows, cols, entries = _pair_masks(frame_mask, desc_mask, B, a, T, N, sim.device)
     z = _scaled_cost(sim, entries, eps)
-    # Uniform marginals over the valid entries: mu_i = 1 / T_valid, nu_j = 1 / N_valid.
-    log_mu = -torch.log(rows.sum(-1, keepdim=True).to(sim.dtype))  # (B, 1, 1)
-    log_nu = -torch.log(cols.sum(-1, keepdim=True).to(sim.dtype))  # (1, a, 1)
-    mu = torch.where(rows, log_mu.exp(), torch.zeros((), dtype=sim.dtype, device=sim.device))
+    # The marginals: the weights (uniform without) normalized over the valid entries.
+    log_mu = _log_marginal(rows, frame_weights[:, None, :] if frame_weights is not None else None, sim.dtype)
+    log_nu = _log_marginal(cols, desc_weights[None] if desc_weights is not None else None, sim.dtype)
+    mu = log_mu.exp()  # (B, 1, T), 0 where not valid
+    tau_f, tau_d = tau
+    relaxed = (tau_f, tau_d) != (1.0, 1.0)
 
     alpha = torch.zeros(B, a, T, dtype=sim.dtype, device=sim.device)
     beta = torch.zeros(B, a, N, dtype=sim.dtype, device=sim.device)
@@ -66,18 +92,23 @@ def _sinkhorn_chunk(sim, frame_mask, desc_mask, eps: float, max_iter: int, tol: 
     iterations = torch.zeros(B, a, dtype=torch.int32, device=sim.device)
     zero = torch.zeros((), dtype=sim.dtype, device=sim.device)
     row_lse = torch.logsumexp(z + beta[..., None, :], dim=-1)  # (B, a, T)
+    prev_rows = torch.where(rows, torch.exp(row_lse), zero)  # the row marginal at f = g = 0
+    error = None
     for _ in range(max_iter):
-        alpha_new = torch.where(rows, log_mu - row_lse, zero)
+        alpha_new = torch.where(rows, tau_f * (log_mu - row_lse), zero)
         col_lse = torch.logsumexp(z + alpha_new[..., :, None], dim=-2)  # (B, a, N)
-        beta_new = torch.where(cols, log_nu - col_lse, zero)
+        beta_new = torch.where(cols, tau_d * (log_nu - col_lse), zero)
         # Pairs that met the stopping rule keep their potentials (frozen).
         alpha = torch.where(active[..., None], alpha_new, alpha)
         beta = torch.where(active[..., None], beta_new, beta)
         iterations += active.to(torch.int32)
-        # Columns are exact now; the row sums come from the LSE the next row update needs.
+        # The row sums come from the LSE the next row update needs (columns are exact unless relaxed).
         row_lse = torch.logsumexp(z + beta[..., None, :], dim=-1)
         row_sum = torch.where(rows, torch.exp(alpha + row_lse), zero)
-        error = (row_sum - mu).abs().sum(-1)
+        step_error = ((row_sum - prev_rows) if relaxed else (row_sum - mu)).abs().sum(-1)
+        # A frozen pair keeps the error it stopped with (its row marginal no longer changes).
+        error = step_error if error is None else torch.where(active, step_error, error)
+        prev_rows = row_sum
         if tol > 0:
             # NaN errors compare False, so a poisoned pair stops instead of running on.
             active = active & (error > tol)
@@ -104,8 +135,15 @@ def _sims(vn: torch.Tensor, dn_chunk: torch.Tensor) -> torch.Tensor:
     return torch.einsum("btd,and->batn", vn, dn_chunk)
 
 
-def od_forward(video, desc, frame_mask, desc_mask, eps: float, max_iter: int, tol: float, normalize: bool):
-    """Backend "torch" forward. video (B, T, d), desc (A, N, d).
+def damping(eps: float, reg: float) -> float:
+    """tau = rho / (rho + eps) of a relaxed side; 1 for an exact one (rho = inf)."""
+    return 1.0 if reg == float("inf") else reg / (reg + eps)
+
+
+def od_forward(video, desc, frame_mask, desc_mask, eps: float, max_iter: int, tol: float, normalize: bool,
+               frame_weights=None, desc_weights=None, reg=(float("inf"), float("inf"))):
+    """Backend "torch" forward. video (B, T, d), desc (A, N, d), weights (B, T) / (A, N) or None,
+    reg = (rho_frames, rho_descriptors), inf for an exact side.
 
     Returns scores (B, A), f (B, A, T), g (B, A, N), iterations (B, A) int32, error (B, A);
     float tensors in float64 for float64 inputs, else float32. Potentials of masked entries
@@ -114,11 +152,14 @@ def od_forward(video, desc, frame_mask, desc_mask, eps: float, max_iter: int, to
     B, T, _ = video.shape
     A, N, _ = desc.shape
     vn, dn = _units(video, desc, frame_mask, desc_mask, normalize)
+    tau = (damping(eps, reg[0]), damping(eps, reg[1]))
     step = class_chunk(B, A, T, N)
     parts = []
     for a0 in range(0, A, step):
         dm = desc_mask[a0 : a0 + step] if desc_mask is not None else None
-        parts.append(_sinkhorn_chunk(_sims(vn, dn[a0 : a0 + step]), frame_mask, dm, eps, max_iter, tol))
+        dw = desc_weights[a0 : a0 + step] if desc_weights is not None else None
+        parts.append(_sinkhorn_chunk(_sims(vn, dn[a0 : a0 + step]), frame_mask, dm, eps, max_iter, tol, frame_weights,
+                                     dw, tau))
     return tuple(torch.cat(p, dim=1) for p in zip(*parts))
 
 
@@ -165,14 +206,16 @@ def od_backward(grad_scores, video, desc, frame_mask, desc_mask, f, g, eps: floa
 # (ost_kernels.contract) and torch.compile sees one opaque call.
 @torch.library.custom_op("ost_kernels::od_forward_torch", mutates_args=())
 def od_forward_op(video: torch.Tensor, desc: torch.Tensor, frame_mask: torch.Tensor | None,
-                  desc_mask: torch.Tensor | None, eps: float, max_iter: int, tol: float, normalize: bool,
-                  keep_cache: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                                     torch.Tensor, torch.Tensor]:
-    check_op_scalars(eps, max_iter, tol, "ost_kernels::od_forward_torch")
+                  desc_mask: torch.Tensor | None, frame_weights: torch.Tensor | None,
+                  desc_weights: torch.Tensor | None, eps: float, max_iter: int, tol: float, reg_frames: float,
+                  reg_desc: float, normalize: bool, keep_cache: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    check_op_scalars(eps, max_iter, tol, "ost_kernels::od_forward_torch", (reg_frames, reg_desc))
     check_mask_rows(frame_mask, "frame_mask", "ost_kernels::od_forward_torch")
     check_mask_rows(desc_mask, "desc_mask", "ost_kernels::od_forward_torch")
     # The reference keeps no cache: its backward recomputes what it needs.
-    return (*od_forward(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize), no_cache(video))
+    return (*od_forward(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, frame_weights,
+                        desc_weights, (reg_frames, reg_desc)), no_cache(video))
 
 
 @torch.library.custom_op("ost_kernels::od_backward_torch", mutates_args=())
@@ -186,7 +229,8 @@ def od_backward_op(grad_scores: torch.Tensor, video: torch.Tensor, desc: torch.T
 
 
 @od_forward_op.register_fake
-def _(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, keep_cache=False):
+def _(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, eps, max_iter, tol, reg_frames, reg_desc,
+      normalize, keep_cache=False):
     return empty_forward_outputs(video, desc)
 
 
@@ -202,9 +246,9 @@ def _reason(device: torch.device, dtype: torch.dtype, shape=None) -> str | None:
     return None  # plain PyTorch: any device, every supported dtype, any size (chunked)
 
 
-def _forward(video, desc, frame_mask, desc_mask, options):
-    return od_forward_op(video, desc, frame_mask, desc_mask, options.eps, options.max_iter, options.tol,
-                         options.normalize)
+def _forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, options):
+    return od_forward_op(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, options.eps,
+                         options.max_iter, options.tol, options.reg_frames, options.reg_desc, options.normalize)
 
 
 BACKEND = Backend(
@@ -213,4 +257,5 @@ BACKEND = Backend(
     reason=_reason,
     forward=_forward,
     backward=od_backward_op,
+    features=frozenset({"weights", "reg_m"}),
 )

@@ -54,9 +54,10 @@ def _limit_reason(shape: ProblemShape | None) -> str | None:
     return None
 
 
-def _forward(video, desc, frame_mask, desc_mask, options):
-    return torch.ops.ost_kernels.od_forward_triton(video, desc, frame_mask, desc_mask, options.eps,
-                                                   options.max_iter, options.tol, options.normalize)
+def _forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, options):
+    return torch.ops.ost_kernels.od_forward_triton(video, desc, frame_mask, desc_mask, frame_weights, desc_weights,
+                                                   options.eps, options.max_iter, options.tol, options.reg_frames,
+                                                   options.reg_desc, options.normalize)
 
 
 def _backward(*args):

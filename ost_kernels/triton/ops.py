@@ -28,7 +28,8 @@ from torch.library import triton_op, wrap_triton
 from .._cosine import unit, unit_backward
 from .._env import triton_interpreting as interpreting
 from ..constants import LN2, LOG2E, NORM_EPS
-from ..contract import check_mask_rows, check_op_scalars, empty_forward_outputs, not_requested, register_autograd
+from ..contract import (check_mask_rows, check_op_scalars, empty_forward_outputs, not_requested, refuse_weights_and_reg,
+                        register_autograd)
 from . import configs
 from .kernels import od_forward_kernel, od_weights_kernel
 
@@ -179,16 +180,22 @@ def od_forward_triton(
     desc: torch.Tensor,
     frame_mask: torch.Tensor | None,
     desc_mask: torch.Tensor | None,
+    frame_weights: torch.Tensor | None,
+    desc_weights: torch.Tensor | None,
     eps: float,
     max_iter: int,
     tol: float,
+    reg_frames: float,
+    reg_desc: float,
     normalize: bool,
     keep_cache: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Same contract as ost_kernels::od_forward: scores (B, A), f (B, A, T), g (B, A, N),
     iterations (B, A) int32, error (B, A), all float32, and an empty cache (the backward
-    recomputes the sims inside its weights kernel)."""
-    check_op_scalars(eps, max_iter, tol, "ost_kernels::od_forward_triton")
+    recomputes the sims inside its weights kernel). Uniform balanced transport only, so far:
+    weights and relaxed marginals are refused (backend "triton" says so before any call)."""
+    check_op_scalars(eps, max_iter, tol, "ost_kernels::od_forward_triton", (reg_frames, reg_desc))
+    refuse_weights_and_reg(frame_weights, desc_weights, reg_frames, reg_desc, "ost_kernels::od_forward_triton")
     check_mask_rows(frame_mask, "frame_mask", "ost_kernels::od_forward_triton")
     check_mask_rows(desc_mask, "desc_mask", "ost_kernels::od_forward_triton")
     B, T, d = video.shape

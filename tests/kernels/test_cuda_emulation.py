@@ -12,6 +12,8 @@ from ost_kernels.backends import cuda
 
 NAME = emulation.NAME
 
+INF = float("inf")
+
 
 @pytest.fixture
 def emulated():
@@ -76,9 +78,12 @@ def test_pair_count_not_a_multiple_of_a_warp(emulated, gen):
 
 def test_op_refuses_shapes_over_its_limits(emulated):
     with pytest.raises(RuntimeError, match="take T <= 128 frames and N <= 16 descriptors, got T = 129"):
-        torch.ops.ost_kernels_emulated.od_forward(torch.randn(1, 129, 4), torch.randn(2, 3, 4), None, None, 0.1, 10,
-                                                  0.0, True)
+        torch.ops.ost_kernels_emulated.od_forward(torch.randn(1, 129, 4), torch.randn(2, 3, 4), None, None, None,
+                                                  None, 0.1, 10, 0.0, INF, INF, True)
     with pytest.raises(RuntimeError, match="float64 is not supported"):
         torch.ops.ost_kernels_emulated.od_forward(torch.randn(1, 3, 4, dtype=torch.float64),
-                                                  torch.randn(2, 3, 4, dtype=torch.float64), None, None, 0.1, 10,
-                                                  0.0, True)
+                                                  torch.randn(2, 3, 4, dtype=torch.float64), None, None, None,
+                                                  None, 0.1, 10, 0.0, INF, INF, True)
+    with pytest.raises(RuntimeError, match="do not take frame / descriptor weights or relaxed marginals"):
+        torch.ops.ost_kernels_emulated.od_forward(torch.randn(1, 3, 4), torch.randn(2, 3, 4), None, None, None,
+                                                  None, 0.1, 10, 0.0, 0.5, INF, True)

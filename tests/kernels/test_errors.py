@@ -134,7 +134,7 @@ def test_every_op_refuses_an_empty_mask_row(backend, side):
     masks = dict(frame_mask=torch.ones(2, 3, dtype=torch.bool), desc_mask=torch.ones(4, 5, dtype=torch.bool))
     masks[side][1] = False
     with pytest.raises((ValueError, RuntimeError), match=f"{side}.? has rows with no valid entry"):
-        REGISTRY[backend].forward(V, D, masks["frame_mask"], masks["desc_mask"], SolverOptions())
+        REGISTRY[backend].forward(V, D, masks["frame_mask"], masks["desc_mask"], None, None, SolverOptions())
 
 
 def test_numpy_bool_is_a_bool():

@@ -34,6 +34,11 @@ def test_cpu_backend_is_built_and_auto_picks_it():
     assert info.backend == "cpu"
 
 
+INF = float("inf")
+# What each backend's forward op takes beyond uniform balanced transport (Backend.features).
+RELAXES = {"torch": True, "cpu": True, "cuda-emulated": False}
+
+
 def _op_args(gen, dtype, masks, requires_grad=False):
     video, desc, fm, dm = case(3, 5, 7, 3, 16, gen, dtype=dtype, masks=masks)
     video.requires_grad_(requires_grad)
@@ -48,8 +53,12 @@ def test_opcheck_forward(backend, dtype, masks, gen):
     require(backend, dtype=dtype)
     video, desc, fm, dm = _op_args(gen, dtype, masks, requires_grad=dtype != torch.bfloat16)
     op = _op(FORWARD_OPS[backend]).default
+    fw = torch.rand(3, 7, generator=gen, dtype=dtype) + 0.1
+    dw = torch.rand(5, 3, generator=gen, dtype=torch.float32) + 0.1  # any float dtype
     for keep_cache in (False, True):
-        torch.library.opcheck(op, (video, desc, fm, dm, 0.1, 50, 1e-3, True, keep_cache))
+        torch.library.opcheck(op, (video, desc, fm, dm, None, None, 0.1, 50, 1e-3, INF, INF, True, keep_cache))
+        if RELAXES[backend]:
+            torch.library.opcheck(op, (video, desc, fm, dm, fw, dw, 0.1, 50, 1e-3, 0.5, INF, True, keep_cache))
 
 
 @pytest.mark.parametrize("keep_cache", [False, True], ids=["recompute", "cache"])
@@ -61,7 +70,7 @@ def test_opcheck_backward(backend, dtype, masks, sides, keep_cache, gen):
     require(backend, dtype=dtype)
     video, desc, fm, dm = _op_args(gen, dtype, masks)
     forward = _op(FORWARD_OPS[backend])
-    _, f, g, _, _, cache = forward(video, desc, fm, dm, 0.1, 50, 1e-3, True, keep_cache)
+    _, f, g, _, _, cache = forward(video, desc, fm, dm, None, None, 0.1, 50, 1e-3, INF, INF, True, keep_cache)
     grad = torch.randn(3, 5, generator=gen, dtype=f.dtype)
     op = _op(BACKWARD_OPS[backend]).default
     torch.library.opcheck(op, (grad, video, desc, fm, dm, f, g, cache, 0.1, True, *sides))
@@ -160,9 +169,17 @@ def test_constant_for_compile_matches_torch():
 def test_direct_op_call_checks_its_inputs():
     require("cpu")
     with pytest.raises(RuntimeError, match="video has d=8 but desc has d=7"):
-        torch.ops.ost_kernels.od_forward(torch.randn(2, 3, 8), torch.randn(4, 2, 7), None, None, 0.1, 10, 0.0, True)
+        torch.ops.ost_kernels.od_forward(torch.randn(2, 3, 8), torch.randn(4, 2, 7), None, None, None, None, 0.1, 10,
+                                         0.0, INF, INF, True)
     with pytest.raises(RuntimeError, match="eps must be finite and > 0"):
-        torch.ops.ost_kernels.od_forward(torch.randn(2, 3, 8), torch.randn(4, 2, 8), None, None, 0.0, 10, 0.0, True)
+        torch.ops.ost_kernels.od_forward(torch.randn(2, 3, 8), torch.randn(4, 2, 8), None, None, None, None, 0.0, 10,
+                                         0.0, INF, INF, True)
+    with pytest.raises(RuntimeError, match="reg_frames and reg_desc must be > 0"):
+        torch.ops.ost_kernels.od_forward(torch.randn(2, 3, 8), torch.randn(4, 2, 8), None, None, None, None, 0.1, 10,
+                                         0.0, 0.0, INF, True)
+    with pytest.raises(RuntimeError, match=r"frame_weights must be \(2, 3\)"):
+        torch.ops.ost_kernels.od_forward(torch.randn(2, 3, 8), torch.randn(4, 2, 8), None, None, torch.ones(3, 2),
+                                         None, 0.1, 10, 0.0, INF, INF, True)
     with pytest.raises(RuntimeError, match=r"f must be \(B, A, T\)"):
         torch.ops.ost_kernels.od_backward(torch.randn(2, 4), torch.randn(2, 3, 8), torch.randn(4, 2, 8), None, None,
                                           torch.randn(2, 4, 2), torch.randn(2, 4, 2), torch.empty(0), 0.1, True, True,
@@ -182,7 +199,7 @@ def test_direct_python_op_calls_check_their_scalars(backend, eps, max_iter, tol,
     require(backend)
     op = getattr(torch.ops.ost_kernels, f"od_forward_{backend}")
     with pytest.raises(ValueError, match=match):
-        op(torch.randn(2, 3, 8), torch.randn(4, 2, 8), None, None, eps, max_iter, tol, True)
+        op(torch.randn(2, 3, 8), torch.randn(4, 2, 8), None, None, None, None, eps, max_iter, tol, INF, INF, True)
 
 
 def test_large_class_count_is_tiled(gen):

@@ -70,7 +70,8 @@ def test_tile_mixing_scaling_and_log_domain_pairs(gen):
 
 
 def _forward_outputs(video, desc, fm, dm, eps, max_iter, tol, normalize):
-    return torch.ops.ost_kernels.od_forward_triton(video, desc, fm, dm, eps, max_iter, tol, normalize)[:5]
+    return torch.ops.ost_kernels.od_forward_triton(video, desc, fm, dm, None, None, eps, max_iter, tol, float("inf"),
+                                                   float("inf"), normalize)[:5]
 
 
 @pytest.mark.parametrize("eps, tol, normalize, inputs", [

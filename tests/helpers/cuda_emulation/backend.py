@@ -48,10 +48,10 @@ def reason(device: torch.device, dtype: torch.dtype, shape: ProblemShape | None 
     return why
 
 
-def _forward(video, desc, frame_mask, desc_mask, options):
-    return torch.ops.ost_kernels_emulated.od_forward(video, desc, frame_mask, desc_mask, options.eps,
-                                                     options.max_iter, options.tol, options.normalize,
-                                                     cuda.keeps_sims(video, desc))
+def _forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, options):
+    return torch.ops.ost_kernels_emulated.od_forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights,
+                                                     options.eps, options.max_iter, options.tol, options.reg_frames,
+                                                     options.reg_desc, options.normalize, cuda.keeps_sims(video, desc))
 
 
 def _backward(*args):

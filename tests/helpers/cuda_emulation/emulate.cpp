@@ -104,10 +104,11 @@ struct EmulatedDevice {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> od_forward_emulated(
     const at::Tensor& video, const at::Tensor& desc, const std::optional<at::Tensor>& frame_mask,
-    const std::optional<at::Tensor>& desc_mask, double eps, int64_t max_iter, double tol, bool normalize,
-    bool keep_cache) {
-  return od_forward_impl<EmulatedDevice>(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize,
-                                         keep_cache, tile_elements);
+    const std::optional<at::Tensor>& desc_mask, const std::optional<at::Tensor>& frame_weights,
+    const std::optional<at::Tensor>& desc_weights, double eps, int64_t max_iter, double tol, double reg_frames,
+    double reg_desc, bool normalize, bool keep_cache) {
+  return od_forward_impl<EmulatedDevice>(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, eps,
+                                         max_iter, tol, reg_frames, reg_desc, normalize, keep_cache, tile_elements);
 }
 
 std::tuple<at::Tensor, at::Tensor> od_backward_emulated(const at::Tensor& grad_scores, const at::Tensor& video,

@@ -1,0 +1,202 @@
+"""Frame / descriptor weights and KL-relaxed marginals (reg_m), checked against POT itself
+(`ot.unbalanced.sinkhorn_unbalanced(reg_type="entropy")` iterate for iterate, `ot.sinkhorn` at
+convergence), against the float64 NumPy reference, and for their refusals."""
+import math
+import warnings
+
+import numpy as np
+import ot  # POT, a test dependency (pyproject's dev extra)
+import pytest
+import torch
+
+from backends_under_test import BACKENDS, require
+from inputs import case
+from naive import od_reference
+from ost_kernels import BackendUnavailableError, od_plan, od_solve
+from ost_kernels.backends import REGISTRY
+
+INF = math.inf
+REGS = [0.5, (INF, 0.3), (0.3, INF), (2.0, 0.05)]
+
+
+def _takes(backend: str, *features: str) -> bool:
+    return set(features) <= REGISTRY[backend].features
+
+
+def _weights(gen, valid: torch.Tensor, dtype=torch.float64):
+    """Random weights for a (rows, cols) mask: some 0 (those entries drop out), and each row's
+    first valid entry positive, so that every row keeps mass."""
+    w = torch.rand(*valid.shape, generator=gen, dtype=dtype) + 0.05
+    w[torch.rand(*valid.shape, generator=gen) < 0.15] = 0.0
+    w[torch.arange(valid.shape[0]), valid.to(torch.int8).argmax(1)] = 0.7
+    return w
+
+
+def _pot_plan(sim, mu, nu, eps, reg, iterations):
+    cost = 1.0 - sim
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # POT warns that reg_type="entropy" overwrites c
+        if reg is None:
+            return ot.sinkhorn(mu, nu, cost, eps, numItermax=iterations, stopThr=1e-15)
+        return ot.unbalanced.sinkhorn_unbalanced(mu, nu, cost, eps, list(reg) if isinstance(reg, tuple) else reg,
+                                                 reg_type="entropy", numItermax=iterations, stopThr=0.0)
+
+
+def _check_against_pot(backend, gen, reg, iterations, tol, T, N, atol):
+    video, desc, fm, dm = case(2, 3, T, N, 12, gen, dtype=torch.float64, masks=True)
+    fw, dw = _weights(gen, fm), _weights(gen, dm)
+    max_iter = 20000 if reg is None else iterations
+    plan = od_plan(video, desc, frame_mask=fm, desc_mask=dm, frame_weights=fw, desc_weights=dw, reg_m=reg,
+                   eps=0.1, max_iter=max_iter, tol=tol, backend=backend)
+    vn = torch.nn.functional.normalize(video, dim=-1).numpy()
+    dn = torch.nn.functional.normalize(desc, dim=-1).numpy()
+    for b in range(2):
+        for a in range(3):
+            rows = (fm[b] & (fw[b] > 0)).numpy()
+            cols = (dm[a] & (dw[a] > 0)).numpy()
+            mu = fw[b].numpy()[rows] / fw[b].numpy()[rows].sum()
+            nu = dw[a].numpy()[cols] / dw[a].numpy()[cols].sum()
+            want = _pot_plan(vn[b][rows] @ dn[a][cols].T, mu, nu, 0.1, reg, max_iter)
+            got = plan[b, a].numpy()
+            np.testing.assert_allclose(got[np.ix_(rows, cols)], want, rtol=0, atol=atol)
+            assert (got[~rows] == 0).all() and (got[:, ~cols] == 0).all()
+
+
+@pytest.mark.parametrize("iterations", [1, 2, 5, 50])
+@pytest.mark.parametrize("reg", REGS, ids=str)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unbalanced_plans_equal_pots_iterate_for_iterate(backend, reg, iterations, gen):
+    require(backend, dtype=torch.float64)
+    if not _takes(backend, "weights", "reg_m"):
+        pytest.skip(f"backend {backend!r} does not take weights / reg_m yet")
+    T, N = (int(x) for x in torch.randint(1, 41, (2,), generator=gen))
+    _check_against_pot(backend, gen, reg, iterations, 0.0, T, N, atol=1e-10)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_balanced_weighted_plans_equal_pots_sinkhorn_at_convergence(backend, gen):
+    require(backend, dtype=torch.float64)
+    if not _takes(backend, "weights"):
+        pytest.skip(f"backend {backend!r} does not take weights yet")
+    for T, N in ((1, 1), (7, 3), (40, 40), (23, 1)):
+        _check_against_pot(backend, gen, None, None, 1e-13, T, N, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("eps", [0.01, 0.1, 1.0])
+@pytest.mark.parametrize("reg", [None] + REGS, ids=str)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_weighted_and_relaxed_scores_match_the_reference(backend, reg, eps, dtype, gen):
+    """Scores, errors and iterations against tests/helpers/naive.py, odd shapes, masks and
+    weights, with the stop rule in play (tol > 0)."""
+    require(backend, dtype=dtype)
+    if not _takes(backend, "weights", "reg_m"):
+        pytest.skip(f"backend {backend!r} does not take weights / reg_m yet")
+    video, desc, fm, dm = case(3, 21, 9, 5, 24, gen, dtype=dtype, masks=True)
+    fw, dw = _weights(gen, fm, dtype=torch.float32), _weights(gen, dm, dtype=dtype)
+    kw = dict(frame_mask=fm, desc_mask=dm, frame_weights=fw, desc_weights=dw, reg_m=reg, eps=eps)
+    scores, info = od_solve(video, desc, tol=1e-4, max_iter=300, backend=backend, return_info=True, **kw)
+    ref, _, ref_err, plans = od_reference(video, desc, iterations=info.iterations.numpy(), **kw)
+    rtol = (1e-10 if dtype == torch.float64 else 2e-5 * max(1.0, 0.1 / eps))
+    torch.testing.assert_close(scores.double(), torch.from_numpy(ref), rtol=rtol, atol=rtol)
+    torch.testing.assert_close(info.marginal_error.double(), torch.from_numpy(ref_err), rtol=0, atol=max(rtol, 1e-7) * 10)
+    torch.testing.assert_close(info.mass.double(), torch.from_numpy(plans.sum((-1, -2))), rtol=rtol * 10, atol=rtol)
+    converged = info.iterations < 300
+    assert (info.marginal_error[converged] <= 1e-4 * (1 + 1e-3)).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_zero_weight_is_a_mask(backend, gen):
+    """Scores and gradients with weight 0 on an entry equal those with that entry masked."""
+    require(backend)
+    if not _takes(backend, "weights"):
+        pytest.skip(f"backend {backend!r} does not take weights yet")
+    video, desc, _, _ = case(2, 5, 6, 4, 16, gen)
+    fw, dw = torch.ones(2, 6), torch.ones(5, 4)
+    fw[0, 2], dw[3, 1] = 0.0, 0.0
+    fm, dm = fw > 0, dw > 0
+    grads = []
+    for kw in (dict(frame_weights=fw, desc_weights=dw), dict(frame_mask=fm, desc_mask=dm)):
+        v, d = video.clone().requires_grad_(True), desc.clone().requires_grad_(True)
+        s = od_solve(v, d, backend=backend, **kw)
+        s.sum().backward()
+        grads.append((s.detach(), v.grad, d.grad))
+    for x, y in zip(*grads):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    assert (grads[0][1][0, 2] == 0).all() and (grads[0][2][3, 1] == 0).all()
+
+
+@pytest.mark.parametrize("reg", [None, (INF, 0.2)], ids=str)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradient_holds_the_plan_constant(backend, reg, gen):
+    """d score / d sim = P as solved, with weights and relaxed marginals too."""
+    require(backend, dtype=torch.float64)
+    if not _takes(backend, "weights", "reg_m"):
+        pytest.skip(f"backend {backend!r} does not take weights / reg_m yet")
+    video, desc, fm, dm = case(2, 3, 5, 4, 8, gen, dtype=torch.float64, masks=True)
+    fw, dw = _weights(gen, fm), _weights(gen, dm)
+    kw = dict(frame_mask=fm, desc_mask=dm, frame_weights=fw, desc_weights=dw, reg_m=reg, tol=0, max_iter=40)
+    v, d = video.clone().requires_grad_(True), desc.clone().requires_grad_(True)
+    od_solve(v, d, backend=backend, **kw).sum().backward()
+    plan = od_plan(video, desc, backend=backend, **kw)
+    vv, dd = video.clone().requires_grad_(True), desc.clone().requires_grad_(True)
+    sim = torch.einsum("btd,and->batn", torch.nn.functional.normalize(vv, dim=-1),
+                       torch.nn.functional.normalize(dd, dim=-1))
+    (plan * sim).sum().backward()
+    torch.testing.assert_close(v.grad, vv.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(d.grad, dd.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_a_descriptor_matching_no_frame_receives_less_mass_when_relaxed():
+    """The paper's Fig. 11 case: frames show steps 1 and 2 of a class, not step 3. Balanced,
+    every descriptor receives 1/N of the mass; with the descriptor side relaxed the missing
+    step's descriptor receives well below it."""
+    d = 16
+    e = torch.eye(d, dtype=torch.float64)
+    video = torch.stack([e[0]] * 4 + [e[1]] * 4)[None]  # 8 frames: step 1, then step 2
+    desc = torch.stack([e[0], e[1], e[2]])[None]          # step 3 (e2) appears in no frame
+    for reg, below in ((None, False), ((INF, 0.05), True)):
+        received = od_plan(video, desc, eps=0.05, reg_m=reg, tol=0, max_iter=500, backend="cpu")[0, 0].sum(0)
+        if below:
+            assert received[2] < 0.25 / 3 and received[:2].min() > 1 / 3
+        else:
+            torch.testing.assert_close(received, torch.full((3,), 1 / 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if not _takes(b, "weights", "reg_m")])
+def test_backends_without_the_features_say_so_and_auto_passes_over_them(backend, gen):
+    video, desc, _, _ = case(2, 3, 4, 3, 8, gen)
+    for kw, what in ((dict(reg_m=0.5), "relaxed marginals"), (dict(frame_weights=torch.ones(2, 4)), "weights")):
+        with pytest.raises(BackendUnavailableError, match=f"do not take .*{what}"):
+            od_solve(video, desc, backend=backend, **kw)
+
+
+@pytest.mark.parametrize("kw, error, match", [
+    (dict(frame_weights=torch.ones(2, 4) * -1), ValueError, r"`frame_weights` must be finite and >= 0"),
+    (dict(desc_weights=torch.full((3, 3), float("nan"))), ValueError, r"`desc_weights` must be finite and >= 0"),
+    (dict(frame_weights=torch.tensor([[1.0, float("inf"), 1, 1]] * 2)), ValueError, "must be finite"),
+    (dict(frame_weights=torch.ones(4, 2)), ValueError, r"`frame_weights` must have shape \(B, T\) = \(2, 4\)"),
+    (dict(desc_weights=torch.ones(3, 3, dtype=torch.int64)), TypeError, "must have a float dtype"),
+    (dict(frame_weights=[1.0, 2.0]), TypeError, "must be a float tensor"),
+    (dict(desc_weights=torch.ones(3, 3).requires_grad_(True)), ValueError, r"requires grad, but the weights are not"),
+    (dict(frame_weights=torch.tensor([[1.0, 1, 1, 1], [0, 0, 0, 0]])), ValueError, "rows whose valid weights sum to 0"),
+    (dict(frame_weights=torch.tensor([[1.0, 1, 1, 1], [0, 1, 1, 1]]),
+          frame_mask=torch.tensor([[True] * 4, [True, False, False, False]])), ValueError, "sum to 0"),
+    (dict(reg_m=0.0), ValueError, r"`reg_m` must hold numbers > 0"),
+    (dict(reg_m=(1.0, -2)), ValueError, r"`reg_m` must hold numbers > 0"),
+    (dict(reg_m=(1.0,)), ValueError, r"`reg_m` must be None, a number > 0 or a pair"),
+    (dict(reg_m="big"), TypeError, r"`reg_m` must hold numbers"),
+])
+def test_bad_weights_and_reg_m_are_refused_before_any_work(kw, error, match, gen):
+    video, desc, _, _ = case(2, 3, 4, 3, 8, gen)
+    with pytest.raises(error, match=match):
+        od_solve(video, desc, backend="torch", **kw)
+
+
+def test_masked_weights_may_hold_anything(gen):
+    video, desc, _, _ = case(2, 3, 4, 3, 8, gen)
+    fm = torch.tensor([[True, True, False, True]] * 2)
+    fw = torch.tensor([[1.0, 2.0, float("nan"), 1.0]] * 2)
+    clean = fw.nan_to_num(0.0)
+    torch.testing.assert_close(od_solve(video, desc, frame_mask=fm, frame_weights=fw, backend="cpu"),
+                               od_solve(video, desc, frame_mask=fm, frame_weights=clean, backend="cpu"), rtol=0, atol=0)
