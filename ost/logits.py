@@ -22,6 +22,16 @@ import torch.nn.functional as F
 from ost_kernels import SolverOptions, backend_names, od_solve
 
 
+def _reg_m(value):
+    """reg_m as YAML or --set gives it: "inf" (YAML 1.1 reads only ".inf" as a number) is
+    infinity, a list is a pair."""
+    def number(x):
+        return float("inf") if isinstance(x, str) and x.strip().lower().lstrip("+.") in ("inf", "infinity") else x
+    if isinstance(value, list):
+        value = tuple(value)
+    return tuple(number(x) for x in value) if isinstance(value, tuple) else number(value)
+
+
 @dataclass(frozen=True)
 class ODLogitsConfig:
     """How the OD logits are formed; defaults follow the paper's code (see the module doc).
@@ -29,7 +39,10 @@ class ODLogitsConfig:
     spatio_weight / temporal_weight: w_S, w_T of the two descriptor kinds (0.5 / 0.5 is the
     official code, 2x the printed Eq. 13; 0.25 / 0.25 gives the printed equation);
     use_pooled: the s * v_bar . d_bar term; use_ot: the s * od_solve term; eps, max_iter,
-    tol, backend: passed to ost_kernels.od_solve.
+    tol, backend, reg_m: passed to ost_kernels.od_solve (reg_m: None = balanced, a number, or
+    [rho_frames, rho_descriptors] with inf keeping a side exact; YAML `od: {reg_m: [inf, 1.0]}`
+    or `--set od.reg_m=[inf,1.0]`: frames exact, descriptors relaxed, so a step a video lacks
+    can receive less than 1/N of the mass).
     """
 
     spatio_weight: float = 0.5
@@ -40,9 +53,16 @@ class ODLogitsConfig:
     max_iter: int = 100
     tol: float = 1e-3
     backend: str = "auto"
+    reg_m: object = None
 
     def __post_init__(self):
-        SolverOptions(eps=self.eps, max_iter=self.max_iter, tol=self.tol)  # raises on bad values
+        object.__setattr__(self, "reg_m", _reg_m(self.reg_m))
+        # Raises on bad values, naming them; keeps reg_m in its one spelling (None or a pair).
+        try:
+            solver = SolverOptions(eps=self.eps, max_iter=self.max_iter, tol=self.tol, reg_m=self.reg_m)
+        except TypeError as exc:  # a setting of the wrong kind is a user's error, said in one line
+            raise ValueError(str(exc)) from None
+        object.__setattr__(self, "reg_m", solver.reg_m)
         for name in ("spatio_weight", "temporal_weight"):
             w = getattr(self, name)
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0:
@@ -57,7 +77,7 @@ class ODLogitsConfig:
 
     def solve_kwargs(self) -> dict:
         """The od_solve keyword arguments these settings stand for."""
-        return dict(eps=self.eps, max_iter=self.max_iter, tol=self.tol, backend=self.backend)
+        return dict(eps=self.eps, max_iter=self.max_iter, tol=self.tol, backend=self.backend, reg_m=self.reg_m)
 
 
 @dataclass

@@ -232,3 +232,25 @@ def test_eval_settings_are_a_group_of_the_run_config(data, tmp_path, capsys):
     assert load_config(str(no_train)).train_list == ""
     assert main(["train", "--config", str(no_train), "--quiet"]) == 2
     assert "'train_list' is required for training" in capsys.readouterr().err
+
+
+def test_relaxed_marginals_reach_the_solver(data, tmp_path):
+    """`od.reg_m` from YAML (`.inf` or "inf") or --set reaches od_solve; the bundled ablation
+    preset sets the descriptor side relaxed; a bad value is one clear error."""
+    inf = float("inf")
+    path = write(tmp_path, data, od=dict(reg_m=[".inf", 0.5]))
+    assert load_config(str(path)).od.reg_m == (inf, 0.5)
+    cfg = load_config(str(path), ["od.reg_m=[inf,0.25]", "od.backend=cpu"])
+    assert cfg.od.solve_kwargs()["reg_m"] == (inf, 0.25)
+    assert load_config([str(path), "ablation_unbalanced_descriptors"]).od.reg_m == (inf, 0.5)
+    assert load_config(str(path), ["od.reg_m=null"]).od.reg_m is None
+    for bad in ("od.reg_m=0", "od.reg_m=[1,x]", "od.reg_m=[1,2,3]"):
+        with pytest.raises(ValueError, match="reg_m"):
+            load_config(str(path), [bad])
+    model = _load_model(cfg, None).eval()
+    with torch.no_grad():
+        emb = model.encode_video(torch.randn(2, 2, 3, 32, 32))
+        relaxed = model.logits(emb, model.descriptor_embeddings())
+        model.config = load_config(str(path), ["od.reg_m=null", "od.backend=cpu"]).od
+        balanced = model.logits(emb, model.descriptor_embeddings())
+    assert not torch.allclose(relaxed, balanced)
