@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ost_kernels import od_solve, od_solve_einops
-from ost_kernels.backends import unavailable_reason
+from ost_kernels.backends import REGISTRY, unavailable_reason
 
 # stop rule -> (od_solve kwargs, od_solve_einops kwargs)
 STOPS = {
@@ -17,13 +17,33 @@ STOPS = {
     "fixed100": (dict(tol=0.0, max_iter=100), dict(early_stop=False, max_iter=100)),
 }
 SOLVER_BACKENDS = ("torch", "cpu", "cuda", "triton")
-PROVIDERS = ("einops", "matmul") + SOLVER_BACKENDS
+# A backend with frame and descriptor weights ("+weights", random in [0.5, 1.5]) or with the
+# descriptor side relaxed ("+reg_m": reg_m = (inf, 0.5)): what those options cost against the
+# uniform balanced solve at the same iteration count (--stop fixed100).
+VARIANTS = {"weights": None, "reg_m": (float("inf"), 0.5)}
+PROVIDERS = ("einops", "matmul") + SOLVER_BACKENDS + tuple(f"{b}+{v}" for b in SOLVER_BACKENDS for v in VARIANTS)
 
 
 def unavailable(provider: str, device: torch.device, dtype: torch.dtype) -> str | None:
-    if provider in SOLVER_BACKENDS:
-        return unavailable_reason(provider, device, dtype)
+    backend, _, variant = provider.partition("+")
+    if backend in SOLVER_BACKENDS:
+        needs = frozenset({variant}) if variant else frozenset()
+        why = unavailable_reason(backend, device, dtype)
+        missing = needs - REGISTRY[backend].features
+        return why or (f"backend {backend!r} does not take {variant} yet" if missing else None)
     return None
+
+
+def _weights(v, d):
+    """Weights in [0.5, 1.5] for video (B, T, d) and desc (A, N, d), made once per shape."""
+    key = (v.shape, d.shape, v.device, v.dtype)
+    if key not in _WEIGHTS:
+        gen = torch.Generator().manual_seed(0)
+        _WEIGHTS[key] = tuple((torch.rand(*x.shape[:2], generator=gen) + 0.5).to(x.device) for x in (v, d))
+    return _WEIGHTS[key]
+
+
+_WEIGHTS: dict = {}
 
 
 def scores_fn(provider: str, stop: str):
@@ -33,4 +53,10 @@ def scores_fn(provider: str, stop: str):
         return lambda v, d: od_solve_einops(v, d, **einops_kw)
     if provider == "matmul":
         return lambda v, d: v.reshape(-1, v.shape[-1]) @ d.reshape(-1, d.shape[-1]).T
-    return lambda v, d: od_solve(v, d, backend=provider, **solve_kw)
+    backend, _, variant = provider.partition("+")
+    if variant == "weights":
+        return lambda v, d: od_solve(v, d, backend=backend, frame_weights=_weights(v, d)[0],
+                                     desc_weights=_weights(v, d)[1], **solve_kw)
+    if variant == "reg_m":
+        return lambda v, d: od_solve(v, d, backend=backend, reg_m=VARIANTS["reg_m"], **solve_kw)
+    return lambda v, d: od_solve(v, d, backend=backend, **solve_kw)

@@ -326,7 +326,7 @@ OST_INLINE void solve_group(const Tile<scalar_t>& t, int64_t b, int64_t a_first,
 
   // One Sinkhorn loop, compiled twice: exact marginals (divisions, the row-marginal error)
   // and relaxed ones (damped updates, the row marginal's change): no per-entry branch on it.
-  auto iterate = [&](auto relaxed_tag) {
+  auto iterate = [&](auto relaxed_tag) __attribute__((always_inline)) {  // inlined: into the AVX2 clone too
     constexpr bool kRelaxed = decltype(relaxed_tag)::value;
     for (int64_t it = 0; it < t.max_iter; ++it) {
       bool any = false;
