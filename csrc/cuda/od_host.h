@@ -89,7 +89,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     double reg_desc, bool normalize, bool keep_cache, int64_t tile_elements) {
   check_embeddings(video, desc, frame_mask_in, desc_mask_in);
   check_solver_args(eps, max_iter, tol, reg_frames, reg_desc);
-  refuse_weights_and_reg(frame_weights, desc_weights, reg_frames, reg_desc, "ost_kernels::od_forward (CUDA)");
+  check_weights(frame_weights, video.size(0), video.size(1), video, "frame_weights");
+  check_weights(desc_weights, desc.size(0), desc.size(1), video, "desc_weights");
   check_device_inputs<Device>(video, desc, "od_forward");
   const typename Device::Guard guard(video);
   check_mask_rows(frame_mask_in, "frame_mask");
@@ -101,6 +102,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const auto frame_mask = contiguous_mask(frame_mask_in);
   const auto desc_mask = contiguous_mask(desc_mask_in);
   const at::Tensor inv_v = inverse_norms(video, normalize), inv_d = inverse_norms(desc, normalize);
+  // Weights as float32, contiguous ((B, T) and (A, N)), or none; the relaxed sides' damping.
+  std::optional<at::Tensor> w_frames, w_desc;
+  if (frame_weights.has_value()) w_frames = frame_weights->to(at::kFloat).contiguous();
+  if (desc_weights.has_value()) w_desc = desc_weights->to(at::kFloat).contiguous();
+  auto damping = [&](double reg) { return std::isinf(reg) ? 1.f : float(reg / (reg + eps)); };
   const at::Tensor v2 = video.reshape({B * T, d}), d2 = desc.reshape({A * N, d});
   const auto [nb_max, na_max] = tile_shape(B, A, T, N, tile_elements, keep_cache);
   // The sims: kept whole for the backward when asked (the caller's memory budget decides),
@@ -117,8 +123,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       const int64_t offset = keep_cache ? b0 * T * A * N : 0;
       at::Tensor sim = sim_buf.narrow(0, offset, nb * T * na * N).view({nb * T, na * N});
       Device::mm_f32_out(sim, v2.narrow(0, b0 * T, nb * T), d_tile);
-      Device::sinkhorn(
-          make_tile(sim, inv_v, inv_d, frame_mask, desc_mask, nb, na, b0, a0, A, T, N, eps, max_iter, tol), out);
+      PairTile t = make_tile(sim, inv_v, inv_d, frame_mask, desc_mask, nb, na, b0, a0, A, T, N, eps, max_iter, tol);
+      t.frame_w = w_frames ? w_frames->data_ptr<float>() : nullptr;
+      t.desc_w = w_desc ? w_desc->data_ptr<float>() : nullptr;
+      t.tau_f = damping(reg_frames), t.tau_d = damping(reg_desc);
+      Device::sinkhorn(t, out);
     }
   }
   return {scores, f, g, iterations, error, cache};

@@ -55,6 +55,9 @@ struct PairTile {
   float eps_ln2;  // eps * ln 2
   int max_iter;
   float tol;
+  const float* frame_w = nullptr;  // (B, T) frame weights, float32, or nullptr (uniform)
+  const float* desc_w = nullptr;   // (A, N) descriptor weights, float32, or nullptr
+  float tau_f = 1.f, tau_d = 1.f;  // damping of the relaxed updates (1: exact side)
 };
 
 // Lanes per pair: enough for T frames at kRowsPerLane each, a power of two (groups tile the
@@ -135,22 +138,32 @@ OST_HD void solve_pair(const PairTile& t, const PairOutputs& out, Lanes& lanes, 
 
   bool row_ok[R], col_ok[NMAX];
   float X[R][NMAX];
+  // Marginals: the weights (1 without) normalized over the valid entries; a weight <= 0 is
+  // masked. Weighted marginals are read back from the weights when needed (registers).
   float rows_here = 0.f;
 #pragma unroll
   for (int k = 0; k < R; ++k) {
     const int i = l + k * G;
-    row_ok[k] = have && i < T && (!t.frame_mask || t.frame_mask[vb * T + i]);
-    rows_here += row_ok[k] ? 1.f : 0.f;
+    const bool kept = have && i < T && (!t.frame_mask || t.frame_mask[vb * T + i]);
+    const float w = kept ? (t.frame_w ? t.frame_w[vb * T + i] : 1.f) : 0.f;
+    row_ok[k] = w > 0.f;
+    rows_here += row_ok[k] ? w : 0.f;
   }
   float cols = 0.f;
 #pragma unroll
   for (int j = 0; j < NMAX; ++j) {
-    col_ok[j] = have && j < N && (!t.desc_mask || t.desc_mask[ca * N + j]);
-    cols += col_ok[j] ? 1.f : 0.f;
+    const bool kept = have && j < N && (!t.desc_mask || t.desc_mask[ca * N + j]);
+    const float w = kept ? (t.desc_w ? t.desc_w[ca * N + j] : 1.f) : 0.f;
+    col_ok[j] = w > 0.f;
+    cols += col_ok[j] ? w : 0.f;
   }
-  // Empty rows are refused by the ops; the clamp keeps a refused-but-launched pair finite.
-  const float mu = 1.f / fmaxf(lanes.group_sum(rows_here), 1.f);
-  const float nu = 1.f / fmaxf(cols, 1.f);
+  // Empty rows are refused by the ops; the guard keeps a refused-but-launched pair finite.
+  const float rows_total = lanes.group_sum(rows_here);
+  const float mu = rows_total > 0.f ? 1.f / rows_total : 0.f;  // uniform mu, or 1 / sum w
+  const float nu = cols > 0.f ? 1.f / cols : 0.f;
+  auto mu_of = [&](int k) { return t.frame_w ? t.frame_w[vb * T + l + k * G] * mu : mu; };
+  auto nu_of = [&](int j) { return t.desc_w ? t.desc_w[ca * N + j] * nu : nu; };
+  const bool relax_f = t.tau_f != 1.f, relax_d = t.tau_d != 1.f, relaxed = relax_f || relax_d;
 
   // Cosines into X, and the pair's range.
   float inv_d[NMAX];
@@ -176,7 +189,10 @@ OST_HD void solve_pair(const PairTile& t, const PairOutputs& out, Lanes& lanes, 
   if (hi == -INFINITY) hi = lo = 0.f;  // no pair
   // fmaxf / fminf pass over NaN, but a NaN sim (from a NaN input) reaches the sums below, so
   // its pair's score is NaN, as the reference's, and no other pair's.
-  const bool safe = (hi - lo) * t.scale2 <= kSafeRange2;
+  // Relaxed marginals run in the log domain: without the exact iteration's gauge freedom the
+  // scalings can leave float32's range (csrc/cpu/sinkhorn_lanes.h checks and falls back per
+  // lane; here that fallback spilled registers), and a pair's form rests on its own data.
+  const bool safe = (hi - lo) * t.scale2 <= kSafeRange2 && !relaxed;
 #pragma unroll
   for (int k = 0; k < R; ++k)
 #pragma unroll
@@ -185,8 +201,8 @@ OST_HD void solve_pair(const PairTile& t, const PairOutputs& out, Lanes& lanes, 
       const bool ok = row_ok[k] && col_ok[j];
       X[k][j] = safe ? (ok ? ost_exp2(z) : 0.f) : (ok ? z : -INFINITY);
     }
-
   float u[R], v[NMAX], rowv[R];  // safe: r, c, K c; log: a, b, LSE2_j(z + b)
+  float prev[R];                  // relaxed: the row marginal before the iteration
   int32_t iters = 0;
   float err = 0.f;
   const bool tol_stop = t.tol > 0.f;
@@ -221,7 +237,9 @@ OST_HD void solve_pair(const PairTile& t, const PairOutputs& out, Lanes& lanes, 
   for (int it = 0; it < t.max_iter && lanes.warp_any(active); ++it) {
     float r_new[R];
 #pragma unroll
-    for (int k = 0; k < R; ++k) r_new[k] = row_ok[k] ? full_div(mu, rowv[k]) : 0.f;
+    for (int k = 0; k < R; ++k) {
+      r_new[k] = row_ok[k] ? full_div(mu_of(k), rowv[k]) : 0.f;
+    }
 #pragma unroll
     for (int j = 0; j < NMAX; ++j) {
       if (j >= N) break;  // uniform over the launch: no divergence
@@ -229,7 +247,7 @@ OST_HD void solve_pair(const PairTile& t, const PairOutputs& out, Lanes& lanes, 
 #pragma unroll
       for (int k = 0; k < R; ++k) s += X[k][j] * r_new[k];
       s = lanes.group_sum(s);
-      if (active) v[j] = col_ok[j] ? full_div(nu, s) : 1.f;
+      if (active) v[j] = col_ok[j] ? full_div(nu_of(j), s) : 1.f;
     }
     if (active) {
 #pragma unroll
@@ -240,14 +258,13 @@ OST_HD void solve_pair(const PairTile& t, const PairOutputs& out, Lanes& lanes, 
     k_times_c();
     float e = 0.f;
 #pragma unroll
-    for (int k = 0; k < R; ++k) e += row_ok[k] ? fabsf(u[k] * rowv[k] - mu) : 0.f;
+    for (int k = 0; k < R; ++k) e += row_ok[k] ? fabsf(u[k] * rowv[k] - mu_of(k)) : 0.f;
     stop_rule(e);
   }
-
   // Log domain, for the unsafe pairs.
   active = have && !safe;
   if (lanes.warp_any(active)) {
-    const float log2_mu = ost_log2(mu), log2_nu = ost_log2(nu);
+    const float log2_nu_uniform = ost_log2(nu);
     if (!safe) {
 #pragma unroll
       for (int k = 0; k < R; ++k) u[k] = 0.f;
@@ -267,11 +284,21 @@ OST_HD void solve_pair(const PairTile& t, const PairOutputs& out, Lanes& lanes, 
         rowv[k] = lse2_finish(m, s);
       }
     };
-    if (!safe) row_lse();
+    // z is shifted by hi: z = z_true - c0. u holds a + c0 (so f = u eps ln 2 + 1 - hi, and
+    // P = exp2(z + u + v)); a damped row update shifts only tau of c0, hence the terms below.
+    const float c0 = (hi - 1.f) * t.scale2;
+    if (!safe) {
+      row_lse();
+#pragma unroll
+      for (int k = 0; k < R; ++k) prev[k] = row_ok[k] ? ost_exp2(rowv[k] + c0) : 0.f;
+    }
     for (int it = 0; it < t.max_iter && lanes.warp_any(active); ++it) {
       float a_new[R];
 #pragma unroll
-      for (int k = 0; k < R; ++k) a_new[k] = row_ok[k] ? log2_mu - rowv[k] : 0.f;
+      for (int k = 0; k < R; ++k)
+        a_new[k] = row_ok[k] ? (relax_f ? t.tau_f * (ost_log2(mu_of(k)) - rowv[k] - c0) + c0
+                                        : ost_log2(mu_of(k)) - rowv[k])
+                             : 0.f;
 #pragma unroll
       for (int j = 0; j < NMAX; ++j) {
         if (j >= N) break;
@@ -284,7 +311,8 @@ OST_HD void solve_pair(const PairTile& t, const PairOutputs& out, Lanes& lanes, 
 #pragma unroll
         for (int k = 0; k < R; ++k) s += ost_exp2(X[k][j] + a_new[k] - m0);
         s = lanes.group_sum(s);
-        if (active) v[j] = col_ok[j] ? log2_nu - lse2_finish(m, s) : 0.f;
+        const float log2_nu = t.desc_w ? ost_log2(nu_of(j)) : log2_nu_uniform;
+        if (active) v[j] = col_ok[j] ? t.tau_d * (log2_nu - lse2_finish(m, s)) : 0.f;
       }
       if (active) {
 #pragma unroll
@@ -294,7 +322,11 @@ OST_HD void solve_pair(const PairTile& t, const PairOutputs& out, Lanes& lanes, 
       }
       float e = 0.f;
 #pragma unroll
-      for (int k = 0; k < R; ++k) e += row_ok[k] ? fabsf(ost_exp2(u[k] + rowv[k]) - mu) : 0.f;
+      for (int k = 0; k < R; ++k) {
+        const float row = row_ok[k] ? ost_exp2(u[k] + rowv[k]) : 0.f;
+        e += row_ok[k] ? fabsf(row - (relaxed ? prev[k] : mu_of(k))) : 0.f;
+        prev[k] = row;
+      }
       stop_rule(e);
     }
   }

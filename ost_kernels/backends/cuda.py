@@ -53,4 +53,5 @@ def _forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, op
                         keep_cache=keeps_sims(video, desc))
 
 
-BACKEND = Backend(name="cuda", dtypes=DTYPES, reason=reason, forward=_forward, backward=_cpp.backward)
+BACKEND = Backend(name="cuda", dtypes=DTYPES, reason=reason, forward=_forward, backward=_cpp.backward,
+                  features=frozenset({"weights", "reg_m"}))

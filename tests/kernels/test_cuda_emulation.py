@@ -84,6 +84,6 @@ def test_op_refuses_shapes_over_its_limits(emulated):
         torch.ops.ost_kernels_emulated.od_forward(torch.randn(1, 3, 4, dtype=torch.float64),
                                                   torch.randn(2, 3, 4, dtype=torch.float64), None, None, None,
                                                   None, 0.1, 10, 0.0, INF, INF, True)
-    with pytest.raises(RuntimeError, match="do not take frame / descriptor weights or relaxed marginals"):
-        torch.ops.ost_kernels_emulated.od_forward(torch.randn(1, 3, 4), torch.randn(2, 3, 4), None, None, None,
-                                                  None, 0.1, 10, 0.0, 0.5, INF, True)
+    with pytest.raises(RuntimeError, match=r"frame_weights must be \(1, 3\)"):
+        torch.ops.ost_kernels_emulated.od_forward(torch.randn(1, 3, 4), torch.randn(2, 3, 4), None, None,
+                                                  torch.ones(3, 1), None, 0.1, 10, 0.0, 0.5, INF, True)

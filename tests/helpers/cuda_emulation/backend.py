@@ -58,4 +58,5 @@ def _backward(*args):
     return torch.ops.ost_kernels_emulated.od_backward(*args)
 
 
-BACKEND = Backend(name=NAME, dtypes=cuda.DTYPES, reason=reason, forward=_forward, backward=_backward)
+BACKEND = Backend(name=NAME, dtypes=cuda.DTYPES, reason=reason, forward=_forward, backward=_backward,
+                  features=cuda.BACKEND.features)
