@@ -212,16 +212,22 @@ def _inputs(B, A, T, N, d, dtype, masks, seed=0):
 
 
 def compare(report, backend, B, A, T, N, d, dtype=torch.float32, masks=True, eps=0.1, normalize=True,
-            noncontig=False, grads=True, label=""):
-    """Scores, iterations, errors, plans (small cases) and gradients of `backend` against torch."""
+            noncontig=False, grads=True, label="", reg_m=None, weights=False):
+    """Scores, iterations, errors, plans (small cases) and gradients of `backend` against torch;
+    with weights (random in [0.5, 1.5]) and / or relaxed marginals (reg_m) where asked."""
     v, w, fm, dm = _inputs(B, A, T, N, d, dtype, masks)
+    g = torch.Generator().manual_seed(2)
+    extra = dict(reg_m=reg_m)
+    if weights:
+        extra.update(frame_weights=(torch.rand(B, T, generator=g) + 0.5).to(DEVICE),
+                     desc_weights=(torch.rand(A, N, generator=g) + 0.5).to(DEVICE))
     if noncontig:
         v = v.transpose(0, 1).contiguous().transpose(0, 1)
         w = torch.stack([w, torch.zeros_like(w)], -1).flatten(-2)[..., ::2]
     if not normalize:
         v = torch.nn.functional.normalize(v.float(), dim=-1).to(dtype)
         w = torch.nn.functional.normalize(w.float(), dim=-1).to(dtype)
-    kw = dict(frame_mask=fm, desc_mask=dm, eps=eps, normalize=normalize, return_info=True)
+    kw = dict(frame_mask=fm, desc_mask=dm, eps=eps, normalize=normalize, return_info=True, **extra)
     # Seeded like the inputs: an unseeded upstream gradient made the check flaky (a draw whose
     # gradient nearly cancels inflates the relative error).
     go = torch.randn(B, A, generator=torch.Generator().manual_seed(1)).to(DEVICE)
@@ -238,8 +244,9 @@ def compare(report, backend, B, A, T, N, d, dtype=torch.float32, masks=True, eps
     text = f"{backend} {label or ''} B{B} A{A} T{T} N{N} d{d} {str(dtype)[6:]} eps={eps}: score rel {srel:.1e}, " \
            f"iterations equal on {100 * same.float().mean().item():.1f}%"
     if A * B * T * N <= 1 << 20:
-        p = od_plan(v, w, frame_mask=fm, desc_mask=dm, eps=eps, normalize=normalize, backend=backend, tol=0)
-        p0 = od_plan(v, w, frame_mask=fm, desc_mask=dm, eps=eps, normalize=normalize, backend="torch", tol=0)
+        p = od_plan(v, w, frame_mask=fm, desc_mask=dm, eps=eps, normalize=normalize, backend=backend, tol=0, **extra)
+        p0 = od_plan(v, w, frame_mask=fm, desc_mask=dm, eps=eps, normalize=normalize, backend="torch", tol=0,
+                     **extra)
         prel = _rel(p, p0)
         good &= prel < 1e-3
         text += f", plan rel {prel:.1e}"
@@ -324,6 +331,16 @@ def correctness(report, backend, dry):
             dict(B=3, A=20, T=8, N=4, d=128, eps=10.0),
             dict(B=2, A=70_000, T=8, N=16, d=64, masks=False, grads=False, label="N=16, A > 65,535"),
         ]
+    # Weights and relaxed marginals, where the backend takes them (Backend.features).
+    from ost_kernels.backends import REGISTRY
+
+    if {"weights", "reg_m"} <= REGISTRY[backend].features:
+        shape = dict(B=2, A=3, T=5, N=3, d=16) if dry else dict(B=4, A=50, T=8, N=4, d=512)
+        cases += [dict(**shape, weights=True, label="weights"),
+                  dict(**shape, weights=True, reg_m=(float("inf"), 0.5), label="weights, reg_m=(inf, 0.5)"),
+                  dict(**shape, reg_m=0.5, eps=0.05, label="reg_m=0.5, eps=0.05")]
+    else:
+        report(f"- {backend} takes no weights / reg_m yet (auto passes over it for them)")
     for case in cases:
         try:
             compare(report, backend, **case)

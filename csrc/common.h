@@ -70,16 +70,6 @@ inline void check_weights(const std::optional<at::Tensor>& w, int64_t rows, int6
   TORCH_CHECK(w->device() == like.device(), "ost_kernels: ", name, " must be on ", like.device());
 }
 
-// For kernels that take uniform balanced transport only (contract.refuse_weights_and_reg's twin).
-inline void refuse_weights_and_reg(const std::optional<at::Tensor>& frame_weights,
-                                   const std::optional<at::Tensor>& desc_weights, double reg_frames, double reg_desc,
-                                   const char* caller) {
-  TORCH_CHECK(!frame_weights.has_value() && !desc_weights.has_value() && std::isinf(reg_frames) &&
-                  std::isinf(reg_desc),
-              caller, ": these kernels do not take frame / descriptor weights or relaxed marginals (reg_m) yet; use "
-              "backend 'cpu' or 'torch'");
-}
-
 inline void check_potentials(const at::Tensor& grad_scores, const at::Tensor& f, const at::Tensor& g,
                              const at::Tensor& video, const at::Tensor& desc) {
   const int64_t B = video.size(0), T = video.size(1), A = desc.size(0), N = desc.size(1);

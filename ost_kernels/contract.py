@@ -96,8 +96,8 @@ def check_op_scalars(eps: float, max_iter: int | None, tol: float | None, caller
 
 
 def refuse_weights_and_reg(frame_weights, desc_weights, reg_frames: float, reg_desc: float, caller: str) -> None:
-    """For an op whose kernels take uniform balanced transport only (csrc/common.h has the
-    C++ twin): weights or a relaxed side is an error, not a silently balanced solve."""
+    """For an op whose kernels take uniform balanced transport only (Triton's, so far): weights
+    or a relaxed side is an error, not a silently balanced solve."""
     if frame_weights is not None or desc_weights is not None or reg_frames != float("inf") or \
             reg_desc != float("inf"):
         raise ValueError(f"{caller}: these kernels do not take frame / descriptor weights or relaxed marginals "
