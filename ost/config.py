@@ -278,6 +278,9 @@ def _validate(cfg: RunConfig) -> None:
     alpha = cfg.eval.ensemble_alpha
     if alpha is not None and not 0.0 <= alpha <= 1.0:
         raise ValueError(f"eval.ensemble_alpha must be in [0, 1], got {alpha}")
+    if not isinstance(cfg.eval.splits, list):
+        raise ValueError(f"setting 'eval.splits' must be a list of splits ({{labels, list, spatio, temporal}} each), "
+                         f"got {cfg.eval.splits!r}")
     for i, split in enumerate(cfg.eval.splits):
         if not isinstance(split, dict):
             raise ValueError(f"eval.splits[{i}] must be a mapping with labels, list, spatio, temporal")

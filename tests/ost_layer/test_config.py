@@ -220,6 +220,8 @@ def test_eval_settings_are_a_group_of_the_run_config(data, tmp_path, capsys):
                      ("eval_splits=[]", "eval.splits"), ("val_list=v.txt", "eval.val_list")):
         with pytest.raises(ValueError, match=rf"is now {re.escape(new)}"):
             load_config(str(base), [old])
+    with pytest.raises(ValueError, match=r"setting 'eval.splits' must be a list of splits"):
+        load_config(str(base), ["eval.splits=5"])
     with pytest.raises(ValueError, match=r"setting 'eval.batch_size' must be >= 1"):
         load_config(str(base), ["eval.batch_size=0"])
     with pytest.raises(ValueError, match=r"'eval.memory_budget_mb' must be a number"):
