@@ -95,15 +95,6 @@ def check_op_scalars(eps: float, max_iter: int | None, tol: float | None, caller
         raise ValueError(f"{caller}: reg_frames and reg_desc must be > 0 (inf = exact), got {reg}")
 
 
-def refuse_weights_and_reg(frame_weights, desc_weights, reg_frames: float, reg_desc: float, caller: str) -> None:
-    """For an op whose kernels take uniform balanced transport only (Triton's, so far): weights
-    or a relaxed side is an error, not a silently balanced solve."""
-    if frame_weights is not None or desc_weights is not None or reg_frames != float("inf") or \
-            reg_desc != float("inf"):
-        raise ValueError(f"{caller}: these kernels do not take frame / descriptor weights or relaxed marginals "
-                         "(reg_m) yet; use backend 'cpu' or 'torch'")
-
-
 # ---- outputs ----------------------------------------------------------------------------
 
 def empty_forward_outputs(video: torch.Tensor, desc: torch.Tensor, keep_cache: bool = False):

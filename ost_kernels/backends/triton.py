@@ -64,4 +64,5 @@ def _backward(*args):
     return torch.ops.ost_kernels.od_backward_triton(*args)
 
 
-BACKEND = Backend(name="triton", dtypes=DTYPES, reason=reason, forward=_forward, backward=_backward)
+BACKEND = Backend(name="triton", dtypes=DTYPES, reason=reason, forward=_forward, backward=_backward,
+                  features=frozenset({"weights", "reg_m"}))

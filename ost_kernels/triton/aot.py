@@ -8,12 +8,13 @@ ptxas reports: registers, spill bytes, shared memory, compile time.
     python -m ost_kernels.triton.aot --all --jobs 2 --write-table   # what `make triton-aot` runs
     python -m ost_kernels.triton.aot --sample                      # the CI compile gate's subset
 
-Variants: kernel (forward, weights) x dtype (fp32, bf16, fp16) x T in {8, 16, 32} x N in
+Variants: kernel (forward, forward-relaxed: weights and reg_m, weights) x dtype (fp32, bf16, fp16) x T in {8, 16, 32} x N in
 {4, 8} x each candidate tile config (configs.candidates), at d = 512. Masks and normalize are
 runtime inputs of one kernel variant (masks are always passed; the inverse norms are ones
 without normalization), so they add no variants. The sample compiles every code path: each
 kernel, dtype and architecture, a d that is not a multiple of the K block, TF32, each (T, N),
-the forward's fixed-iteration (tol = 0) and scaling-only (LOG_DOMAIN = False) specializations.
+the forward's fixed-iteration (tol = 0) and scaling-only (LOG_DOMAIN = False) specializations,
+the balanced forward with weights (WEIGHTED) and the relaxed forward at tol = 0.
 --all compiles the general forward: the stop rule and the log-domain path keep more values
 live than the specializations, so it is the one that may spill.
 
@@ -51,6 +52,7 @@ class Variant(NamedTuple):
     precision: str = "ieee"
     fixed: bool = False  # the forward's tol = 0 specialization (kernels.py, FIXED)
     log_domain: bool = True  # False: the forward without its log-domain path (LOG_DOMAIN)
+    weighted: bool = False  # the balanced forward with frame / descriptor weights (WEIGHTED)
 
     @property
     def key(self) -> str:
@@ -59,7 +61,8 @@ class Variant(NamedTuple):
     @property
     def label(self) -> str:
         extra = (("" if self.even_k else " d%64!=0") + ("" if self.precision == "ieee" else f" {self.precision}")
-                 + (" tol=0" if self.fixed else "") + ("" if self.log_domain else " no-log"))
+                 + (" tol=0" if self.fixed else "") + ("" if self.log_domain else " no-log")
+                 + (" weights" if self.weighted else ""))
         return f"{self.key}{extra}"
 
 
@@ -89,12 +92,14 @@ def sample_variants(archs=configs.ARCHS) -> list[Variant]:
         cfg = configs.candidates(TP, NP)[-1]
         out.append(Variant(arch, "forward", "bf16", TP, NP, cfg, fixed=True))
         out.append(Variant(arch, "forward", "fp16", TP, NP, cfg, log_domain=False))
+        out.append(Variant(arch, "forward", "fp32", TP, NP, cfg, weighted=True))
+        out.append(Variant(arch, "forward-relaxed", "bf16", TP, NP, cfg, fixed=True))
     return out
 
 
-_PTR = {"V": "x", "D": "x", "W": "x", "VS": "fp32", "DS": "fp32", "FM": "i8", "DM": "i8", "SCORES": "fp32",
-        "F": "fp32", "G": "fp32", "ITERS": "i32", "ERR": "fp32", "GO": "fp32"}
-_FLOATS = {"scale2", "eps_ln2", "tol"}
+_PTR = {"V": "x", "D": "x", "W": "x", "VS": "fp32", "DS": "fp32", "FM": "i8", "DM": "i8", "FW": "fp32",
+        "DW": "fp32", "SCORES": "fp32", "F": "fp32", "G": "fp32", "ITERS": "i32", "ERR": "fp32", "GO": "fp32"}
+_FLOATS = {"scale2", "eps_ln2", "tol", "tau_f", "tau_d"}
 # Ints that the runtime specializes as multiples of 16 in the usual case (d = 512, contiguous rows).
 _DIVISIBLE = {"d", "svb", "svt", "sda", "sdn", "swr"}
 
@@ -104,11 +109,14 @@ def _source(v: Variant):
 
     from .kernels import od_forward_kernel, od_weights_kernel
 
-    fn = od_forward_kernel if v.kernel == "forward" else od_weights_kernel
+    forward = v.kernel.startswith("forward")
+    fn = od_forward_kernel if forward else od_weights_kernel
     consts = dict(EVEN_K=v.even_k, INTERPRETED=False, INPUT_PRECISION=v.precision, TP=v.TP, NP=v.NP, BB=v.cfg.BB,
                   BA=v.cfg.BA, BD=64, svd=1, sdd=1)
-    if v.kernel == "forward":
-        consts.update(FIXED=v.fixed, LOG_DOMAIN=v.log_domain, NW=v.cfg.num_warps)
+    if forward:
+        relaxed = v.kernel == "forward-relaxed"  # weights and reg_m, the log domain compiled in
+        consts.update(FIXED=v.fixed, LOG_DOMAIN=v.log_domain or relaxed, WEIGHTED=v.weighted or relaxed,
+                      RELAXED=relaxed, NW=v.cfg.num_warps)
     sig = {}
     for name in fn.arg_names:
         if name in consts:
@@ -203,13 +211,17 @@ def main(argv=None) -> int:
     parser.add_argument("--archs", default=",".join(map(str, configs.ARCHS)))
     parser.add_argument("--dtypes", default=",".join(configs.DTYPES),
                         help="input dtypes to compile; with --write-table, the other dtypes' rows are kept")
+    parser.add_argument("--kernels", default=",".join(configs.KERNELS),
+                        help="kernels to compile; with --write-table, the other kernels' rows are kept")
     parser.add_argument("--jobs", type=int, default=max(1, min(8, os.cpu_count() or 1)))
     parser.add_argument("--out", default=os.path.join("benchmarks", "out", "triton_resources.md"))
     parser.add_argument("--write-table", action="store_true", help=f"store the resources in {configs.RESOURCES_PATH}")
     args = parser.parse_args(argv)
     archs = tuple(int(a) for a in args.archs.split(","))
     dtypes = tuple(args.dtypes.split(","))
-    variants = [v for v in (all_variants(archs) if args.all else sample_variants(archs)) if v.dtype in dtypes]
+    kernels = tuple(args.kernels.split(","))
+    variants = [v for v in (all_variants(archs) if args.all else sample_variants(archs))
+                if v.dtype in dtypes and v.kernel in kernels]
     results = run(variants, args.jobs)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:
@@ -217,10 +229,11 @@ def main(argv=None) -> int:
     if args.write_table:
         # Rows of dtypes (and architectures) not compiled this time are kept.
         kept = {k: r for k, r in configs._table().items()
-                if not any(k.startswith(f"sm{a}/") and f"/{dt}/" in k for a in archs for dt in dtypes)}
+                if not any(k.startswith(f"sm{a}/{kn}/{dt}/") for a in archs for kn in kernels for dt in dtypes)}
         table = kept | {v.key: {k: r[k] for k in ("registers", "spill_bytes", "shared_bytes", "compile_s")}
                         for v, r in results.items()
-                        if "error" not in r and v.even_k and v.precision == "ieee" and not v.fixed and v.log_domain}
+                        if "error" not in r and v.even_k and v.precision == "ieee" and not v.fixed and v.log_domain
+                        and not v.weighted}
         with open(configs.RESOURCES_PATH, "w") as fh:
             json.dump(dict(sorted(table.items())), fh, indent=0)
             fh.write("\n")

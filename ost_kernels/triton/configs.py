@@ -21,7 +21,10 @@ RESOURCES_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resou
 # Shared memory a block may use (opt-in maximum), per architecture.
 SHARED_MEMORY_LIMIT = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
 ARCHS = (80, 90)  # compiled ahead of time and by CI
-KERNELS = ("forward", "weights")
+# Resource rows per kernel variant: "forward" is the general forward (uniform, balanced);
+# "forward-relaxed" the forward with weights and a relaxed side (WEIGHTED, RELAXED), whose
+# resources prune every launch with weights or reg_m; "weights" the backward's kernel.
+KERNELS = ("forward", "forward-relaxed", "weights")
 DTYPES = ("fp32", "bf16", "fp16")
 
 MIN_SIDE, MAX_SIDE = 32, 256  # tl.dot needs >= 16 rows / columns; 16 wastes the MMA shapes
@@ -110,6 +113,11 @@ def _table() -> dict:
             return json.load(fh)
     except FileNotFoundError:
         return {}
+
+
+def forward_resources(weighted: bool, relaxed: bool) -> str:
+    """The KERNELS row that prunes a forward launch with these flags."""
+    return "forward-relaxed" if weighted or relaxed else "forward"
 
 
 def resource_key(arch: int, kernel: str, dtype: str, TP: int, NP: int, cfg: TileConfig) -> str:

@@ -47,6 +47,18 @@ b = log2 c for safe pairs) and converted at the end: f = a * eps * ln 2 + 1 - hi
 g = b * eps * ln 2. Each pair is frozen once it meets the stop rule and is solved by one form
 chosen from its own sims, so its result never depends on the other pairs of its tile.
 
+Weights and relaxed marginals (WEIGHTED, RELAXED; the weights and the damping tau = rho /
+(rho + eps) of each side are runtime values). WEIGHTED reads the frame / descriptor weights
+(float32, zero-weight entries already folded into the masks) and makes mu, nu per-entry
+vectors; without it they are one value per pair. RELAXED damps each update (docs/design.md):
+r = 2^(tau_f (log2 mu - log2 K c) + lift), c = 2^(tau_d (log2 nu - log2 K^T r)), where
+lift = (1 - tau_f)(hi - 1) log2(e) / eps carries the shift by hi that exact updates absorb;
+in the log domain a = tau_f (log2 mu - LSE2_j(z + b)) + lift, b likewise with tau_d. The stop
+rule compares the row marginal with the previous iteration's (from f = g = 0). A relaxed pair
+is sent to the log domain when |lift| is outside the safe range, and solved again there after
+its scaling-form solve when its r or c left [RANGE_LO, RANGE_HI] (a relaxed side loses the
+gauge freedom that keeps them in range); the choice rests on the pair's own data only.
+
 LOG_DOMAIN = False compiles the scaling form alone, for calls where every pair is known to be
 safe: cosine sims (|sim| <= 1) with eps >= ALWAYS_SAFE_EPS (ops.py), the default eps = 0.1
 among them. No lo, no log-domain code or registers, no block-wide "any log pair?".
@@ -68,6 +80,10 @@ from .. import constants
 LN2 = tl.constexpr(constants.LN2)
 LOG2E = tl.constexpr(constants.LOG2E)
 SAFE_RANGE2 = tl.constexpr(64.0 * constants.LOG2E)
+# The range a relaxed pair's scalings must stay in to keep its scaling-form solve (sqrt of
+# float32's smallest normal / largest finite number, as the CPU kernel's check).
+RANGE_LO = tl.constexpr(1.0842021724855044e-19)
+RANGE_HI = tl.constexpr(1.8446742974197924e19)
 
 
 @triton.jit
@@ -153,17 +169,21 @@ def _pairs(x, TP: tl.constexpr, NP: tl.constexpr, BB: tl.constexpr, BA: tl.const
 
 
 @triton.jit
-def _tile_pairs(V, D, VS, DS, FM, DM, pid_b, pid_a, B, A, T, N, d, svb, svt, svd, sda, sdn, sdd,
+def _tile_pairs(V, D, VS, DS, FM, DM, FW, DW, pid_b, pid_a, B, A, T, N, d, svb, svt, svd, sda, sdn, sdd,
                 BD: tl.constexpr, EVEN_K: tl.constexpr, INTERPRETED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                WEIGHTED: tl.constexpr,
                 TP: tl.constexpr, NP: tl.constexpr, BB: tl.constexpr, BA: tl.constexpr, NW: tl.constexpr):
     """The tile's pairs, each a (TP, NP) block, pairs fastest:
 
         sim (TP, NP, BB, BA)   cosines (plain dot products when the scales are 1); NaN in
                                masked entries stays there (the caller masks by validity)
-        rows (TP, 1, BB, BA), cols (1, NP, BB, BA)   valid (in range, unmasked) frames and
-                               descriptors
+        rows (TP, 1, BB, BA), cols (1, NP, BB, BA)   valid (in range, unmasked, and with
+                               WEIGHTED a weight > 0) frames and descriptors
         ti (TP, 1, BB, BA), nj (1, NP, BB, BA)       frame and descriptor numbers
         vb, da (1, 1, BB, BA)                         video and class numbers
+        wt (TP, 1, BB, BA), wn (1, NP, BB, BA)       with WEIGHTED, the frame / descriptor
+                               weights (FW (B * T,), DW (A * N,) float32), 0 where not valid;
+                               without, the validity as 0 / 1 (unused: uniform marginals)
 
     Everything is computed in the dot's (descriptors, frames) numbering and brought to 4-D
     by `_pairs` (reductions over the axis a quantity does not vary along, in registers or
@@ -209,8 +229,18 @@ def _tile_pairs(V, D, VS, DS, FM, DM, pid_b, pid_a, B, A, T, N, d, svb, svt, svd
     vrow = vb.to(tl.int64) * T + vt
     ds = tl.load(DS + drow, mask=d_in, other=0.0)
     vs = tl.load(VS + vrow, mask=v_in, other=0.0)
-    d_ok = (d_in & (tl.load(DM + drow, mask=d_in, other=0) != 0)).to(tl.int32)
-    v_ok = (v_in & (tl.load(FM + vrow, mask=v_in, other=0) != 0)).to(tl.int32)
+    d_ok = d_in & (tl.load(DM + drow, mask=d_in, other=0) != 0)
+    v_ok = v_in & (tl.load(FM + vrow, mask=v_in, other=0) != 0)
+    if WEIGHTED:  # a weight of 0 removes its entry, as a mask does (od_solve folds them in too)
+        dw = tl.load(DW + drow, mask=d_ok, other=0.0)
+        vw = tl.load(FW + vrow, mask=v_ok, other=0.0)
+        d_ok = d_ok & (dw > 0.0)
+        v_ok = v_ok & (vw > 0.0)
+    else:
+        dw = d_ok.to(tl.float32)
+        vw = v_ok.to(tl.float32)
+    d_ok = d_ok.to(tl.int32)
+    v_ok = v_ok.to(tl.int32)
     sim = _pairs(acc * ds[:, None] * vs[None, :],
                  TP, NP, BB, BA, D_I, D_L, D_W, D_R, C_I, C_L, C_W, C_R, F_LO, V_LO)
     # Frame and descriptor numbers with their validity in bit 0, then video and class numbers.
@@ -225,34 +255,70 @@ def _tile_pairs(V, D, VS, DS, FM, DM, pid_b, pid_a, B, A, T, N, d, svb, svt, svd
                        TP, NP, BB, BA, D_I, D_L, D_W, D_R, C_I, C_L, C_W, C_R, F_LO, V_LO), axis=0, keep_dims=True)
     vb = tl.max(vb, axis=0, keep_dims=True)
     da = tl.max(da, axis=1, keep_dims=True)
-    return sim, (t_code & 1) != 0, (j_code & 1) != 0, t_code >> 1, j_code >> 1, vb, da
+    if WEIGHTED:
+        # Weights >= 0 (0 where not valid): the max over the axis they do not vary along is the value.
+        zero_f = tl.zeros((M, NC), dtype=tl.float32)
+        wt = tl.max(_pairs(zero_f + tl.where(v_ok != 0, vw, 0.0)[None, :],
+                           TP, NP, BB, BA, D_I, D_L, D_W, D_R, C_I, C_L, C_W, C_R, F_LO, V_LO), axis=1, keep_dims=True)
+        wn = tl.max(_pairs(zero_f + tl.where(d_ok != 0, dw, 0.0)[:, None],
+                           TP, NP, BB, BA, D_I, D_L, D_W, D_R, C_I, C_L, C_W, C_R, F_LO, V_LO), axis=0, keep_dims=True)
+    else:  # the validity as 0 / 1, never read (uniform marginals are one value per pair)
+        wt = (t_code & 1).to(tl.float32)
+        wn = (j_code & 1).to(tl.float32)
+    return sim, (t_code & 1) != 0, (j_code & 1) != 0, t_code >> 1, j_code >> 1, vb, da, wt, wn
+
+
+@triton.jit
+def _scaling_update(m, log2_m, s, tau, lift, RELAXED: tl.constexpr, INTERPRETED: tl.constexpr):
+    # The scaling form's update of one side: m / s, or damped (m / s)^tau * 2^lift, as one
+    # exp2 of a log2 (lg2.approx, ex2.approx: two special-function instructions).
+    if RELAXED:
+        return tl.exp2(tau * (log2_m - _fast_log2(s, INTERPRETED)) + lift)
+    else:
+        return _fast_div(m, s, INTERPRETED)
+
+
+@triton.jit
+def _any_per_pair(x):
+    # (1, 1, BB, BA): whether any entry of the pair's block x (TP or 1, NP or 1, BB, BA) is set.
+    x = x.to(tl.int32)
+    return tl.max(tl.max(x, axis=0, keep_dims=True), axis=1, keep_dims=True) > 0
 
 
 @triton.jit
 def od_forward_kernel(
-    V, D, VS, DS, FM, DM, SCORES, F, G, ITERS, ERR,
+    V, D, VS, DS, FM, DM, FW, DW, SCORES, F, G, ITERS, ERR,
     B, A, T, N, d,
     svb, svt, svd, sda, sdn, sdd,
-    scale2, eps_ln2, max_iter, tol,
+    scale2, eps_ln2, max_iter, tol, tau_f, tau_d,
     B_KEY, A_KEY,  # size buckets for the autotuner's key; not read
     EVEN_K: tl.constexpr, INTERPRETED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    FIXED: tl.constexpr, LOG_DOMAIN: tl.constexpr,
+    FIXED: tl.constexpr, LOG_DOMAIN: tl.constexpr, WEIGHTED: tl.constexpr, RELAXED: tl.constexpr,
     TP: tl.constexpr, NP: tl.constexpr, BB: tl.constexpr, BA: tl.constexpr, BD: tl.constexpr,
     NW: tl.constexpr,  # the launch's num_warps: the accumulator layout the pairs are mapped onto
 ):
+    # Relaxed pairs may fall back to the log domain after their scaling-form solve.
+    tl.static_assert(LOG_DOMAIN or not RELAXED)
     # Class tiles on grid axis 0 (up to 2^31 - 1 programs), video tiles on axis 1.
     pid_a = tl.program_id(0)
     pid_b = tl.program_id(1)
-    sim, rows, cols, ti, nj, pb, pa = _tile_pairs(V, D, VS, DS, FM, DM, pid_b, pid_a, B, A, T, N, d,
-                                                  svb, svt, svd, sda, sdn, sdd,
-                                                  BD, EVEN_K, INTERPRETED, INPUT_PRECISION, TP, NP, BB, BA, NW)
+    sim, rows, cols, ti, nj, pb, pa, wt, wn = _tile_pairs(V, D, VS, DS, FM, DM, FW, DW, pid_b, pid_a, B, A, T, N, d,
+                                                          svb, svt, svd, sda, sdn, sdd,
+                                                          BD, EVEN_K, INTERPRETED, INPUT_PRECISION, WEIGHTED,
+                                                          TP, NP, BB, BA, NW)
     # Everything below is 4-D, (TP, NP, BB, BA) with size-1 dimensions where a quantity does
     # not vary (keep_dims reductions): every tensor then shares X's layout, so broadcasting
     # costs nothing and no layout conversion runs inside the loops.
     valid = rows & cols
     pair_ok = (pb < B) & (pa < A)                                    # (1, 1, BB, BA)
-    mu = 1.0 / tl.maximum(tl.sum(rows.to(tl.float32), axis=0, keep_dims=True), 1.0)  # (1, 1, BB, BA)
-    nu = 1.0 / tl.maximum(tl.sum(cols.to(tl.float32), axis=1, keep_dims=True), 1.0)
+    if WEIGHTED:  # mu = w / sum w over the valid entries: (TP, 1, BB, BA), nu (1, NP, BB, BA)
+        mu = wt / tl.maximum(tl.sum(wt, axis=0, keep_dims=True), 1e-30)
+        nu = wn / tl.maximum(tl.sum(wn, axis=1, keep_dims=True), 1e-30)
+    else:  # uniform: one value per pair, (1, 1, BB, BA)
+        mu = 1.0 / tl.maximum(tl.sum(rows.to(tl.float32), axis=0, keep_dims=True), 1.0)
+        nu = 1.0 / tl.maximum(tl.sum(cols.to(tl.float32), axis=1, keep_dims=True), 1.0)
+    log2_mu = tl.log2(mu)  # -inf where masked (every use is behind a validity select)
+    log2_nu = tl.log2(nu)
 
     # The pair's range of sims decides its form.
     hi = tl.max(tl.max(tl.where(valid, sim, float("-inf")), axis=0, keep_dims=True), axis=1, keep_dims=True)
@@ -262,8 +328,13 @@ def od_forward_kernel(
         lo = tl.min(tl.min(tl.where(valid, sim, float("inf")), axis=0, keep_dims=True), axis=1, keep_dims=True)
         lo = tl.where(has, lo, 0.0)
     z = tl.where(valid, (sim - hi) * scale2, float("-inf"))
+    # A relaxed row update carries the factor 2^lift of the shift hi (a = log2 r with
+    # r = exp((f + hi - 1) / eps)); lift = 0 for an exact frame side.
+    lift = (1.0 - tau_f) * (hi - 1.0) * scale2                       # (1, 1, BB, BA)
     if LOG_DOMAIN:
         safe = (hi - lo) * scale2 <= SAFE_RANGE2
+        if RELAXED:
+            safe = safe & (tl.abs(lift) <= SAFE_RANGE2)
         X = tl.where(safe, tl.exp2(z), z)
     else:  # the launcher knows every pair is safe (cosines, and eps large enough)
         safe = tl.full((1, 1, BB, BA), True, tl.int1)
@@ -272,65 +343,105 @@ def od_forward_kernel(
     iters = tl.zeros((1, 1, BB, BA), dtype=tl.int32)
     err = tl.zeros((1, 1, BB, BA), dtype=tl.float32)
 
-    # Scaling form. Columns are exact after each iteration; the row sums r * (K c) come from
-    # the K c that the next row update needs anyway.
-    r = tl.zeros((TP, 1, BB, BA), dtype=tl.float32)
+    # Scaling form. Columns are exact after each iteration (unless relaxed); the row sums
+    # r * (K c) come from the K c that the next row update needs anyway. With a relaxed side
+    # the stop rule compares them with the previous iteration's (from f = g = 0: the first
+    # r is 2^((hi - 1) * scale2)), not with mu.
+    if RELAXED:
+        r = tl.where(rows, tl.exp2((hi - 1.0) * scale2), 0.0)       # (TP, 1, BB, BA)
+    else:
+        r = tl.zeros((TP, 1, BB, BA), dtype=tl.float32)
     c = tl.full((1, NP, BB, BA), 1.0, dtype=tl.float32)
     kc = tl.sum(X * c, axis=1, keep_dims=True)                       # (TP, 1, BB, BA)
+    # The stop rule's target row marginal: mu, or with a relaxed side the previous iteration's
+    # (a loop-carried value must keep its shape: (TP, 1, BB, BA) from the start).
+    if RELAXED:
+        target = r * kc
+    else:
+        target = mu
     if FIXED:
         # Every pair of the tile is iterated (log-domain pairs too: their r, c are discarded).
         for _ in range(max_iter):
-            r = tl.where(rows, _fast_div(mu, kc, INTERPRETED), 0.0)
+            if RELAXED:
+                target = r * kc
+            r = tl.where(rows, _scaling_update(mu, log2_mu, kc, tau_f, lift, RELAXED, INTERPRETED), 0.0)
             ktr = tl.sum(X * r, axis=0, keep_dims=True)              # (1, NP, BB, BA)
-            c = tl.where(cols, _fast_div(nu, ktr, INTERPRETED), 1.0)
+            c = tl.where(cols, _scaling_update(nu, log2_nu, ktr, tau_d, 0.0, RELAXED, INTERPRETED), 1.0)
             kc = tl.sum(X * c, axis=1, keep_dims=True)
         iters += max_iter
-        err = tl.sum(tl.where(rows, tl.abs(r * kc - mu), 0.0), axis=0, keep_dims=True)
+        err = tl.sum(tl.where(rows, tl.abs(r * kc - target), 0.0), axis=0, keep_dims=True)
     else:
         active = pair_ok & safe
         it = 0
         while (it < max_iter) & (_any(active)):
-            r_new = tl.where(rows, _fast_div(mu, kc, INTERPRETED), 0.0)
+            if RELAXED:
+                target = r * kc
+            r_new = tl.where(rows, _scaling_update(mu, log2_mu, kc, tau_f, lift, RELAXED, INTERPRETED), 0.0)
             ktr = tl.sum(X * r_new, axis=0, keep_dims=True)          # (1, NP, BB, BA)
-            c_new = tl.where(cols, _fast_div(nu, ktr, INTERPRETED), 1.0)
+            c_new = tl.where(cols, _scaling_update(nu, log2_nu, ktr, tau_d, 0.0, RELAXED, INTERPRETED), 1.0)
             r = tl.where(active, r_new, r)
             c = tl.where(active, c_new, c)
             iters += active.to(tl.int32)
             kc = tl.sum(X * c, axis=1, keep_dims=True)
-            e = tl.sum(tl.where(rows, tl.abs(r * kc - mu), 0.0), axis=0, keep_dims=True)
+            e = tl.sum(tl.where(rows, tl.abs(r * kc - target), 0.0), axis=0, keep_dims=True)
             err = tl.where(active, e, err)
             # NaN errors compare False, so a poisoned pair stops (as backend "torch").
             active = active & ((e > tol) | (tol <= 0.0))
             it += 1
 
+    if RELAXED:
+        # A relaxed side loses the gauge freedom that keeps the exact iteration's r and c in
+        # range: the other side's scalings then carry the whole cost, and may leave float32's
+        # range (eps = 0.01). Such a pair is solved again in the log domain, from its own data
+        # only, as in the CPU kernel; its K turns back into exponents (2^-92 <= K <= 1: exact
+        # to rounding).
+        r_out = rows & ((r < RANGE_LO) | (r > RANGE_HI) | (r != r))
+        c_out = cols & ((c < RANGE_LO) | (c > RANGE_HI) | (c != c))
+        redo = pair_ok & safe & (_any_per_pair(r_out) | _any_per_pair(c_out))
+        safe = safe & (redo == 0)
+        X = tl.where(redo, tl.log2(X), X)  # log2(0) = -inf where not valid, as z
+        if not FIXED:  # the log-domain loop counts its own iterations (FIXED: max_iter either way)
+            iters = tl.where(redo, 0, iters)
+
     # Log domain, only for the tile's unsafe pairs.
-    a = tl.zeros((TP, 1, BB, BA), dtype=tl.float32)
+    if RELAXED:
+        a = tl.where(rows, (hi - 1.0) * scale2, 0.0)                 # f = 0
+    else:
+        a = tl.zeros((TP, 1, BB, BA), dtype=tl.float32)
     b = tl.zeros((1, NP, BB, BA), dtype=tl.float32)
     any_log = tl.constexpr(False)
     if LOG_DOMAIN:
         any_log = _any(pair_ok & (safe == 0))
     if any_log:
-        log2_mu = tl.log2(mu)
-        log2_nu = tl.log2(nu)
         row_lse = _lse2(X + b, 1, INTERPRETED)                       # (TP, 1, BB, BA)
         if FIXED:
             for _ in range(max_iter):
-                a = tl.where(rows, log2_mu - row_lse, 0.0)
-                b = tl.where(cols, log2_nu - _lse2(X + a, 0, INTERPRETED), 0.0)
+                if RELAXED:
+                    target = tl.where(rows, tl.exp2(a + row_lse), 0.0)
+                    a = tl.where(rows, tau_f * (log2_mu - row_lse) + lift, 0.0)
+                    b = tl.where(cols, tau_d * (log2_nu - _lse2(X + a, 0, INTERPRETED)), 0.0)
+                else:
+                    a = tl.where(rows, log2_mu - row_lse, 0.0)
+                    b = tl.where(cols, log2_nu - _lse2(X + a, 0, INTERPRETED), 0.0)
                 row_lse = _lse2(X + b, 1, INTERPRETED)
-            e = tl.sum(tl.where(rows, tl.abs(tl.exp2(a + row_lse) - mu), 0.0), axis=0, keep_dims=True)
+            e = tl.sum(tl.where(rows, tl.abs(tl.exp2(a + row_lse) - target), 0.0), axis=0, keep_dims=True)
             err = tl.where(safe, err, e)
         else:
             active = pair_ok & (safe == 0)
             it = 0
             while (it < max_iter) & (_any(active)):
-                a_new = tl.where(rows, log2_mu - row_lse, 0.0)
-                b_new = tl.where(cols, log2_nu - _lse2(X + a_new, 0, INTERPRETED), 0.0)
+                if RELAXED:
+                    target = tl.where(rows, tl.exp2(a + row_lse), 0.0)
+                    a_new = tl.where(rows, tau_f * (log2_mu - row_lse) + lift, 0.0)
+                    b_new = tl.where(cols, tau_d * (log2_nu - _lse2(X + a_new, 0, INTERPRETED)), 0.0)
+                else:
+                    a_new = tl.where(rows, log2_mu - row_lse, 0.0)
+                    b_new = tl.where(cols, log2_nu - _lse2(X + a_new, 0, INTERPRETED), 0.0)
                 a = tl.where(active, a_new, a)
                 b = tl.where(active, b_new, b)
                 iters += active.to(tl.int32)
                 row_lse = _lse2(X + b, 1, INTERPRETED)
-                e = tl.sum(tl.where(rows, tl.abs(tl.exp2(a + row_lse) - mu), 0.0), axis=0, keep_dims=True)
+                e = tl.sum(tl.where(rows, tl.abs(tl.exp2(a + row_lse) - target), 0.0), axis=0, keep_dims=True)
                 err = tl.where(active, e, err)
                 active = active & ((e > tol) | (tol <= 0.0))
                 it += 1

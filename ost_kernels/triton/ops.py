@@ -28,8 +28,8 @@ from torch.library import triton_op, wrap_triton
 from .._cosine import unit, unit_backward
 from .._env import triton_interpreting as interpreting
 from ..constants import LN2, LOG2E, NORM_EPS
-from ..contract import (check_mask_rows, check_op_scalars, empty_forward_outputs, not_requested, refuse_weights_and_reg,
-                        register_autograd)
+from ..backends.pytorch import damping
+from ..contract import check_mask_rows, check_op_scalars, empty_forward_outputs, not_requested, register_autograd
 from . import configs
 from .kernels import od_forward_kernel, od_weights_kernel
 
@@ -59,9 +59,11 @@ def _prune(kernel: str):
 
     def prune(candidate_configs, named_args, **kwargs):
         TP, NP = kwargs["TP"], kwargs["NP"]
+        rows = configs.forward_resources(kwargs.get("WEIGHTED", False), kwargs.get("RELAXED", False)) \
+            if kernel == "forward" else kernel
         major, minor = torch.cuda.get_device_capability(named_args["V"].device)
         dtype = _DTYPE_NAMES[named_args["V"].dtype]
-        allowed = (configs.usable_configs(10 * major + minor, kernel, dtype, TP, NP)
+        allowed = (configs.usable_configs(10 * major + minor, rows, dtype, TP, NP)
                    or configs.candidates(TP, NP, dtype))
         allowed = set(allowed)
         return [c for c in candidate_configs
@@ -77,7 +79,8 @@ def _autotune_configs(kernel: str) -> list:
             for c in configs.CANDIDATES]
 
 
-_KEY = ["T", "N", "d", "B_KEY", "A_KEY"]
+# The forward's variants (kernels.py flags) keep live different values: each is tuned on its own.
+_KEY = ["T", "N", "d", "B_KEY", "A_KEY", "FIXED", "LOG_DOMAIN", "WEIGHTED", "RELAXED"]
 
 
 def _autotuning() -> bool:
@@ -101,7 +104,7 @@ def _kernel_pair(autotune: bool):
     return tune(od_forward_kernel, "forward"), tune(od_weights_kernel, "weights")
 
 
-def _meta(kernel: str, x: torch.Tensor, T: int, N: int, d: int) -> dict:
+def _meta(kernel: str, x: torch.Tensor, T: int, N: int, d: int, rows: str | None = None) -> dict:
     """The launch's tile (unless autotuned): OST_KERNELS_TRITON_TILE's, else the interpreter's
     small one, else configs.default_config."""
     TP, NP = configs.pow2(T), configs.pow2(N)
@@ -117,19 +120,23 @@ def _meta(kernel: str, x: torch.Tensor, T: int, N: int, d: int) -> dict:
         tile = configs.interpreter_tile(TP, NP)
     else:
         major, minor = torch.cuda.get_device_capability(x.device)
-        tile = configs.default_config(10 * major + minor, kernel, _DTYPE_NAMES[x.dtype], TP, NP)
+        tile = configs.default_config(10 * major + minor, rows or kernel, _DTYPE_NAMES[x.dtype], TP, NP)
     meta.update(BB=tile.BB, BA=tile.BA, **({"NW": tile.num_warps} if kernel == "forward" else {}))
     if not interpreting():  # the interpreter takes no launch options
         meta.update(num_warps=tile.num_warps, num_stages=tile.num_stages)
     return meta
 
 
-def specializations(eps: float, tol: float, normalize: bool) -> dict:
+def specializations(eps: float, tol: float, normalize: bool, weighted: bool = False, relaxed: bool = False) -> dict:
     """The forward's compile-time specializations for a call (kernels.py): FIXED when tol = 0
     (every pair runs max_iter iterations: no stop rule in the loop), LOG_DOMAIN unless every
-    pair is known to be safe for the scaling form. Both give results bitwise equal to the
-    general kernel's (tests/kernels/test_triton_tiles.py)."""
-    return dict(FIXED=tol <= 0, LOG_DOMAIN=not (normalize and eps >= ALWAYS_SAFE_EPS))
+    pair is known to be safe for the scaling form (always with a relaxed side: its pairs may
+    fall back to the log domain), WEIGHTED with frame or descriptor weights, RELAXED with a
+    relaxed side (reg_m). FIXED and LOG_DOMAIN give results bitwise equal to the general
+    kernel's (tests/kernels/test_triton_tiles.py); the weights and the damping are runtime
+    values, so these four flags are all the kernel's variants."""
+    return dict(FIXED=tol <= 0, LOG_DOMAIN=relaxed or not (normalize and eps >= ALWAYS_SAFE_EPS),
+                WEIGHTED=weighted, RELAXED=relaxed)
 
 
 def _kernel_options(dtype: torch.dtype) -> dict:
@@ -153,6 +160,14 @@ def _mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     if mask is None:
         return torch.ones(like.shape[0] * like.shape[1], dtype=torch.int8, device=like.device)
     return mask.to(torch.int8).reshape(-1).contiguous()
+
+
+def _weights(weights: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    # The kernels read weights as contiguous float32 (rows,); without, a one-element
+    # placeholder that WEIGHTED = False never reads.
+    if weights is None:
+        return torch.ones(1, dtype=torch.float32, device=like.device)
+    return weights.to(torch.float32).reshape(-1).contiguous()
 
 
 def _grid(B: int, A: int):
@@ -192,26 +207,29 @@ def od_forward_triton(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Same contract as ost_kernels::od_forward: scores (B, A), f (B, A, T), g (B, A, N),
     iterations (B, A) int32, error (B, A), all float32, and an empty cache (the backward
-    recomputes the sims inside its weights kernel). Uniform balanced transport only, so far:
-    weights and relaxed marginals are refused (backend "triton" says so before any call)."""
+    recomputes the sims inside its weights kernel). frame_weights (B, T) / desc_weights (A, N)
+    or None, with zero-weight entries already folded into the masks (od_solve does); reg_frames
+    / reg_desc: rho of each side, inf = exact."""
     check_op_scalars(eps, max_iter, tol, "ost_kernels::od_forward_triton", (reg_frames, reg_desc))
-    refuse_weights_and_reg(frame_weights, desc_weights, reg_frames, reg_desc, "ost_kernels::od_forward_triton")
     check_mask_rows(frame_mask, "frame_mask", "ost_kernels::od_forward_triton")
     check_mask_rows(desc_mask, "desc_mask", "ost_kernels::od_forward_triton")
     B, T, d = video.shape
     A, N, _ = desc.shape
     scores, f, g, iterations, error, cache = empty_forward_outputs(video, desc)
+    tau_f, tau_d = damping(eps, reg_frames), damping(eps, reg_desc)
+    flags = specializations(eps, tol, normalize, weighted=frame_weights is not None or desc_weights is not None,
+                            relaxed=(tau_f, tau_d) != (1.0, 1.0))
     forward, _ = _kernels()
     with _device_guard(video):
         wrap_triton(forward)[_grid(B, A)](
             video, desc, _scales(video, normalize), _scales(desc, normalize),
-            _mask(frame_mask, video), _mask(desc_mask, desc),
+            _mask(frame_mask, video), _mask(desc_mask, desc), _weights(frame_weights, video), _weights(desc_weights, desc),
             scores, f, g, iterations, error,
             B, A, T, N, d,
             *video.stride(), *desc.stride(),
-            LOG2E / eps, eps * LN2, max_iter, tol,
+            LOG2E / eps, eps * LN2, max_iter, tol, tau_f, tau_d,
             size_bucket(B, 1024), size_bucket(A, 1 << 16),
-            **specializations(eps, tol, normalize), **_kernel_options(video.dtype), **_meta("forward", video, T, N, d),
+            **flags, **_kernel_options(video.dtype), **_meta("forward", video, T, N, d, configs.forward_resources(flags["WEIGHTED"], flags["RELAXED"])),
         )
     return scores, f, g, iterations, error, cache
 

@@ -24,7 +24,8 @@ def profiles(monkeypatch_module):
     monkeypatch_module.delenv("TRITON_INTERPRET", raising=False)
     mk = lambda **kw: aot.Variant(90, "forward", "bf16", 32, 4, KEY_TILE, **kw)  # noqa: E731
     return {name: triton_cost.kernel_profile(v) for name, v in
-            (("general", mk()), ("scaling", mk(log_domain=False)), ("fixed", mk(log_domain=False, fixed=True)))}
+            (("general", mk()), ("scaling", mk(log_domain=False)), ("fixed", mk(log_domain=False, fixed=True)),
+             ("relaxed", aot.Variant(90, "forward-relaxed", "bf16", 32, 4, KEY_TILE)))}
 
 
 @pytest.fixture(scope="module")
@@ -51,3 +52,13 @@ def test_specializations_remove_code(profiles):
     assert fixed["scaling"]["bar"] == 0
     # One division per frame and per descriptor a thread holds: 8 frames and 4 descriptors.
     assert scaling["scaling"]["mufu"] == 12
+
+
+def test_relaxed_loops_are_found_and_classified(profiles):
+    """The relaxed forward's scaling loop holds the damped update (an LG2 and an EX2 per frame
+    and descriptor a thread holds, no division) and is told apart from its log-domain loop."""
+    relaxed, general = profiles["relaxed"], profiles["general"]
+    assert {"gemm", "scaling", "log", "once"} <= set(relaxed)
+    assert relaxed["scaling"]["mufu"] == 2 * 12
+    assert relaxed["log"]["mufu"] > relaxed["scaling"]["mufu"]
+    assert relaxed["spill_bytes"] == 0 and general["spill_bytes"] == 0

@@ -1,14 +1,18 @@
 """Paths of the Triton kernels that the shared matrix's small shapes may not reach, under the
 interpreter: many tiles on both sides, d over several K blocks (with and without a tail), a
-tile that mixes pairs solved in the scaling form with pairs solved in the log domain, and a
+tile that mixes pairs solved in the scaling form with pairs solved in the log domain (and,
+relaxed, pairs redone in the log domain after leaving the scaling form's range), and a
 backward split into several chunks of classes. The compiled kernels are checked by
 test_triton_compile.py (code generation) and benchmarks/gpu_check.sh (on a GPU)."""
+import math
+
 import pytest
 import torch
 
 from backends_under_test import require
-from checks import check_scores
+from checks import check_scores, float32_rtol
 from inputs import case, embeddings
+from naive import od_reference
 from ost_kernels import od_solve
 from ost_kernels.triton import configs
 
@@ -69,18 +73,88 @@ def test_tile_mixing_scaling_and_log_domain_pairs(gen):
         assert torch.equal(alone[0, 0], full[b, a])
 
 
-def _forward_outputs(video, desc, fm, dm, eps, max_iter, tol, normalize):
-    return torch.ops.ost_kernels.od_forward_triton(video, desc, fm, dm, None, None, eps, max_iter, tol, float("inf"),
-                                                   float("inf"), normalize)[:5]
+# Frames relaxed, descriptors exact, at eps = 0.01: the frame side's damping removes the
+# gauge freedom, and for some pairs safe for the scaling form the descriptors' scalings
+# c = exp(g / eps) then leave float32's range (test_relaxed_pairs_..._are_redone).
+RELAXED_FRAMES, RELAXED_EPS = (0.3, float("inf")), 0.01
 
 
-@pytest.mark.parametrize("eps, tol, normalize, inputs", [
-    (0.1, 0.0, True, "random"),      # FIXED, scaling form alone
-    (0.1, 1e-3, True, "random"),     # scaling form alone
-    (0.01, 0.0, True, "mixed"),      # FIXED, tiles with log-domain pairs
-    (0.05, 0.0, False, "random"),    # FIXED, plain dot products (log domain compiled in)
-], ids=["fixed-scaling", "scaling", "fixed-mixed", "fixed-unnormalized"])
-def test_specializations_are_bitwise_the_general_kernel(eps, tol, normalize, inputs, gen, monkeypatch):
+def _relaxed_kinds(video, desc, eps, reg):
+    """(B, A) masks of the relaxed pairs' three fates in the kernel (kernels.py), from the
+    float64 solution: kept in the scaling form, redone in the log domain (a scaling r = 2^a
+    or c = 2^b outside [RANGE_LO, RANGE_HI] = [2^-63, 2^64]), log domain from the start; and
+    of the redone ones, those whose scalings would overflow or underflow float32 itself."""
+    out = torch.ops.ost_kernels.od_forward_torch(video.double(), desc.double(), None, None, None, None, eps, 300,
+                                                 1e-6, *reg, True)
+    f, g = out[1], out[2]
+    vn = video.double() / video.double().norm(dim=-1, keepdim=True)
+    dn = desc.double() / desc.double().norm(dim=-1, keepdim=True)
+    sims = torch.einsum("btd,and->batn", vn, dn)
+    hi, lo = sims.amax((-1, -2)), sims.amin((-1, -2))
+    log2e = 1 / math.log(2)
+    a = (f + hi[..., None] - 1) / eps * log2e
+    b = g / eps * log2e
+    tau = reg[0] / (reg[0] + eps) if reg[0] != float("inf") else 1.0
+    lift = (1 - tau) * (hi - 1) / eps  # natural units, as the spread
+    safe = ((hi - lo) / eps <= 64) & (lift.abs() <= 64)
+    low = torch.minimum(a.amin(-1), b.amin(-1))
+    high = torch.maximum(a.amax(-1), b.amax(-1))
+    redone = safe & ((low < -63) | (high > 64))
+    overflow = redone & ((low < -126) | (high > 127))
+    return safe & ~redone, redone, ~safe, overflow
+
+
+def _relaxed_inputs(gen):
+    """Random embeddings (3 videos, 21 classes: pairs redone, some overflowing, and log
+    domain at RELAXED_EPS) and a video of nearly equal frames with 3 classes close to them
+    (pairs kept in the scaling form)."""
+    video, desc, _, _ = case(3, 21, 9, 5, 24, gen)
+    u = torch.nn.functional.normalize(torch.randn(24, generator=gen), dim=0)
+    tight = u + 0.03 * torch.randn(1, 9, 24, generator=gen)
+    near = u + 0.03 * torch.randn(3, 5, 24, generator=gen)
+    video, desc = torch.cat([video, tight]), torch.cat([desc, near])
+    kept, redone, log, overflow = _relaxed_kinds(video, desc, RELAXED_EPS, RELAXED_FRAMES)
+    assert kept.any() and overflow.any() and log.any(), (kept.sum(), redone.sum(), overflow.sum(), log.sum())
+    return video, desc, kept, redone, log
+
+
+def test_relaxed_pairs_leaving_the_scaling_range_are_redone_in_the_log_domain(gen):
+    """Tiles holding relaxed pairs of three kinds: kept in the scaling form, solved there
+    then redone in the log domain (their scalings left the range; some would overflow float32,
+    which without the redo gives wrong scores), and log-domain from the start. Each matches
+    the reference and equals what it gets alone (bitwise)."""
+    video, desc, kept, redone, log = _relaxed_inputs(gen)
+    kw = dict(eps=RELAXED_EPS, reg_m=RELAXED_FRAMES, tol=1e-5, max_iter=300)
+    scores, info = od_solve(video, desc, backend="triton", return_info=True, **kw)
+    ref, _, ref_err, _ = od_reference(video, desc, iterations=info.iterations.numpy(), **kw)
+    rtol = float32_rtol(RELAXED_EPS)
+    torch.testing.assert_close(scores.double(), torch.from_numpy(ref), rtol=rtol, atol=rtol * 0.1)
+    torch.testing.assert_close(info.marginal_error.double(), torch.from_numpy(ref_err), rtol=0, atol=rtol * 10)
+    for kind in (kept, redone, log):
+        b, a = (int(x) for x in kind.nonzero()[0])
+        alone, alone_info = od_solve(video[b:b + 1], desc[a:a + 1], backend="triton", return_info=True, **kw)
+        assert alone_info.iterations.item() == info.iterations[b, a].item()
+        assert torch.equal(alone[0, 0], scores[b, a])
+
+
+def _forward_outputs(video, desc, fm, dm, eps, max_iter, tol, normalize, weights=(None, None),
+                     reg=(float("inf"), float("inf"))):
+    return torch.ops.ost_kernels.od_forward_triton(video, desc, fm, dm, *weights, eps, max_iter, tol, *reg,
+                                                   normalize)[:5]
+
+
+@pytest.mark.parametrize("eps, tol, normalize, inputs, marginals", [
+    (0.1, 0.0, True, "random", "uniform"),      # FIXED, scaling form alone
+    (0.1, 1e-3, True, "random", "uniform"),     # scaling form alone
+    (0.01, 0.0, True, "mixed", "uniform"),      # FIXED, tiles with log-domain pairs
+    (0.05, 0.0, False, "random", "uniform"),    # FIXED, plain dot products (log domain compiled in)
+    (0.1, 0.0, True, "random", "weighted"),     # FIXED, weights, scaling form alone
+    (0.1, 0.0, True, "random", "relaxed"),      # FIXED, weights and reg_m (log domain compiled in)
+    (RELAXED_EPS, 0.0, True, "relaxed", "redone"),  # FIXED, pairs redone in the log domain
+    (RELAXED_EPS, 1e-4, True, "relaxed", "redone"),  # the same with the stop rule
+], ids=["fixed-scaling", "scaling", "fixed-mixed", "fixed-unnormalized", "fixed-weighted", "fixed-relaxed",
+        "fixed-redone", "redone"])
+def test_specializations_are_bitwise_the_general_kernel(eps, tol, normalize, inputs, marginals, gen, monkeypatch):
     """FIXED (tol = 0) and LOG_DOMAIN = False compile the same arithmetic without the stop
     rule's bookkeeping or the log-domain path: every output equals the general kernel's."""
     from ost_kernels.triton import ops
@@ -88,13 +162,28 @@ def test_specializations_are_bitwise_the_general_kernel(eps, tol, normalize, inp
     if inputs == "mixed":
         video, desc = _mixed_inputs(gen)
         fm = dm = None
+    elif inputs == "relaxed":
+        video, desc = _relaxed_inputs(gen)[:2]
+        fm = dm = None
     else:
         video, desc, fm, dm = case(5, 9, 7, 3, 48, gen, masks=True)
-    chosen = ops.specializations(eps, tol, normalize)
-    assert chosen["FIXED"] == (tol == 0) and chosen["LOG_DOMAIN"] == (not normalize or eps < ops.ALWAYS_SAFE_EPS)
-    special = _forward_outputs(video, desc, fm, dm, eps, 25, tol, normalize)
-    monkeypatch.setattr(ops, "specializations", lambda *args: dict(FIXED=False, LOG_DOMAIN=True))
-    general = _forward_outputs(video, desc, fm, dm, eps, 25, tol, normalize)
+    weights, reg = (None, None), (float("inf"), float("inf"))
+    if marginals in ("weighted", "relaxed"):
+        weights = (torch.rand(video.shape[:2], generator=gen) + 0.1, torch.rand(desc.shape[:2], generator=gen) + 0.1)
+    if marginals == "relaxed":
+        reg = (0.5, 0.2)
+    if marginals == "redone":
+        reg = RELAXED_FRAMES
+    relaxed = reg != (float("inf"), float("inf"))
+    chosen = ops.specializations(eps, tol, normalize, weighted=weights[0] is not None, relaxed=relaxed)
+    assert chosen["FIXED"] == (tol == 0)
+    assert chosen["LOG_DOMAIN"] == (relaxed or not normalize or eps < ops.ALWAYS_SAFE_EPS)
+    assert (chosen["WEIGHTED"], chosen["RELAXED"]) == (weights[0] is not None, relaxed)
+    special = _forward_outputs(video, desc, fm, dm, eps, 25, tol, normalize, weights, reg)
+    real = ops.specializations
+    monkeypatch.setattr(ops, "specializations", lambda *args, **kw: {**real(*args, **kw), "FIXED": False,
+                                                                    "LOG_DOMAIN": True})
+    general = _forward_outputs(video, desc, fm, dm, eps, 25, tol, normalize, weights, reg)
     for name, x, y in zip(("scores", "f", "g", "iterations", "error"), special, general):
         assert torch.equal(x, y), name
     if tol == 0:

@@ -163,12 +163,24 @@ def test_a_descriptor_matching_no_frame_receives_less_mass_when_relaxed():
             torch.testing.assert_close(received, torch.full((3,), 1 / 3, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if not _takes(b, "weights", "reg_m")])
-def test_backends_without_the_features_say_so_and_auto_passes_over_them(backend, gen):
+def test_a_backend_without_the_features_says_so_and_auto_passes_over_it(gen, monkeypatch):
+    """Every backend of this package takes weights and reg_m; one registered without them (a
+    user's own kernels) refuses them by name, and "auto" passes over it to the next one."""
+    import dataclasses
+
+    from ost_kernels import backends
+
+    plain = dataclasses.replace(REGISTRY["torch"], name="uniform-only", features=frozenset())
+    monkeypatch.setitem(REGISTRY, plain.name, plain)
+    monkeypatch.setitem(backends.AUTO_ORDER, "cpu", [plain.name, *backends.AUTO_ORDER["cpu"]])
     video, desc, _, _ = case(2, 3, 4, 3, 8, gen)
     for kw, what in ((dict(reg_m=0.5), "relaxed marginals"), (dict(frame_weights=torch.ones(2, 4)), "weights")):
-        with pytest.raises(BackendUnavailableError, match=f"do not take .*{what}"):
-            od_solve(video, desc, backend=backend, **kw)
+        with pytest.raises(BackendUnavailableError, match=f"uniform-only kernels do not take .*{what}"):
+            od_solve(video, desc, backend=plain.name, **kw)
+        _, info = od_solve(video, desc, return_info=True, **kw)
+        assert info.backend == backends.AUTO_ORDER["cpu"][1]
+    _, info = od_solve(video, desc, return_info=True)
+    assert info.backend == plain.name  # a plain problem it takes
 
 
 @pytest.mark.parametrize("kw, error, match", [
