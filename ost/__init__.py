@@ -3,4 +3,14 @@ Descriptor Solver. Descriptors (files and LLM generation), the model and its log
 weight-space ensembling; command line `ost`."""
 from .descriptors import DescriptorError, DescriptorSet, load_class_names, load_descriptors, save_descriptors
 
-__all__ = ["DescriptorError", "DescriptorSet", "load_class_names", "load_descriptors", "save_descriptors"]
+__all__ = ["DescriptorError", "DescriptorSet", "Prediction", "Recognizer", "load_class_names", "load_descriptors",
+           "save_descriptors"]
+
+
+def __getattr__(name: str):
+    # The recognizer imports torch and open_clip: loaded when first asked for, not with `ost`.
+    if name in ("Recognizer", "Prediction"):
+        from . import recognizer
+
+        return getattr(recognizer, name)
+    raise AttributeError(f"module 'ost' has no attribute {name!r}")

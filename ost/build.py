@@ -66,16 +66,27 @@ def load_model(cfg: RunConfig, checkpoint: str | None, descriptors: DescriptorSe
     """The config's model, with the weights of `checkpoint` (loaded with weights_only=True) if given."""
     model = build_model(cfg, descriptors, weights_follow=bool(checkpoint))
     if checkpoint:
-        model.load_state_dict(load_state_dict_file(checkpoint))
+        state = load_state_dict_file(checkpoint)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:  # another model's weights: one line, not torch's page of keys
+            ours = model.state_dict()
+            missing = sorted(set(ours) - set(state))
+            extra = sorted(set(state) - set(ours))
+            shapes = sorted(k for k in set(ours) & set(state) if ours[k].shape != state[k].shape)
+            what = "; ".join(f"{label} {len(keys)} (e.g. {keys[0]!r})" for label, keys in
+                             (("missing", missing), ("unexpected", extra), ("shape mismatch", shapes)) if keys)
+            raise ValueError(f"{checkpoint}: not weights of the config's model {cfg.model!r}: {what or exc}") from None
     return model
 
 
 def scoring_model(cfg: RunConfig, checkpoint: str | None = None, zero_shot: str | None = None,
-                  ensemble_alpha: float | None = None) -> OSTModel:
+                  ensemble_alpha: float | None = None, descriptors: DescriptorSet | None = None) -> OSTModel:
     """The model `ost eval` and `ost plot-plan` score with: the config's, with checkpoint's
     weights, weight-space ensembled with the zero-shot model (`zero_shot`'s weights, default:
     the pretrained model as created) when ensemble_alpha (default: the config's) says so. One
-    path, so both commands score alike."""
+    path, so both commands (and ost.Recognizer) score alike. descriptors: the classes (default:
+    the config's files)."""
     from .ensemble import ensemble_models
 
     alpha = ensemble_alpha if ensemble_alpha is not None else cfg.eval.ensemble_alpha
@@ -85,7 +96,7 @@ def scoring_model(cfg: RunConfig, checkpoint: str | None = None, zero_shot: str 
                          "config sets no `pretrained` weights and no --zero-shot file was given: it would be a "
                          "randomly initialized model. Set pretrained (e.g. openai), pass --zero-shot, or drop the "
                          "ensembling (--set eval.ensemble_alpha=null)")
-    model = load_model(cfg, checkpoint)
+    model = load_model(cfg, checkpoint, descriptors)
     if alpha is not None:
-        model = ensemble_models(load_model(cfg, zero_shot), model, alpha)
+        model = ensemble_models(load_model(cfg, zero_shot, descriptors), model, alpha)
     return model

@@ -42,6 +42,34 @@ def parse_args(argv=None):
     run_config.add_argument("--set", action="append", metavar="KEY=VALUE",
                             help="override a setting, e.g. od.eps=0.05 or eval.batch_size=16 (repeatable)")
 
+    pr = sub.add_parser("predict", parents=[run_config],
+                        help="the top classes of your own videos, among your own classes")
+    pr.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
+    pr.add_argument("--checkpoint", help="OST weights (default: the config's model as created)")
+    pr.add_argument("--zero-shot", help="zero-shot weights for eval.ensemble_alpha's ensembling, as ost eval")
+    classes = pr.add_mutually_exclusive_group()
+    classes.add_argument("--classes", help='class names, comma-separated: "juggling,riding a bike"')
+    classes.add_argument("--labels", help="label CSV (id,name) of the classes (default: the config's)")
+    pr.add_argument("--spatio", help="spatio descriptor JSON for those classes (with --temporal)")
+    pr.add_argument("--temporal", help="temporal descriptor JSON for those classes (with --spatio)")
+    pr.add_argument("--generate", action="store_true",
+                    help="ask an LLM for the classes' descriptors (cached by class name in --cache)")
+    pr.add_argument("--cache", default="ost_descriptor_cache.json",
+                    help="descriptor cache of --generate (default ./ost_descriptor_cache.json)")
+    pr.add_argument("--n", type=int, default=4, help="with --generate: descriptors per class (paper: 4)")
+    pr.add_argument("--model", default="gpt-3.5-turbo", help="with --generate: the LLM to ask")
+    pr.add_argument("--base-url", default=None, help="with --generate: endpoint (default: $OPENAI_BASE_URL)")
+    pr.add_argument("--api-key", default=None, help="with --generate: key (default: $OPENAI_API_KEY)")
+    pr.add_argument("--temperature", type=float, default=0.7, help="with --generate: sampling temperature")
+    pr.add_argument("--max-attempts", type=int, default=4, help="with --generate: tries per class")
+    pr.add_argument("--top", type=int, default=5, help="classes shown per video (default 5)")
+    pr.add_argument("--json", help="write every video's top classes, logits and probabilities here")
+    pr.add_argument("--plot-dir", help="write each video's transport-plan figure (PNG) into this folder")
+    pr.add_argument("--deviation", action="store_true", help="with --plot-dir: colour the plans' difference from "
+                                                              "the uniform plan")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=commands.predict)
+
     desc = sub.add_parser("descriptors", help="Spatio-Temporal Descriptor files")
     desc_sub = desc.add_subparsers(dest="action", required=True)
     gen = desc_sub.add_parser("generate", help="ask an OpenAI-compatible LLM for descriptors (resumable)")
@@ -107,6 +135,7 @@ def parse_args(argv=None):
     ev.add_argument("--zero-shot", help="zero-shot weights for eval.ensemble_alpha's ensembling (default: the "
                                         "pretrained model as created; refused when the config has no pretrained weights)")
     ev.add_argument("--out", help="write the results as JSON here")
+    ev.add_argument("--predictions", help="write each video's label and top-5 classes with scores here (JSON lines)")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=commands.evaluate)
 
@@ -128,6 +157,8 @@ def parse_args(argv=None):
     pp.add_argument("--top", type=int, default=3, help="plot its N highest-scoring classes (default 3)")
     pp.add_argument("--kind", choices=["spatio", "temporal"], default="temporal",
                     help="which descriptors (default temporal)")
+    pp.add_argument("--deviation", action="store_true",
+                    help="colour each plan's difference from the uniform plan 1/(T N) instead of the plan")
     pp.add_argument("--out", required=True, help="PNG file")
     pp.set_defaults(func=commands.plot_plan)
     return parser.parse_args(argv)

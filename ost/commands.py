@@ -82,6 +82,7 @@ def evaluate(args) -> int:
     ev = cfg.eval
     budget = int(ev.memory_budget_mb * 2**20) if ev.memory_budget_mb else None
     result = run(model, splits, cfg.frames, cfg.size, ev.batch_size, progress=not args.quiet, out_path=args.out,
+                 predictions_path=args.predictions,
                  class_chunk=ev.class_chunk, memory_budget=budget, views=tuple(ev.views),
                  normalization=cfg.normalization, num_workers=cfg.num_workers,
                  descriptors=lambda split: _descriptor_set(cfg, split))
@@ -91,9 +92,78 @@ def evaluate(args) -> int:
     print(f"top1 {100 * s['top1']['mean']:.2f} +- {100 * s['top1']['std']:.2f}  "
           f"top5 {100 * s['top5']['mean']:.2f} +- {100 * s['top5']['std']:.2f}  ({len(splits)} split(s), "
           f"{scored} videos scored, {skipped} unreadable and skipped)")
+    if args.predictions:
+        print(f"per-video predictions: {args.predictions}")
     if skipped * 2 > scored + skipped:
         print(f"ost: warning: {skipped} of {scored + skipped} videos could not be read: the accuracy covers only "
               "the rest (check root and the list's paths)", file=sys.stderr)
+    return 0
+
+
+def predict(args) -> int:
+    from .config import load_config
+    from .descriptors import load_class_names
+    from .files import atomic_write_json
+    from .recognizer import Recognizer
+
+    if (args.spatio is None) != (args.temporal is None):
+        raise ValueError("--spatio and --temporal go together")
+    if args.generate and args.spatio:
+        raise ValueError("--generate asks the LLM for descriptors: give it or --spatio / --temporal, not both")
+    if args.top < 1:
+        raise ValueError(f"--top must be >= 1, got {args.top}")
+    cfg = load_config(args.config, args.set or [], data=False)
+    names = None
+    if args.classes is not None:
+        names = [n.strip() for n in args.classes.split(",")]
+        if not any(names):
+            raise ValueError("--classes is empty: give class names, comma-separated")
+    elif args.labels:
+        names = load_class_names(args.labels)
+    if names is None and (args.spatio or args.generate):
+        if not cfg.labels:
+            raise ValueError("descriptors need classes: pass --classes or --labels")
+        names = load_class_names(cfg.data_path(cfg.labels))
+    if names is None and not (cfg.labels and cfg.spatio and cfg.temporal):
+        raise ValueError("no classes: pass --classes \"a,b,c\" or --labels CSV (the config names no label and "
+                         "descriptor files)")
+    rec = Recognizer(cfg, args.checkpoint, zero_shot=args.zero_shot)
+    if names is not None:
+        client = None
+        if args.generate:
+            from .generate import make_client
+
+            client = make_client(args.base_url, args.api_key)
+        rec.set_classes(names, spatio=args.spatio, temporal=args.temporal, generate=args.generate,
+                        cache=args.cache, client=client, progress=not args.quiet,
+                        llm=dict(n=args.n, model=args.model, temperature=args.temperature,
+                                 max_attempts=args.max_attempts))
+    preds = rec.predict(args.videos, top=args.top, progress=not args.quiet)
+    print(f"{len(rec.classes)} classes ({rec.classes_from}); probabilities: softmax over them of the logits")
+    for p in preds:
+        if p.error:
+            print(f"{p.video}: unreadable, skipped ({p.error})")
+            continue
+        print(p.video)
+        for rank, (c, lg, pr) in enumerate(zip(p.classes, p.logits, p.probs), 1):
+            print(f"  {rank}. {c:40s} p {pr:.3f}  logit {lg:8.3f}")
+    if args.json:
+        atomic_write_json(args.json, {"classes": rec.classes, "classes_from": rec.classes_from,
+                                      "videos": [p.as_dict() for p in preds]})
+    ok = [p for p in preds if not p.error]
+    if args.plot_dir and ok:
+        from .plots import plot_video_plans
+
+        out = Path(args.plot_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for i, p in enumerate(ok):
+            png = out / f"{i:03d}_{Path(p.video).stem}.png"
+            plot_video_plans(rec.model, p.video, png, cfg.frames, cfg.size, top=min(3, args.top),
+                             normalization=cfg.normalization, deviation=args.deviation)
+            print(f"plan figure: {png}")
+    if not ok:
+        print(f"ost: error: none of the {len(preds)} videos could be read", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -119,7 +189,7 @@ def plot_plan(args) -> int:
     cfg = load_config(args.config, args.set or [])
     model = scoring_model(cfg, args.checkpoint, args.zero_shot)
     print(plot_video_plans(model, args.video, args.out, cfg.frames, cfg.size, top=args.top, kind=args.kind,
-                           normalization=cfg.normalization))
+                           normalization=cfg.normalization, deviation=args.deviation))
     return 0
 
 

@@ -178,12 +178,19 @@ def _typed(values: dict, cls, prefix: str, sources: dict) -> dict:
     return {k: _coerce(prefix + k, v, fields[k], sources.get(prefix + k)) for k, v in values.items()}
 
 
-def load_config(paths: str | list[str] | None, overrides: list[str] = ()) -> RunConfig:
+# The settings that name a data set, which predicting for one's own videos and classes
+# (ost.recognizer, `ost predict`) does without.
+DATA_SETTINGS = ("labels", "train_list", "spatio", "temporal", "root")
+
+
+def load_config(paths: str | list[str] | None, overrides: list[str] = (), *, data: bool = True) -> RunConfig:
     """YAML files (or bundled preset names) of RunConfig fields, later ones over earlier ones
     (e.g. a run's preset, then an ablation), then `key=value` overrides (values parsed as
     YAML; `od.eps=0.05` sets a field of the `od` group). Number and true/false settings are
     checked (and numbers written as `1e-3` read as numbers) at load, naming the setting and
-    the file or override that set it."""
+    the file or override that set it. data=False: the data set's settings (DATA_SETTINGS)
+    may be left unset, also where a preset marks them REQUIRED (predictions for one's own
+    videos and classes need the model's settings only)."""
     values: dict = {}
     sources: dict = {}
     for path in [paths] if isinstance(paths, str) else (paths or []):
@@ -195,6 +202,10 @@ def load_config(paths: str | list[str] | None, overrides: list[str] = ()) -> Run
         _set(values, key.strip(), _yaml(value, f"--set {item}"))
         sources[key.strip()] = f"--set {item}"
     _unknown(values, [f.name for f in dataclasses.fields(RunConfig)], "")
+    if not data:
+        for key in DATA_SETTINGS:
+            if values.get(key) == REQUIRED:
+                values.pop(key)
     missing = sorted([k for k, v in values.items() if v == REQUIRED] +
                      [f"{g}.{k}" for g in GROUPS if isinstance(values.get(g), dict)
                       for k, v in values[g].items() if v == REQUIRED])
@@ -212,7 +223,7 @@ def load_config(paths: str | list[str] | None, overrides: list[str] = ()) -> Run
     values = _typed(values, RunConfig, "", sources)
     _relative_to_files(values, sources, [preset_path(p) for p in ([paths] if isinstance(paths, str) else paths or [])])
     cfg = RunConfig(**values, **groups)
-    _validate(cfg)
+    _validate(cfg, data)
     return cfg
 
 
@@ -252,8 +263,8 @@ _AT_LEAST = {**dict(frames=1, size=1, batch_size=1, grad_accum=1, epochs=0, max_
              "eval.batch_size": 1, "eval.class_chunk": 1, "eval.memory_budget_mb": 0.0}
 
 
-def _validate(cfg: RunConfig) -> None:
-    for name in ("labels", "spatio", "temporal"):
+def _validate(cfg: RunConfig, data: bool = True) -> None:
+    for name in ("labels", "spatio", "temporal") if data else ():
         if not getattr(cfg, name):
             raise ValueError(f"setting {name!r} is required")
     for name, least in _AT_LEAST.items():

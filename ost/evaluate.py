@@ -28,6 +28,7 @@ from .data import VideoDataset, collate_skipping
 from .augment import check_normalization
 from .transforms import check_views
 from .descriptors import DescriptorSet
+from .files import atomic_write
 from .large_classes import chunk_for_budget, chunked_topk
 from .logits import DescriptorEmbeddings
 from .model import OSTModel
@@ -86,8 +87,14 @@ def _all_class_logits(model: OSTModel, emb: torch.Tensor, desc: DescriptorEmbedd
 def evaluate_split(model: OSTModel, split: Split, frames: int, size: int, batch_size: int = 8,
                    num_workers: int | None = None, progress: bool = True, class_chunk: int | None = None,
                    memory_budget: int | None = None, *, views=(1, 1), normalization: str = "imagenet",
-                   descriptors: DescriptorSet | Callable[[Split], DescriptorSet] | None = None) -> dict:
+                   descriptors: DescriptorSet | Callable[[Split], DescriptorSet] | None = None,
+                   predictions: list | None = None) -> dict:
     """{"top1", "top5", "videos", "skipped"} of the model on one split (its own classes).
+
+    predictions: a list to append one record per video to: list, index (the video's line in
+    it), video, label, and the
+    top-5 classes with their scores (logits; with several views the averaged probabilities),
+    or for an unreadable video its error.
 
     With class_chunk (classes at a time) or memory_budget (bytes), logits are computed a chunk
     of classes at a time with a running top-5 (ost.large_classes.chunked_topk): same results,
@@ -123,8 +130,13 @@ def evaluate_split(model: OSTModel, split: Split, frames: int, size: int, batch_
     desc = model.descriptor_embeddings(progress=progress)
     k5 = min(5, model.descriptors.num_classes)
     hit1 = hit5 = seen = skipped = 0
+    names = model.descriptors.class_names
     for batch in tqdm(loader, desc=f"eval {Path(split.video_list).name}", disable=not progress, leave=False):
         skipped += batch["skipped"]
+        if predictions is not None:
+            predictions += [dict(list=str(split.video_list), index=i, video=str(records[i].path),
+                                 label=names[records[i].label], error="unreadable, skipped")
+                            for i in batch["skipped_indices"]]
         if batch["frames"] is None:
             continue
         labels = batch["labels"].to(device)
@@ -133,14 +145,21 @@ def evaluate_split(model: OSTModel, split: Split, frames: int, size: int, batch_
             V = x.shape[1]
             emb = model.encode_video(x.flatten(0, 1))  # (B * V, T, d)
             logits = _all_class_logits(model, emb, desc, class_chunk, memory_budget)
-            top = view_scores(logits, V).topk(k5, dim=1).indices
+            scores, top = view_scores(logits, V).topk(k5, dim=1)
         else:
             emb = model.encode_video(x)
             if class_chunk is None and memory_budget is None:
-                top = model.logits(emb, desc).topk(k5, dim=1).indices
+                scores, top = model.logits(emb, desc).topk(k5, dim=1)
             else:
-                _, top = chunked_topk(emb, desc, model.clip.logit_scale.exp(), k5, model.config, class_chunk,
-                                      memory_budget)
+                scores, top = chunked_topk(emb, desc, model.clip.logit_scale.exp(), k5, model.config, class_chunk,
+                                           memory_budget)
+        if predictions is not None:
+            kind = "probability" if multi_view else "logit"
+            for row, i in enumerate(batch["indices"].tolist()):
+                predictions.append(dict(list=str(split.video_list), index=i, video=str(records[i].path),
+                                        label=names[records[i].label], top=[names[a] for a in top[row].tolist()],
+                                        scores=[float(v) for v in scores[row].tolist()], score=kind,
+                                        correct=bool(top[row, 0].item() == records[i].label)))
         hit1 += (top[:, 0] == labels).sum().item()
         hit5 += (top == labels[:, None]).any(1).sum().item()
         seen += len(labels)
@@ -153,15 +172,18 @@ def evaluate(model: OSTModel, splits: list[Split], frames: int, size: int, batch
              progress: bool = True, out_path=None, class_chunk: int | None = None,
              memory_budget: int | None = None, *, views=(1, 1), normalization: str = "imagenet",
              descriptors: Callable[[Split], DescriptorSet] | None = None,
-             num_workers: int | None = None) -> dict:
+             num_workers: int | None = None, predictions_path=None) -> dict:
     """Per-split results and their mean +- std; written as JSON to out_path when given. views,
     normalization, descriptors (a function split -> DescriptorSet) and num_workers: as in
-    evaluate_split."""
+    evaluate_split. predictions_path: every video's record (evaluate_split's predictions) as
+    JSON lines, written once all splits are scored."""
     check_views(views)  # fail before the first split, not after it
     check_normalization(normalization)
+    records = [] if predictions_path else None
     per_split = [evaluate_split(model, s, frames, size, batch_size, num_workers=num_workers, progress=progress,
                                 class_chunk=class_chunk, memory_budget=memory_budget, views=views,
-                                normalization=normalization, descriptors=descriptors) for s in splits]
+                                normalization=normalization, descriptors=descriptors, predictions=records)
+                 for s in splits]
     summary = {}
     for key in ("top1", "top5"):
         vals = [r[key] for r in per_split]
@@ -169,5 +191,9 @@ def evaluate(model: OSTModel, splits: list[Split], frames: int, size: int, batch
     result = {"splits": [{"list": s.video_list, **r} for s, r in zip(splits, per_split)], "summary": summary}
     if out_path:
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_path).write_text(json.dumps(result, indent=1) + "\n")
+        atomic_write(out_path, lambda fh: fh.write(json.dumps(result, indent=1) + "\n"))
+    if predictions_path:
+        Path(predictions_path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(predictions_path,
+                     lambda fh: fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     return result

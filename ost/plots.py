@@ -1,6 +1,18 @@
-"""Pictures: transport plans of a video against its top classes (like the paper's Fig. 6 / 7)."""
+"""Pictures: transport plans of a video against its top classes (the paper's Fig. 6 / 7).
+
+One block per class, stacked: a row of the sampled frames' thumbnails (labelled with their
+frame numbers in the source video), under it the plan as a heatmap (descriptors down, frames
+across, so every thumbnail sits above its column), and beside it the mass each descriptor
+receives against the 1/N a balanced plan gives it (with relaxed descriptor marginals,
+od.reg_m, a step the video lacks shows as a short bar). All blocks share one colour scale,
+labelled: the transport mass P_ij, or with deviation=True P_ij - 1/(T N), the difference
+from the uniform plan (a diverging scale centred on 0), which shows where the solver moved
+mass. Each block's title gives the class and its score: the logit, the logit scale included,
+as the classifier ranks them.
+"""
 from __future__ import annotations
 
+import random
 import textwrap
 from pathlib import Path
 
@@ -9,62 +21,128 @@ import torch
 from ost_kernels import od_plan
 
 from .annotations import VideoRecord
+from .augment import check_normalization
 from .data import VideoDataset
 
 
+def _thumbnails(frames: torch.Tensor) -> torch.Tensor:
+    """(T, 3, H, W) uint8 or float in [0, 1] -> (T, H, W, 3) float in [0, 1]."""
+    x = frames.detach().cpu()
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    return x.clamp(0, 1).permute(0, 2, 3, 1)
+
+
 def plot_plans(plans: torch.Tensor, class_names: list[str], descriptors: list[list[str]], scores: list[float],
-               out_path, title: str = "") -> Path:
-    """Heatmaps of plans (k, T, N): frames down, descriptors across, one panel per class, and
-    under each the mass every descriptor receives against the uniform 1/N a balanced plan
-    gives it (with relaxed descriptor marginals, od.reg_m, a step the video lacks shows as a
-    short bar)."""
+               out_path, title: str = "", *, frames: torch.Tensor | None = None,
+               frame_numbers: list[int] | None = None, deviation: bool = False,
+               score_label: str = "logit") -> Path:
+    """A figure of plans (k, T, N) (padding descriptors beyond each class's own count are
+    dropped): per class a thumbnail row (frames (T, 3, H, W), uint8 or float in [0, 1], if
+    given), the heatmap with the descriptor texts wrapped beside it, and the received-mass
+    bars. frame_numbers: the frames' numbers in the source video (default 0..T-1, "sample").
+    deviation: colour P_ij - 1/(T N) instead of P_ij. score_label: what `scores` are."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import TwoSlopeNorm
 
     k, T, _ = plans.shape
-    fig, axes = plt.subplots(2, k, figsize=(3.2 * k + 1, 0.35 * T + 4.2), squeeze=False,
-                             gridspec_kw=dict(height_ratios=[max(T, 4), 3]))
-    for col, (plan, name, descs, score) in enumerate(zip(plans, class_names, descriptors, scores)):
-        ax, bars = axes[0, col], axes[1, col]
-        n = len(descs)
-        block = plan[:, :n].cpu()
-        im = ax.imshow(block.numpy(), aspect="auto", cmap="viridis")
-        ax.set_title(f"{name}\nscore {score:.2f}", fontsize=9)
-        ax.set_yticks(range(T), [f"frame {t}" for t in range(T)], fontsize=7)
-        ax.set_xticks(range(n), [])
-        fig.colorbar(im, ax=ax, fraction=0.046)
-        received = block.sum(0).numpy()
-        bars.bar(range(n), received, color="tab:blue")
-        bars.axhline(1.0 / n, color="tab:red", linestyle="--", linewidth=1, label="uniform 1/N")
-        bars.set_xlim(-0.5, n - 0.5)
-        bars.set_ylim(0, max(float(received.max()), 1.0 / n) * 1.15)
-        bars.set_ylabel("mass received", fontsize=7)
-        bars.tick_params(axis="y", labelsize=6)
-        bars.set_xticks(range(n), ["\n".join(textwrap.wrap(d, 14)[:4]) for d in descs], fontsize=6)
-        if col == 0:
-            bars.legend(fontsize=6, loc="lower left", framealpha=0.9)
+    if frames is not None and frames.shape[0] != T:
+        raise ValueError(f"frames: expected {T} frames (the plans' T), got {frames.shape[0]}")
+    blocks = [plans[i, :, :len(descriptors[i])].detach().cpu().double() for i in range(k)]
+    values = [b - 1.0 / b.numel() if deviation else b for b in blocks]
+    hi = max(float(v.abs().max()) if deviation else float(v.max()) for v in values) or 1.0
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-hi, vmax=hi) if deviation else matplotlib.colors.Normalize(0.0, hi)
+    cmap = "RdBu_r" if deviation else "viridis"
+    numbers = frame_numbers if frame_numbers is not None else list(range(T))
+    thumbs = _thumbnails(frames) if frames is not None else None
+
+    width = max(7.0, 0.55 * T + 5.5)
+    thumb_h = width * 0.62 / T if thumbs is not None else 0.0
+    heat_h = [max(0.9, 0.42 * b.shape[1]) for b in blocks]
+    fig = plt.figure(figsize=(width, sum(heat_h) + k * (thumb_h + 0.75) + 1.0))
+    outer = fig.add_gridspec(k, 1, height_ratios=[thumb_h + h for h in heat_h], hspace=0.5 if thumbs is None else 0.3,
+                             left=0.24, right=0.86, top=1 - 0.55 / fig.get_figheight(),
+                             bottom=0.55 / fig.get_figheight() + 0.02)
+    im = None
+    for i, (v, name, descs, score) in enumerate(zip(values, class_names, descriptors, scores)):
+        n = v.shape[1]
+        inner = outer[i].subgridspec(2 if thumbs is not None else 1, 2, wspace=0.04, hspace=0.04,
+                                     height_ratios=[thumb_h, heat_h[i]] if thumbs is not None else None,
+                                     width_ratios=[T, 2.2])
+        heading = f"{name}  (score {score:.2f}: {score_label})"
+        if thumbs is not None:
+            strip = fig.add_subplot(inner[0, 0])
+            for t in range(T):
+                strip.imshow(thumbs[t].numpy(), extent=(t - 0.48, t + 0.48, 0, 1), aspect="auto")
+            strip.set_xlim(-0.5, T - 0.5)
+            strip.set_ylim(0, 1)
+            strip.axis("off")
+            strip.set_title(heading, fontsize=9, loc="left")
+        ax = fig.add_subplot(inner[-1, 0])
+        im = ax.imshow(v.T.numpy(), aspect="auto", cmap=cmap, norm=norm)
+        if thumbs is None:
+            ax.set_title(heading, fontsize=9, loc="left")
+        ax.set_yticks(range(n), ["\n".join(textwrap.wrap(d, 38)[:3]) for d in descs], fontsize=6.5)
+        ax.set_ylabel("descriptor", fontsize=8)
+        # The frames are the same in every block: their numbers under the last one only.
+        last = i == k - 1
+        ax.set_xticks(range(T), [str(x) for x in numbers] if last else [], fontsize=6.5,
+                      rotation=90 if T > 16 else 0)
+        if last:
+            ax.set_xlabel("frame (number in the source video)" if frame_numbers is not None else "frame (sample)",
+                          fontsize=8)
+        bars = fig.add_subplot(inner[-1, 1], sharey=ax)
+        received = blocks[i].sum(0).numpy()
+        bars.barh(range(n), received, color="tab:blue", height=0.6)
+        bars.axvline(1.0 / n, color="tab:red", linestyle="--", linewidth=1)
+        bars.set_xlim(0, max(float(received.max()), 1.0 / n) * 1.2)
+        bars.tick_params(axis="y", left=False, labelleft=False)
+        bars.tick_params(axis="x", labelsize=6)
+        bars.set_title("received (red: 1/N)", fontsize=7)
+        if last:
+            bars.set_xlabel("mass", fontsize=8)
+    label = (r"transport mass $P_{ij} - 1/(TN)$ (vs the uniform plan)" if deviation
+             else r"transport mass $P_{ij}$")
+    cax = fig.add_axes((0.9, 0.12, 0.018, 0.7))
+    fig.colorbar(im, cax=cax).set_label(label, fontsize=8)
+    cax.tick_params(labelsize=6)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=110)
+    fig.savefig(out_path, dpi=130)
     plt.close(fig)
     return out_path
 
 
+def sampled_clip(video_path, frames: int, size: int, normalization: str = "imagenet"):
+    """One video as `ost eval` samples and transforms it: the clip (T, 3, S, S) float,
+    normalized, and the numbers of its frames in the source video."""
+    dataset = VideoDataset([VideoRecord(Path(video_path), 0)], frames, size, train=False,
+                           normalization=normalization)
+    chosen: list[int] = []
+    sample = dataset._indices
+
+    def recording(n: int, rng: random.Random) -> list[int]:  # the eval sampler, its choice kept
+        chosen[:] = sample(n, rng)
+        return chosen
+
+    dataset._indices = recording
+    clip, _, _ = dataset[0]
+    if clip is None:
+        raise ValueError(f"{video_path}: cannot decode this video")
+    return clip, list(chosen)
+
+
 @torch.no_grad()
 def plot_video_plans(model, video_path, out_path, frames: int, size: int, top: int = 3, kind: str = "temporal",
-                     normalization: str = "imagenet"):
+                     normalization: str = "imagenet", deviation: bool = False):
     """Plans of one video against its `top` classes, for `kind` descriptors; returns the PNG path.
     `normalization`: the pixel mean / std the model was trained with (as `ost eval`)."""
     model.eval()
-    clip, _, _ = VideoDataset([VideoRecord(Path(video_path), 0)], frames, size, train=False,
-                              normalization=normalization)[0]
-    if clip is None:
-        raise ValueError(f"{video_path}: cannot decode this video")
+    clip, numbers = sampled_clip(video_path, frames, size, normalization)
     device = next(model.parameters()).device
     emb = model.encode_video(clip[None].to(device))
     desc = model.descriptor_embeddings()
@@ -75,5 +153,9 @@ def plot_video_plans(model, video_path, out_path, frames: int, size: int, top: i
                     **model.config.solve_kwargs())[0]
     names = [model.descriptors.class_names[a] for a in best.tolist()]
     texts = [getattr(model.descriptors, kind)[a] for a in best.tolist()]
+    mean, std = check_normalization(normalization)
+    pixels = clip * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
+    scale = float(model.clip.logit_scale.exp())
     return plot_plans(plans, names, texts, logits[best].tolist(), out_path,
-                      title=f"{Path(video_path).name}: {kind} descriptors")
+                      title=f"{Path(video_path).name}: {kind} descriptors", frames=pixels, frame_numbers=numbers,
+                      deviation=deviation, score_label=f"logit, logit scale {scale:.1f} included")
