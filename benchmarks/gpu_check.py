@@ -212,7 +212,7 @@ def _inputs(B, A, T, N, d, dtype, masks, seed=0):
 
 
 def compare(report, backend, B, A, T, N, d, dtype=torch.float32, masks=True, eps=0.1, normalize=True,
-            noncontig=False, grads=True, label="", reg_m=None, weights=False):
+            noncontig=False, grads=True, label="", reg_m=None, weights=False, grad="plan"):
     """Scores, iterations, errors, plans (small cases) and gradients of `backend` against torch;
     with weights (random in [0.5, 1.5]) and / or relaxed marginals (reg_m) where asked."""
     v, w, fm, dm = _inputs(B, A, T, N, d, dtype, masks)
@@ -227,7 +227,7 @@ def compare(report, backend, B, A, T, N, d, dtype=torch.float32, masks=True, eps
     if not normalize:
         v = torch.nn.functional.normalize(v.float(), dim=-1).to(dtype)
         w = torch.nn.functional.normalize(w.float(), dim=-1).to(dtype)
-    kw = dict(frame_mask=fm, desc_mask=dm, eps=eps, normalize=normalize, return_info=True, **extra)
+    kw = dict(frame_mask=fm, desc_mask=dm, eps=eps, normalize=normalize, return_info=True, grad=grad, **extra)
     # Seeded like the inputs: an unseeded upstream gradient made the check flaky (a draw whose
     # gradient nearly cancels inflates the relative error).
     go = torch.randn(B, A, generator=torch.Generator().manual_seed(1)).to(DEVICE)
@@ -244,7 +244,8 @@ def compare(report, backend, B, A, T, N, d, dtype=torch.float32, masks=True, eps
     text = f"{backend} {label or ''} B{B} A{A} T{T} N{N} d{d} {str(dtype)[6:]} eps={eps}: score rel {srel:.1e}, " \
            f"iterations equal on {100 * same.float().mean().item():.1f}%"
     if A * B * T * N <= 1 << 20:
-        p = od_plan(v, w, frame_mask=fm, desc_mask=dm, eps=eps, normalize=normalize, backend=backend, tol=0, **extra)
+        p = od_plan(v, w, frame_mask=fm, desc_mask=dm, eps=eps, normalize=normalize, backend=backend, tol=0,
+                    **extra)
         p0 = od_plan(v, w, frame_mask=fm, desc_mask=dm, eps=eps, normalize=normalize, backend="torch", tol=0,
                      **extra)
         prel = _rel(p, p0)
@@ -338,7 +339,10 @@ def correctness(report, backend, dry):
         shape = dict(B=2, A=3, T=5, N=3, d=16) if dry else dict(B=4, A=50, T=8, N=4, d=512)
         cases += [dict(**shape, weights=True, label="weights"),
                   dict(**shape, weights=True, reg_m=(float("inf"), 0.5), label="weights, reg_m=(inf, 0.5)"),
-                  dict(**shape, reg_m=0.5, eps=0.05, label="reg_m=0.5, eps=0.05")]
+                  dict(**shape, reg_m=0.5, eps=0.05, label="reg_m=0.5, eps=0.05"),
+                  # grad="implicit": the shared PyTorch backward on this backend's potentials.
+                  dict(**shape, weights=True, reg_m=(float("inf"), 0.5), grad="implicit",
+                       label="grad=implicit, weights, reg_m=(inf, 0.5)")]
     else:
         report(f"- {backend} takes no weights / reg_m yet (auto passes over it for them)")
     for case in cases:

@@ -38,26 +38,46 @@ def _time(fn, *args, device) -> float:
     return time.perf_counter() - start
 
 
+class _BackwardOnly:
+    """Called like a provider, times only .backward() of a forward it runs first (untimed);
+    _time then measures this call's returned duration instead of the wall time of the call."""
+
+    def __init__(self, fn):
+        self.fn, self.device, self.last = fn, None, 0.0
+
+    def __call__(self, v, d):
+        scores = self.fn(v, d).sum()
+        self.last = _time(scores.backward, device=self.device)
+
+
 def _quantile(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
 
 
-def run_case(providers, B, A, T, N, d, stop, rounds, warmup, device, dtype, backward=False) -> dict:
+def run_case(providers, B, A, T, N, d, stop, rounds, warmup, device, dtype, backward=False,
+             backward_only=False) -> dict:
     video, desc, _ = clip_like_inputs(B, A, T, N, d, dtype=dtype, device=device)
     fns = {p: scores_fn(p, stop) for p in providers}
-    if backward:  # forward + backward: a training step's share
+    if backward or backward_only:  # forward + backward: a training step's share
         video.requires_grad_(True)
         desc.requires_grad_(True)
         fns = {p: (lambda v, dd, _f=fn: _f(v, dd).sum().backward()) for p, fn in fns.items()}
+    if backward_only:  # the forward runs untimed; only the backward's time counts
+        fns = {p: _BackwardOnly(scores_fn(p, stop)) for p in providers}
+        backward = True
     with torch.enable_grad() if backward else torch.no_grad():
+        for fn in fns.values():
+            if isinstance(fn, _BackwardOnly):
+                fn.device = device
         for _ in range(warmup):
             for p, fn in fns.items():
                 fn(video, desc)
         times = {p: [] for p in providers}
         for _ in range(rounds):
             for p, fn in fns.items():
-                times[p].append(_time(fn, video, desc, device=device))
+                elapsed = _time(fn, video, desc, device=device)
+                times[p].append(fn.last if isinstance(fn, _BackwardOnly) else elapsed)
     ref = providers[-1]
     out = {}
     for p in providers:
@@ -78,7 +98,8 @@ def main(argv=None) -> int:
     parser.add_argument("--descriptors", type=int, default=4)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--stop", default="tol", choices=["tol", "fixed100"])
-    parser.add_argument("--mode", default="fwd", choices=["fwd", "fwd+bwd"])
+    parser.add_argument("--mode", default="fwd", choices=["fwd", "fwd+bwd", "bwd"],
+                        help="bwd: the backward alone (each round's forward runs untimed)")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cpu")
@@ -99,7 +120,8 @@ def main(argv=None) -> int:
     for A in map(int, args.classes.split(",")):
         for T in map(int, args.frames.split(",")):
             res = run_case(providers, args.batch, A, T, args.descriptors, args.dim, args.stop, args.rounds,
-                           args.warmup, device, dtype, backward=args.mode == "fwd+bwd")
+                           args.warmup, device, dtype, backward=args.mode == "fwd+bwd",
+                           backward_only=args.mode == "bwd")
             for p, r in res.items():
                 print(f"| {A} | {T} | {p} | {r['median_s'] * 1e3:.2f} | {r['ratio']:.2f}x ({r['q25']:.2f}-"
                       f"{r['q75']:.2f}) | {r['halves'][0]:.2f}x / {r['halves'][1]:.2f}x |", flush=True)

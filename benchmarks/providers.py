@@ -20,8 +20,11 @@ SOLVER_BACKENDS = ("torch", "cpu", "cuda", "triton")
 # A backend with frame and descriptor weights ("+weights", random in [0.5, 1.5]) or with the
 # descriptor side relaxed ("+reg_m": reg_m = (inf, 0.5)): what those options cost against the
 # uniform balanced solve at the same iteration count (--stop fixed100).
-VARIANTS = {"weights": None, "reg_m": (float("inf"), 0.5)}
-PROVIDERS = ("einops", "matmul") + SOLVER_BACKENDS + tuple(f"{b}+{v}" for b in SOLVER_BACKENDS for v in VARIANTS)
+# "+implicit": grad="implicit" (the exact gradient through the plan) against the plan-held-constant
+# one, --mode fwd+bwd; "einops-unrolled": autograd through the paper's unrolled iterations.
+VARIANTS = {"weights": None, "reg_m": (float("inf"), 0.5), "implicit": None}
+PROVIDERS = ("einops", "einops-unrolled", "matmul") + SOLVER_BACKENDS + tuple(
+    f"{b}+{v}" for b in SOLVER_BACKENDS for v in VARIANTS)
 
 
 def unavailable(provider: str, device: torch.device, dtype: torch.dtype) -> str | None:
@@ -29,7 +32,7 @@ def unavailable(provider: str, device: torch.device, dtype: torch.dtype) -> str 
     if backend in SOLVER_BACKENDS:
         needs = frozenset({variant}) if variant else frozenset()
         why = unavailable_reason(backend, device, dtype)
-        missing = needs - REGISTRY[backend].features
+        missing = needs - REGISTRY[backend].features - {"implicit"}  # implicit: every backend
         return why or (f"backend {backend!r} does not take {variant} yet" if missing else None)
     return None
 
@@ -51,12 +54,16 @@ def scores_fn(provider: str, stop: str):
     solve_kw, einops_kw = STOPS[stop]
     if provider == "einops":
         return lambda v, d: od_solve_einops(v, d, **einops_kw)
+    if provider == "einops-unrolled":
+        return lambda v, d: od_solve_einops(v, d, unrolled=True, **einops_kw)
     if provider == "matmul":
         return lambda v, d: v.reshape(-1, v.shape[-1]) @ d.reshape(-1, d.shape[-1]).T
     backend, _, variant = provider.partition("+")
     if variant == "weights":
         return lambda v, d: od_solve(v, d, backend=backend, frame_weights=_weights(v, d)[0],
                                      desc_weights=_weights(v, d)[1], **solve_kw)
+    if variant == "implicit":
+        return lambda v, d: od_solve(v, d, backend=backend, grad="implicit", **solve_kw)
     if variant == "reg_m":
         return lambda v, d: od_solve(v, d, backend=backend, reg_m=VARIANTS["reg_m"], **solve_kw)
     return lambda v, d: od_solve(v, d, backend=backend, **solve_kw)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ost_kernels import SolverOptions, backend_names, od_solve
+from ost_kernels.implicit import GRADS
 
 
 def _reg_m(value):
@@ -42,7 +43,9 @@ class ODLogitsConfig:
     tol, backend, reg_m: passed to ost_kernels.od_solve (reg_m: None = balanced, a number, or
     [rho_frames, rho_descriptors] with inf keeping a side exact; YAML `od: {reg_m: [inf, 1.0]}`
     or `--set od.reg_m=[inf,1.0]`: frames exact, descriptors relaxed, so a step a video lacks
-    can receive less than 1/N of the mass).
+    can receive less than 1/N of the mass); grad: "plan" (the paper's gradient, the plan held
+    constant) or "implicit" (the exact gradient through the plan; `od: {grad: implicit}` or
+    `--set od.grad=implicit`).
     """
 
     spatio_weight: float = 0.5
@@ -54,6 +57,7 @@ class ODLogitsConfig:
     tol: float = 1e-3
     backend: str = "auto"
     reg_m: object = None
+    grad: str = "plan"
 
     def __post_init__(self):
         object.__setattr__(self, "reg_m", _reg_m(self.reg_m))
@@ -72,6 +76,8 @@ class ODLogitsConfig:
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not (self.use_pooled or self.use_ot):
             raise ValueError("use_pooled and use_ot are both off: the logits would be 0")
+        if self.grad not in GRADS:
+            raise ValueError(f"od.grad must be one of {', '.join(GRADS)}, got {self.grad!r}")
         if self.backend not in backend_names():
             raise ValueError(f"backend must be one of {', '.join(backend_names())}, got {self.backend!r}")
 
@@ -144,6 +150,6 @@ def od_logits(
             term = term + v_bar @ _mean_unit(emb, mask).T
         if config.use_ot:
             term = term + od_solve(frames.float(), emb.float(), frame_mask=frame_mask, desc_mask=mask,
-                                   **config.solve_kwargs())
+                                   grad=config.grad, **config.solve_kwargs())
         logits = logits + weight * term
     return logit_scale * logits

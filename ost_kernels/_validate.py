@@ -71,7 +71,8 @@ def check_inputs(video, desc, frame_mask, desc_mask, backend) -> None:
         raise ValueError(f"od_solve: unknown `backend` {backend!r}; expected one of {', '.join(map(repr, names))}")
 
 
-def _check_weight(name: str, w, expected: tuple[int, int], letters: str, device: torch.device, mask) -> None:
+def _check_weight(name: str, w, expected: tuple[int, int], letters: str, device: torch.device, mask,
+                  differentiable: bool = False) -> None:
     if w is None:
         return
     if not isinstance(w, torch.Tensor):
@@ -82,9 +83,10 @@ def _check_weight(name: str, w, expected: tuple[int, int], letters: str, device:
         raise ValueError(f"od_solve: `{name}` must have shape {letters} = {tuple(expected)}, got {_shape(w)}")
     if w.device != device:
         raise ValueError(f"od_solve: `{name}` is on {w.device} but the embeddings are on {device}")
-    if w.requires_grad:
-        raise ValueError(f"od_solve: `{name}` requires grad, but the weights are not differentiated (the gradient "
-                         f"holds the plan constant); pass `{name}.detach()`")
+    if w.requires_grad and not differentiable:
+        raise ValueError(f"od_solve: `{name}` requires grad, but the weights are not differentiated with "
+                         f"grad='plan' (the gradient holds the plan constant); pass `{name}.detach()`, or "
+                         "grad='implicit' for their exact gradient")
     if torch.compiler.is_compiling() or w.device.type == "meta":
         return
     # Where the mask keeps an entry, its weight counts; masked entries may hold anything.
@@ -103,9 +105,11 @@ def _check_weight(name: str, w, expected: tuple[int, int], letters: str, device:
         torch._assert_async(~empty.any(), rows)
 
 
-def check_weights(frame_weights, desc_weights, video, desc, frame_mask, desc_mask) -> None:
-    """Raise a clear TypeError / ValueError for weights od_solve cannot take, naming them."""
+def check_weights(frame_weights, desc_weights, video, desc, frame_mask, desc_mask, differentiable: bool = False
+                  ) -> None:
+    """Raise a clear TypeError / ValueError for weights od_solve cannot take, naming them.
+    differentiable: the weights may require grad (grad="implicit")."""
     B, T, _ = video.shape
     A, N, _ = desc.shape
-    _check_weight("frame_weights", frame_weights, (B, T), "(B, T)", video.device, frame_mask)
-    _check_weight("desc_weights", desc_weights, (A, N), "(A, N)", video.device, desc_mask)
+    _check_weight("frame_weights", frame_weights, (B, T), "(B, T)", video.device, frame_mask, differentiable)
+    _check_weight("desc_weights", desc_weights, (A, N), "(A, N)", video.device, desc_mask, differentiable)

@@ -9,6 +9,7 @@ import torch
 from . import backends
 from ._magnitudes import check_ranges, rescaled_rows
 from ._validate import check_inputs, check_weights
+from .implicit import check_grad, implicit_scores
 from .backends.pytorch import class_chunk, od_plan_from_potentials, valid_entries
 from .options import SolverOptions
 
@@ -55,9 +56,10 @@ def _run(video, desc, m: _Marginals, options: SolverOptions, backend: str, *, re
 
 
 def _checked(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, eps, max_iter, tol, normalize,
-             reg_m, backend) -> tuple[SolverOptions, _Marginals]:
+             reg_m, backend, grad: str = "plan") -> tuple[SolverOptions, _Marginals]:
+    check_grad(grad)
     check_inputs(video, desc, frame_mask, desc_mask, backend)
-    check_weights(frame_weights, desc_weights, video, desc, frame_mask, desc_mask)
+    check_weights(frame_weights, desc_weights, video, desc, frame_mask, desc_mask, differentiable=grad == "implicit")
     options = SolverOptions(eps=eps, max_iter=max_iter, tol=tol, normalize=normalize, reg_m=reg_m)
     check_ranges(video, desc, frame_mask, desc_mask, options.eps, options.normalize)
     return options, _Marginals.of(frame_mask, desc_mask, frame_weights, desc_weights)
@@ -119,6 +121,30 @@ def _with_tangent(scores, video, desc, frame_mask, desc_mask, f, g, options: Sol
     return scores.detach() + (surrogate - surrogate.detach())
 
 
+def _implicit(video, desc, m: _Marginals, options: SolverOptions, backend: str, return_info: bool):
+    """od_solve with grad="implicit": the forward solved without autograd by the backend, the
+    scores then tied to video, desc and the weights through ost_kernels.implicit."""
+    weights = [w for w in (m.frame_weights, m.desc_weights) if w is not None]
+    if _forward_mode(video, desc, *weights):
+        raise NotImplementedError("od_solve: forward-mode AD (torch.func.jvp, forward_ad) with grad='implicit' is not "
+                                  "implemented; use grad='plan' (the tangent with the plan held constant) or "
+                                  "reverse mode")
+    video, desc = _in_range(video, desc, options)
+    detached = _Marginals(m.frame_mask, m.desc_mask, *(w.detach() if w is not None else None
+                                                       for w in (m.frame_weights, m.desc_weights)))
+    # Run with video / desc as given (not detached): a backend that keeps its sims for a
+    # backward keeps them, and the implicit backward reuses the cpu kernel's instead of a GEMM. The op's own graph is dropped (its outputs detached).
+    name, outs = _run(video, desc, detached, options, backend, rescaled=True)
+    scores, f, g, iterations, error, cache = (t.detach() for t in outs)
+    # Only the cpu kernel's cache is the (B * T, A * N) sims; the CUDA one holds its own layout.
+    sims = cache if name == "cpu" and cache.numel() else None
+    scores = implicit_scores(video, desc, m.frame_mask, m.desc_mask, m.frame_weights, m.desc_weights, scores, f, g,
+                             options, sims)
+    if return_info:
+        return scores, ODInfo(iterations, error, name, _mass(video.detach(), desc.detach(), m, f, g, options))
+    return scores
+
+
 def od_solve(
     video: torch.Tensor,
     desc: torch.Tensor,
@@ -134,6 +160,7 @@ def od_solve(
     normalize: bool = True,
     backend: str = "auto",
     return_info: bool = False,
+    grad: str = "plan",
 ):
     """Optimal-transport score of every (video, class) pair: the OST "Optimal Descriptor Solver".
 
@@ -151,8 +178,8 @@ def od_solve(
             row marginal's L1 change over one iteration is <= tol); 0 runs exactly max_iter.
         frame_mask: (B, T) bool, True = valid frame; None = all valid.
         desc_mask: (A, N) bool, True = valid descriptor; None = all valid.
-        frame_weights: (B, T), desc_weights: (A, N): finite, >= 0, any float dtype, not
-            differentiated; the marginals are the weights normalized over the valid entries
+        frame_weights: (B, T), desc_weights: (A, N): finite, >= 0, any float dtype,
+            differentiated with grad="implicit" only; the marginals are the weights normalized over the valid entries
             (mu = w / sum w); a weight of 0 removes its entry as a mask does. None = uniform.
         reg_m: None (balanced), rho > 0 (both sides relaxed), or (rho_frames, rho_descriptors)
             with float("inf") keeping that side exact: the constraints become rho * KL(P 1 | mu)
@@ -162,6 +189,11 @@ def od_solve(
         backend: "auto", "triton", "cuda", "cpu" or "torch" (see ost_kernels.available_backends).
         return_info: also return an ODInfo with per-pair iterations, marginal error and
             transported mass (the mass costs one pass over the sims in PyTorch).
+        grad: "plan" (default, the paper's): gradients with the plan held constant, d score /
+            d sim = P. "implicit": the exact gradient of the returned scores through the plan
+            (implicit function theorem at the solved fixed point, ost_kernels.implicit), also
+            with respect to frame_weights / desc_weights that require grad; rebuilt from the
+            saved potentials a chunk of classes at a time in PyTorch, whichever backend solved.
 
     Returns:
         (B, A) scores, float64 for float64 inputs and float32 otherwise; differentiable with
@@ -171,7 +203,9 @@ def od_solve(
         materialized plans. Second derivatives raise. With return_info=True, (scores, ODInfo).
     """
     options, m = _checked(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, eps, max_iter, tol,
-                          normalize, reg_m, backend)
+                          normalize, reg_m, backend, grad)
+    if grad == "implicit":
+        return _implicit(video, desc, m, options, backend, return_info)
     forward_mode = _forward_mode(video, desc)
     if forward_mode or return_info:  # the tangent / the mass is computed in PyTorch from video and desc
         video, desc = _in_range(video, desc, options)

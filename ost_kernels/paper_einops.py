@@ -37,11 +37,15 @@ def od_solve_einops(
     max_iter: int = 100,
     thresh: float = 1e-2,
     early_stop: bool = True,
+    unrolled: bool = False,
 ) -> torch.Tensor:
     """Scores (B, A) of video (B, T, d) against desc (A, N, d), the paper's way.
 
     Computes in the input dtype. Gradients flow through sim with the plan held constant (the
     plan is solved under no_grad). early_stop=False runs exactly max_iter iterations.
+    unrolled=True: autograd through every Sinkhorn iteration instead (the exact gradient of the
+    score as computed, at max_iter times the memory: what methods that unroll do; the baseline
+    of grad="implicit" in benchmarks/).
     """
     b = video.shape[0]
     t, n = video.shape[1], desc.shape[1]
@@ -52,7 +56,7 @@ def od_solve_einops(
     wdist = 1.0 - sim
     xx = torch.full((sim.shape[0], t), 1.0 / t, dtype=sim.dtype, device=sim.device)
     yy = torch.full((sim.shape[0], n), 1.0 / n, dtype=sim.dtype, device=sim.device)
-    with torch.no_grad():
+    with torch.set_grad_enabled(unrolled and torch.is_grad_enabled()):
         KK = torch.exp(-wdist / eps)
         plan = sinkhorn_multiplicative(KK, xx, yy, max_iter, thresh if early_stop else None)
     score = torch.sum(plan * sim, dim=(1, 2))
