@@ -255,3 +255,21 @@ def test_paper_figure_shares_one_scale_and_numbers_source_frames(tmp_path, monke
         assert any("score 3.50: logit, logit scale 100.0 included" in t for t in titles)
         cbar = fig.axes[-1].get_ylabel()
         assert "transport mass" in cbar and (("uniform" in cbar) == deviation)
+
+
+def test_cli_generate_asks_each_class_once(config, data, tmp_path, capsys):
+    from fake_llm import FakeLLM
+
+    video = sorted(Path(data["labels"]).parent.glob("videos/*.mp4"))[0]
+    cache, out = tmp_path / "cache.json", tmp_path / "out.json"
+    with FakeLLM() as llm:
+        args = ["predict", str(video), "--config", str(config), "--classes", "jump,run", "--generate",
+                "--base-url", llm.base_url, "--api-key", "test-key", "--cache", str(cache), "--n", "3",
+                "--json", str(out), "--quiet"]
+        assert main(args) == 0
+        assert main(args) == 0
+        assert sorted(llm.requests) == ["jump", "jump", "run", "run"]  # once per class and kind
+    assert "generated descriptors" in capsys.readouterr().out
+    stored = json.loads(cache.read_text())
+    assert all(len(stored[k][c]) == 3 for k in ("spatio", "temporal") for c in ("jump", "run"))
+    assert json.loads(out.read_text())["classes_from"] == "generated descriptors"
