@@ -118,7 +118,8 @@ def implicit_backward(grad_scores, video, desc, frame_mask, desc_mask, frame_wei
     grad_dn = torch.empty_like(dn) if needs[1] else None
     grad_mu = torch.zeros(B, T, dtype=dtype, device=vn.device) if needs[2] else None
     grad_nu = torch.empty(A, N, dtype=dtype, device=vn.device) if needs[3] else None
-    step = class_chunk(B, A, T, N)
+    # A chunk's (B, T, a, N, N) Schur products are min(T, N) times its plans: sized by them.
+    step = class_chunk(B, A, T, N * min(T, N))
     ft, one = f.transpose(1, 2), torch.ones((), dtype=torch.bool, device=vn.device)  # (B, T, A)
     for a0 in range(0, A, step):
         a1 = min(A, a0 + step)
