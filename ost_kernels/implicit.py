@@ -60,7 +60,8 @@ def _adjoint(P, sim, rows, cols, kf: float, kd: float, balanced: bool):
     entries; 0 where masked. The small per-pair products are elementwise sums, not batched
     matmuls of T x N matrices (those run one tiny GEMM per pair)."""
     r, c = P.sum(-1), P.sum(1)                        # (B, T, a), (B, a, N)
-    a, b = (P * sim).sum(-1), (P * sim).sum(1)
+    Ps = P * sim
+    a, b = Ps.sum(-1), Ps.sum(1)
     rows, cols = rows.expand_as(r), cols.expand_as(c)
     one = torch.ones((), dtype=P.dtype, device=P.device)
     dr = torch.where(rows, kf * r, one)  # masked rows: x = 0 (a = 0 and P = 0 there)
