@@ -21,11 +21,23 @@ namespace ost_kernels::cpu {
 // (benchmarks/history/2026-12-02-cpu-forward-goal-reached.md).
 template <typename scalar_t>
 constexpr scalar_t kRescaleAbove = sizeof(scalar_t) == sizeof(float) ? scalar_t(1e15) : scalar_t(1e150);
+// Rows whose largest magnitude is below this (and above 0) are divided by it too: their norm
+// would otherwise meet the kNormEps clamp (or underflow in the squares) and their cosines
+// shrink towards 0; a zero row stays zero (cosine 0).
+constexpr double kRescaleBelow = 1e-10;
+
+// Whether a row with largest magnitude `top` is divided by it first (finite rows only: NaN or
+// inf rows poison only themselves).
+template <typename scalar_t>
+inline bool rescales(scalar_t top) {
+  return (top > kRescaleAbove<scalar_t> || (top < scalar_t(kRescaleBelow) && top > scalar_t(0))) &&
+         std::isfinite(top);
+}
 
 // What turns row x (d values, compute dtype) into what the sims use: x / pre * post, with
 // post = 1 / max(||x / pre||, eps) when normalizing (else 1), and pre the row's largest
-// magnitude for finite rows beyond kRescaleAbove, else 1 (exact: the cosine is homogeneous of
-// degree 0). NaN or inf rows keep pre = 1 and poison only themselves.
+// magnitude for finite rows beyond kRescaleAbove or below kRescaleBelow, else 1 (exact: the
+// cosine is homogeneous of degree 0). NaN or inf rows keep pre = 1 and poison only themselves.
 template <typename scalar_t>
 struct RowScale {
   scalar_t pre = 1, post = 1;
@@ -43,7 +55,7 @@ inline RowScale<scalar_t> row_scale(const scalar_t* x, int64_t d, bool normalize
     ss += x[k] * x[k];
     top = a > top ? a : top;  // a select, not std::max (a reference): stays vectorized
   }
-  if (top > kRescaleAbove<scalar_t> && std::isfinite(top)) {
+  if (rescales(top)) {
     s.pre = top;
     ss = 0;
     for (int64_t k = 0; k < d; ++k) ss += (x[k] / top) * (x[k] / top);
@@ -116,7 +128,7 @@ inline at::Tensor unit_rows_backward_fused(const at::Tensor& x_in, const at::Ten
           const scalar_t a = std::abs(xr[k]);
           top = a > top ? a : top;
         }
-        if (top > kRescaleAbove<scalar_t> && std::isfinite(top)) {
+        if (rescales(top)) {
           // The forward divided this row by top (a constant): the gradient of x is that of
           // x / top, divided by top.
           ss = 0, xg = 0;

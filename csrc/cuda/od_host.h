@@ -76,9 +76,11 @@ inline PairTile make_tile(const at::Tensor& sim, const at::Tensor& inv_v, const 
                           const std::optional<at::Tensor>& frame_mask, const std::optional<at::Tensor>& desc_mask,
                           int64_t nb, int64_t na, int64_t b0, int64_t a0, int64_t A, int64_t T, int64_t N,
                           double eps, int64_t max_iter, double tol) {
-  return PairTile{sim.data_ptr<float>(), inv_v.data_ptr<float>(), inv_d.data_ptr<float>(),
-                  data_or_null(frame_mask), data_or_null(desc_mask), nb, na, b0, a0, A, int(T), int(N),
-                  float(kLog2e / eps), float(eps * kLn2), int(std::min<int64_t>(max_iter, INT_MAX)), float(tol)};
+  PairTile t{sim.data_ptr<float>(), inv_v.data_ptr<float>(), inv_d.data_ptr<float>(),
+             data_or_null(frame_mask), data_or_null(desc_mask), nb, na, b0, a0, A, int(T), int(N),
+             float(kLog2e / eps), float(eps * kLn2), int(std::min<int64_t>(max_iter, INT_MAX)), float(tol)};
+  if (eps > kScalingMaxEps) t.safe_range2 = -1.f;  // every pair in the log domain
+  return t;
 }
 
 template <class Device>

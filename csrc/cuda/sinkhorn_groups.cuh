@@ -13,7 +13,8 @@
 //     K = exp2((sim - hi) * log2(e) / eps) lies in [2^-SAFE_RANGE2, 1] when
 //     (hi - lo) * log2(e) / eps <= SAFE_RANGE2, so r = mu / (K c), c = nu / (K^T r) neither
 //     underflows nor overflows: one exp2 per entry per solve, multiply-adds in the loop.
-//   * Base-2 log domain otherwise: z = (sim - hi) * log2(e) / eps, a = log2 mu - LSE2_j(z + b),
+//   * Base-2 log domain otherwise (and for every pair at eps > kScalingMaxEps, where sims
+//     recovered from K would lose ~eps * 2^-23): z = (sim - hi) * log2(e) / eps, a = log2 mu - LSE2_j(z + b),
 //     b = log2 nu - LSE2_i(z + a); that loop runs only when a warp holds such a pair.
 //   One register array X holds K (safe pairs) or z (the others); u / v hold r / c or a / b.
 //   Each pair is frozen once it meets the stop rule; the loops run while any pair of the warp
@@ -35,6 +36,10 @@
 namespace ost_kernels::cuda {
 
 constexpr float kSafeRange2 = float(64.0 * 1.4426950408889634);  // 64 in natural units, as every kernel
+// The scaling form's sims come back from K as hi + log2(K) / scale2, which loses ~eps * 2^-23
+// of them: above this eps (ost_kernels/constants.py, SCALING_MAX_EPS) every pair runs in the
+// log domain, whose z = (sim - hi) * scale2 keeps every bit (PairTile::safe_range2 < 0).
+constexpr double kScalingMaxEps = 16.0;
 constexpr int kRowsPerLane = 4;                                     // R: frames a lane owns
 constexpr int kMaxGroup = 32;                                       // lanes per pair at most
 constexpr int kMaxFrames = kRowsPerLane * kMaxGroup;                // T limit: 128
@@ -55,6 +60,7 @@ struct PairTile {
   float eps_ln2;  // eps * ln 2
   int max_iter;
   float tol;
+  float safe_range2 = kSafeRange2;  // the scaling form's largest (hi - lo) * scale2; < 0: none
   const float* frame_w = nullptr;  // (B, T) frame weights, float32, or nullptr (uniform)
   const float* desc_w = nullptr;   // (A, N) descriptor weights, float32, or nullptr
   float tau_f = 1.f, tau_d = 1.f;  // damping of the relaxed updates (1: exact side)
@@ -192,7 +198,7 @@ OST_HD void solve_pair(const PairTile& t, const PairOutputs& out, Lanes& lanes, 
   // Relaxed marginals run in the log domain: without the exact iteration's gauge freedom the
   // scalings can leave float32's range (csrc/cpu/sinkhorn_lanes.h checks and falls back per
   // lane; here that fallback spilled registers), and a pair's form rests on its own data.
-  const bool safe = (hi - lo) * t.scale2 <= kSafeRange2 && !relaxed;
+  const bool safe = (hi - lo) * t.scale2 <= t.safe_range2 && !relaxed;
 #pragma unroll
   for (int k = 0; k < R; ++k)
 #pragma unroll

@@ -36,7 +36,8 @@ permuted, which only renames its registers):
     (hi - lo) * log2(e) / eps <= SAFE_RANGE2 (64 in natural units, as the CPU kernel). Then
     r = mu / (K c), c = nu / (K^T r) neither underflows nor overflows: one exp2 per entry per
     solve, multiply-adds and T + N divisions per iteration. P = diag(r) K diag(c).
-  * Log domain otherwise (small eps with widely spread sims), exactly as docs/design.md
+  * Log domain otherwise (small eps with widely spread sims, or eps above SCALING_MAX_EPS,
+    where sims recovered from K would lose ~eps * 2^-23), exactly as docs/design.md
     writes it, in base 2: z = (sim - hi) * log2(e) / eps, a_i = log2 mu - LSE2_j(z + b),
     b_j = log2 nu - LSE2_i(z + a). That loop runs only when the tile holds such a pair.
 
@@ -60,7 +61,7 @@ its scaling-form solve when its r or c left [RANGE_LO, RANGE_HI] (a relaxed side
 gauge freedom that keeps them in range); the choice rests on the pair's own data only.
 
 LOG_DOMAIN = False compiles the scaling form alone, for calls where every pair is known to be
-safe: cosine sims (|sim| <= 1) with eps >= ALWAYS_SAFE_EPS (ops.py), the default eps = 0.1
+safe: cosine sims (|sim| <= 1) with ALWAYS_SAFE_EPS <= eps <= SCALING_MAX_EPS (ops.py), the default eps = 0.1
 among them. No lo, no log-domain code or registers, no block-wide "any log pair?".
 
 FIXED (tol = 0, every pair runs max_iter iterations) compiles the loops without the stop
@@ -80,6 +81,9 @@ from .. import constants
 LN2 = tl.constexpr(constants.LN2)
 LOG2E = tl.constexpr(constants.LOG2E)
 SAFE_RANGE2 = tl.constexpr(64.0 * constants.LOG2E)
+# Below this scale2 (eps above constants.SCALING_MAX_EPS) recovering sims from K loses too many
+# bits: every pair runs in the log domain.
+MIN_SCALE2 = tl.constexpr(constants.LOG2E / constants.SCALING_MAX_EPS)
 # The range a relaxed pair's scalings must stay in to keep its scaling-form solve (sqrt of
 # float32's smallest normal / largest finite number, as the CPU kernel's check).
 RANGE_LO = tl.constexpr(1.0842021724855044e-19)
@@ -332,7 +336,7 @@ def od_forward_kernel(
     # r = exp((f + hi - 1) / eps)); lift = 0 for an exact frame side.
     lift = (1.0 - tau_f) * (hi - 1.0) * scale2                       # (1, 1, BB, BA)
     if LOG_DOMAIN:
-        safe = (hi - lo) * scale2 <= SAFE_RANGE2
+        safe = ((hi - lo) * scale2 <= SAFE_RANGE2) & (scale2 >= MIN_SCALE2)
         if RELAXED:
             safe = safe & (tl.abs(lift) <= SAFE_RANGE2)
         X = tl.where(safe, tl.exp2(z), z)

@@ -27,7 +27,7 @@ from torch.library import triton_op, wrap_triton
 
 from .._cosine import unit, unit_backward
 from .._env import triton_interpreting as interpreting
-from ..constants import LN2, LOG2E, NORM_EPS
+from ..constants import LN2, LOG2E, NORM_EPS, SCALING_MAX_EPS
 from ..backends.pytorch import damping
 from ..contract import check_mask_rows, check_op_scalars, empty_forward_outputs, not_requested, register_autograd
 from . import configs
@@ -130,12 +130,14 @@ def _meta(kernel: str, x: torch.Tensor, T: int, N: int, d: int, rows: str | None
 def specializations(eps: float, tol: float, normalize: bool, weighted: bool = False, relaxed: bool = False) -> dict:
     """The forward's compile-time specializations for a call (kernels.py): FIXED when tol = 0
     (every pair runs max_iter iterations: no stop rule in the loop), LOG_DOMAIN unless every
-    pair is known to be safe for the scaling form (always with a relaxed side: its pairs may
+    pair is known to be safe for the scaling form (cosines with ALWAYS_SAFE_EPS <= eps <=
+    SCALING_MAX_EPS; always with a relaxed side: its pairs may
     fall back to the log domain), WEIGHTED with frame or descriptor weights, RELAXED with a
     relaxed side (reg_m). FIXED and LOG_DOMAIN give results bitwise equal to the general
     kernel's (tests/kernels/test_triton_tiles.py); the weights and the damping are runtime
     values, so these four flags are all the kernel's variants."""
-    return dict(FIXED=tol <= 0, LOG_DOMAIN=relaxed or not (normalize and eps >= ALWAYS_SAFE_EPS),
+    scaling_only = normalize and ALWAYS_SAFE_EPS <= eps <= SCALING_MAX_EPS
+    return dict(FIXED=tol <= 0, LOG_DOMAIN=relaxed or not scaling_only,
                 WEIGHTED=weighted, RELAXED=relaxed)
 
 
@@ -162,11 +164,13 @@ def _mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     return mask.to(torch.int8).reshape(-1).contiguous()
 
 
-def _weights(weights: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    # The kernels read weights as contiguous float32 (rows,); without, a one-element
-    # placeholder that WEIGHTED = False never reads.
+def _weights(weights: torch.Tensor | None, like: torch.Tensor, weighted: bool) -> torch.Tensor:
+    """The kernels read weights as contiguous float32 (rows,). A side without weights, when the
+    other has them (WEIGHTED reads both sides), gets ones, one per row of `like`; without
+    weights on either side a one-element placeholder that WEIGHTED = False never reads."""
     if weights is None:
-        return torch.ones(1, dtype=torch.float32, device=like.device)
+        rows = like.shape[0] * like.shape[1] if weighted else 1
+        return torch.ones(rows, dtype=torch.float32, device=like.device)
     return weights.to(torch.float32).reshape(-1).contiguous()
 
 
@@ -223,7 +227,8 @@ def od_forward_triton(
     with _device_guard(video):
         wrap_triton(forward)[_grid(B, A)](
             video, desc, _scales(video, normalize), _scales(desc, normalize),
-            _mask(frame_mask, video), _mask(desc_mask, desc), _weights(frame_weights, video), _weights(desc_weights, desc),
+            _mask(frame_mask, video), _mask(desc_mask, desc),
+            _weights(frame_weights, video, flags["WEIGHTED"]), _weights(desc_weights, desc, flags["WEIGHTED"]),
             scores, f, g, iterations, error,
             B, A, T, N, d,
             *video.stride(), *desc.stride(),

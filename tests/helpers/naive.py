@@ -17,10 +17,15 @@ def _lse(x: np.ndarray, axis: int) -> np.ndarray:
 
 
 def _units(x: np.ndarray, normalize: bool) -> np.ndarray:
+    """Cosine directions: each row over its norm, scale-invariant at any magnitude (a finite
+    row is first divided by its largest |entry|, so neither huge nor tiny rows over- or
+    underflow); a zero row stays zero."""
     if not normalize:
         return x
-    n = np.sqrt((x * x).sum(-1, keepdims=True))
-    return x / np.maximum(n, NORM_EPS)
+    top = np.abs(x).max(-1, keepdims=True)
+    y = x / np.where(np.isfinite(top) & (top > 0), top, 1.0)  # NaN / inf rows stay poisoned
+    n = np.sqrt((y * y).sum(-1, keepdims=True))
+    return y / np.maximum(n, NORM_EPS)
 
 
 def solve_pair(sim: np.ndarray, eps: float, max_iter: int, tol: float, mu=None, nu=None,

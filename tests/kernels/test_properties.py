@@ -103,6 +103,18 @@ def test_extreme_eps_stays_finite(backend, eps, gen):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_large_eps_keeps_float32_precision(backend, gen):
+    """At large eps the plan is nearly uniform and the score the mean cosine: a kernel that
+    recovers sims from K = exp((sim - hi) / eps) would lose ~eps * 2^-23 of them (0.4 at 1e8)."""
+    require(backend)
+    video, desc, fm, dm = case(3, 4, 8, 4, 32, gen, masks=True)
+    for eps in (16.0, 100.0, 1e4, 1e8):
+        got = od_solve(video, desc, frame_mask=fm, desc_mask=dm, eps=eps, backend=backend)
+        want, _, _, _ = od_reference(video, desc, frame_mask=fm, desc_mask=dm, eps=eps)
+        torch.testing.assert_close(got.double(), torch.from_numpy(want), rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_pairs_do_not_depend_on_their_neighbours(backend, gen):
     """A pair's result is the same whether it is solved alone or among many (per-pair stop)."""
     require(backend)
@@ -160,14 +172,16 @@ def test_non_contiguous_inputs(backend, dtype, gen):
     torch.testing.assert_close(got, want, rtol=0 if exact else 1e-6, atol=0 if exact else 1e-7)
 
 
-@pytest.mark.parametrize("dtype, scale", [(torch.float32, 1e20), (torch.float32, 1e37),
-                                          (torch.bfloat16, 1e37), (torch.float64, 1e200)], ids=str)
+@pytest.mark.parametrize("dtype, scale", [(torch.float32, 1e20), (torch.float32, 1e37), (torch.float32, 1e-20),
+                                          (torch.float32, 1e-36), (torch.bfloat16, 1e37), (torch.bfloat16, 1e-30),
+                                          (torch.float64, 1e200), (torch.float64, 1e-200)], ids=str)
 @pytest.mark.parametrize("side", ["video", "desc", "both"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_normalized_scores_do_not_depend_on_magnitude(backend, side, dtype, scale, gen):
-    """normalize=True is scale-invariant: rows too large for a float32 norm give the scores
-    (and, times the scale, the gradients) of their unscaled selves, on either side. Backend
-    "cpu" rescales them inside its kernels, the others in od_solve first (_magnitudes.py)."""
+    """normalize=True is scale-invariant: rows too large for a float32 norm, or so small that
+    their norm meets NORM_EPS, give the scores (and, times the scale, the gradients) of their
+    unscaled selves, on either side. Backend "cpu" rescales them inside its kernels, the others
+    in od_solve first (_magnitudes.py)."""
     require(backend, dtype=dtype)
     video, desc, fm, dm = case(2, 3, 4, 3, 16, gen, masks=True)
     video, desc = video / video.abs().amax(), desc / desc.abs().amax()
@@ -196,3 +210,6 @@ def test_unrepresentable_arithmetic_is_refused(gen):
     assert torch.isfinite(od_solve(video, desc, eps=1e-30, backend="torch")).all()
     with pytest.raises(ValueError, match=r"with normalize=False the dot products reach .* use normalize=True"):
         od_solve(video * 1e20, desc * 1e20, normalize=False, backend="torch")
+    # float64 rows whose squares overflow: measured (not dropped as inf rows) and refused.
+    with pytest.raises(ValueError, match=r"dot products reach more than 1.8e308 .* torch.float64"):
+        od_solve(video.double() * 1e200, desc.double() * 1e200, normalize=False, backend="cpu")
