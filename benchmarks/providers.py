@@ -22,7 +22,8 @@ SOLVER_BACKENDS = ("torch", "cpu", "cuda", "triton")
 # uniform balanced solve at the same iteration count (--stop fixed100).
 # "+implicit": grad="implicit" (the exact gradient through the plan) against the plan-held-constant
 # one, --mode fwd+bwd; "einops-unrolled": autograd through the paper's unrolled iterations.
-VARIANTS = {"weights": None, "reg_m": (float("inf"), 0.5), "implicit": None}
+# "+info": return_info=True (iterations, errors and the mass per pair) against the scores alone.
+VARIANTS = {"weights": None, "reg_m": (float("inf"), 0.5), "implicit": None, "info": None}
 PROVIDERS = ("einops", "einops-unrolled", "matmul") + SOLVER_BACKENDS + tuple(
     f"{b}+{v}" for b in SOLVER_BACKENDS for v in VARIANTS)
 
@@ -32,7 +33,7 @@ def unavailable(provider: str, device: torch.device, dtype: torch.dtype) -> str 
     if backend in SOLVER_BACKENDS:
         needs = frozenset({variant}) if variant else frozenset()
         why = unavailable_reason(backend, device, dtype)
-        missing = needs - REGISTRY[backend].features - {"implicit"}  # implicit: every backend
+        missing = needs - REGISTRY[backend].features - {"implicit", "info"}  # every backend has these
         return why or (f"backend {backend!r} does not take {variant} yet" if missing else None)
     return None
 
@@ -64,6 +65,8 @@ def scores_fn(provider: str, stop: str):
                                      desc_weights=_weights(v, d)[1], **solve_kw)
     if variant == "implicit":
         return lambda v, d: od_solve(v, d, backend=backend, grad="implicit", **solve_kw)
+    if variant == "info":
+        return lambda v, d: od_solve(v, d, backend=backend, return_info=True, **solve_kw)[0]
     if variant == "reg_m":
         return lambda v, d: od_solve(v, d, backend=backend, reg_m=VARIANTS["reg_m"], **solve_kw)
     return lambda v, d: od_solve(v, d, backend=backend, **solve_kw)

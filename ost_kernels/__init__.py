@@ -6,6 +6,7 @@
 Importing this package touches no GPU and loads no compiled module; backends are looked up
 the first time they are asked for.
 """
+from ._convergence import ConvergenceWarning
 from .api import ODInfo, od_plan, od_solve
 from .backends import BackendUnavailableError, available_backends, backend_names, register_backend
 from .options import SolverOptions
@@ -16,6 +17,7 @@ __all__ = [
     "od_solve",
     "od_plan",
     "ODInfo",
+    "ConvergenceWarning",
     "SolverOptions",
     "od_solve_einops",
     "available_backends",

@@ -87,6 +87,11 @@ def _check_weight(name: str, w, expected: tuple[int, int], letters: str, device:
         raise ValueError(f"od_solve: `{name}` requires grad, but the weights are not differentiated with "
                          f"grad='plan' (the gradient holds the plan constant); pass `{name}.detach()`, or "
                          "grad='implicit' for their exact gradient")
+    if not differentiable and _has_tangent(w):
+        # The plan-held-constant tangent has no term for the weights: it would silently be 0.
+        raise ValueError(f"od_solve: `{name}` carries a forward-mode tangent (torch.func.jvp, forward_ad), but the "
+                         f"weights are not differentiated with grad='plan' (the plan is held constant); pass "
+                         f"`{name}` without a tangent, or grad='implicit' with reverse mode for their exact gradient")
     if torch.compiler.is_compiling() or w.device.type == "meta":
         return
     # Where the mask keeps an entry, its weight counts; masked entries may hold anything.
@@ -103,6 +108,13 @@ def _check_weight(name: str, w, expected: tuple[int, int], letters: str, device:
     else:  # no host sync: a device-side assertion, as for the masks (contract.check_mask_rows)
         torch._assert_async(~bad.any(), what)
         torch._assert_async(~empty.any(), rows)
+
+
+def _has_tangent(x: torch.Tensor) -> bool:
+    """Whether forward-mode AD tracks x (a dual tensor of forward_ad or torch.func.jvp)."""
+    import torch.autograd.forward_ad as fwAD
+
+    return not torch.compiler.is_compiling() and fwAD.unpack_dual(x).tangent is not None
 
 
 def check_weights(frame_weights, desc_weights, video, desc, frame_mask, desc_mask, differentiable: bool = False

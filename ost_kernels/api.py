@@ -7,6 +7,8 @@ from typing import NamedTuple
 import torch
 
 from . import backends
+from ._convergence import check_convergence
+from ._cosine import compute_dtype
 from ._magnitudes import check_ranges, rescaled_rows
 from ._validate import check_inputs, check_weights
 from .implicit import check_grad, implicit_scores
@@ -21,7 +23,8 @@ class ODInfo(NamedTuple):
     marginal_error: torch.Tensor  # (B, A): sum_i |sum_j P_ij - mu_i| after the last one (relaxed:
     #                               the row marginal's L1 change over it)
     backend: str  # the backend that ran
-    mass: torch.Tensor | None = None  # (B, A): sum_ij P_ij, the mass transported (1 when balanced)
+    mass: torch.Tensor | None = None  # (B, A): sum_ij P_ij, the mass transported (1 unless the descriptor
+    #                                   side is relaxed; from the potentials, no plan is rebuilt)
 
 
 class _Marginals(NamedTuple):
@@ -34,13 +37,33 @@ class _Marginals(NamedTuple):
     desc_weights: torch.Tensor | None
 
     @classmethod
-    def of(cls, frame_mask, desc_mask, frame_weights, desc_weights) -> "_Marginals":
-        return cls(valid_entries(frame_mask, frame_weights), valid_entries(desc_mask, desc_weights), frame_weights,
-                   desc_weights)
+    def of(cls, frame_mask, desc_mask, frame_weights, desc_weights, dtype: torch.dtype) -> "_Marginals":
+        fw, dw = _unit_rows(frame_weights, frame_mask, dtype), _unit_rows(desc_weights, desc_mask, dtype)
+        return cls(valid_entries(frame_mask, fw), valid_entries(desc_mask, dw), fw, dw)
 
     def needs(self, options: SolverOptions) -> frozenset:
         weighted = self.frame_weights is not None or self.desc_weights is not None
         return frozenset({"weights"} if weighted else set()) | frozenset({"reg_m"} if not options.balanced else set())
+
+
+def _unit_rows(weights: torch.Tensor | None, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """The weights (rows, n) in the compute dtype, each row divided by its largest valid entry:
+    the marginals w / sum w do not change, but the sum no longer overflows (weights of 3e38,
+    or 1e300 in float64 with float32 embeddings) and tiny weights no longer underflow in the
+    cast; masked entries become 0 (they may hold anything). The factor carries no gradient
+    (the marginals do not depend on it), so gradients with respect to the weights stay exact."""
+    if weights is None:
+        return None
+    # Divided in the wider of the two dtypes (float32 weights with float64 embeddings keep every
+    # bit; float64 weights with float32 embeddings come into range before the cast).
+    wide = torch.promote_types(weights.dtype, dtype)
+    weights = weights.to(wide)
+    kept = weights if mask is None else torch.where(mask, weights, torch.zeros((), dtype=wide, device=weights.device))
+    top = kept.detach().amax(-1, keepdim=True)
+    # Rows whose weights are all 0 are refused before this (check_weights); on a GPU that
+    # check is a device-side assertion, and the guard keeps such a row from dividing by 0 first.
+    top = torch.where(top > 0, top, torch.ones((), dtype=top.dtype, device=top.device))
+    return (kept / top).to(dtype)
 
 
 def _run(video, desc, m: _Marginals, options: SolverOptions, backend: str, *, rescaled: bool = False):
@@ -62,19 +85,21 @@ def _checked(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, ep
     check_weights(frame_weights, desc_weights, video, desc, frame_mask, desc_mask, differentiable=grad == "implicit")
     options = SolverOptions(eps=eps, max_iter=max_iter, tol=tol, normalize=normalize, reg_m=reg_m)
     check_ranges(video, desc, frame_mask, desc_mask, options.eps, options.normalize)
-    return options, _Marginals.of(frame_mask, desc_mask, frame_weights, desc_weights)
+    return options, _Marginals.of(frame_mask, desc_mask, frame_weights, desc_weights, compute_dtype(video.dtype))
 
 
-def _mass(video, desc, m: _Marginals, f, g, options: SolverOptions) -> torch.Tensor:
-    """sum_ij P_ij per pair (B, A), rebuilt from the potentials a chunk of classes at a time."""
-    B, T, _ = video.shape
-    A, N, _ = desc.shape
-    step = class_chunk(B, A, T, N)
-    with torch.no_grad():
-        return torch.cat([od_plan_from_potentials(
-            video, desc[a0:a0 + step], m.frame_mask, m.desc_mask[a0:a0 + step] if m.desc_mask is not None else None,
-            f[:, a0:a0 + step], g[:, a0:a0 + step], options.eps, options.normalize).sum((-1, -2))
-            for a0 in range(0, A, step)], dim=1)
+def _mass(m: _Marginals, g: torch.Tensor, options: SolverOptions) -> torch.Tensor:
+    """sum_ij P_ij per pair (B, A), from what the solve already holds. Every iteration ends with
+    the column update, so the columns sum to what it set: nu with an exact descriptor side (the
+    mass is 1), and nu_j exp(-g_j / rho_d) with a relaxed one (the damped update's fixed
+    relation c_j = nu_j^tau (K^T r)_j^(1 - tau), in the potentials): O(B * A * N), no plan."""
+    B, A, N = g.shape
+    if options.reg_desc == float("inf"):
+        return torch.ones((B, A), dtype=g.dtype, device=g.device)
+    valid = m.desc_mask if m.desc_mask is not None else torch.ones((A, N), dtype=torch.bool, device=g.device)
+    w = valid.to(g.dtype) if m.desc_weights is None else torch.where(valid, m.desc_weights.detach().to(g.dtype), 0.0)
+    nu = w / w.sum(-1, keepdim=True)                                  # (A, N), 0 where not valid
+    return (nu * torch.exp(-g.detach() / options.reg_desc)).sum(-1)
 
 
 def _in_range(video, desc, options: SolverOptions):
@@ -136,12 +161,13 @@ def _implicit(video, desc, m: _Marginals, options: SolverOptions, backend: str, 
     # backward keeps them, and the implicit backward reuses the cpu kernel's instead of a GEMM. The op's own graph is dropped (its outputs detached).
     name, outs = _run(video, desc, detached, options, backend, rescaled=True)
     scores, f, g, iterations, error, cache = (t.detach() for t in outs)
+    check_convergence(iterations, error, options, return_info)
     # Only the cpu kernel's cache is the (B * T, A * N) sims; the CUDA one holds its own layout.
     sims = cache if name == "cpu" and cache.numel() else None
     scores = implicit_scores(video, desc, m.frame_mask, m.desc_mask, m.frame_weights, m.desc_weights, scores, f, g,
                              options, sims)
     if return_info:
-        return scores, ODInfo(iterations, error, name, _mass(video.detach(), desc.detach(), m, f, g, options))
+        return scores, ODInfo(iterations, error, name, _mass(m, g, options))
     return scores
 
 
@@ -188,7 +214,7 @@ def od_solve(
         normalize: L2-normalize along d inside the op (cosine); False if already unit vectors.
         backend: "auto", "triton", "cuda", "cpu" or "torch" (see ost_kernels.available_backends).
         return_info: also return an ODInfo with per-pair iterations, marginal error and
-            transported mass (the mass costs one pass over the sims in PyTorch).
+            transported mass (from the potentials: O(B * A * N), no plan rebuilt).
         grad: "plan" (default, the paper's): gradients with the plan held constant, d score /
             d sim = P. "implicit": the exact gradient of the returned scores through the plan
             (implicit function theorem at the solved fixed point, ost_kernels.implicit), also
@@ -207,14 +233,14 @@ def od_solve(
     if grad == "implicit":
         return _implicit(video, desc, m, options, backend, return_info)
     forward_mode = _forward_mode(video, desc)
-    if forward_mode or return_info:  # the tangent / the mass is computed in PyTorch from video and desc
+    if forward_mode:  # the tangent is computed in PyTorch from video and desc
         video, desc = _in_range(video, desc, options)
-    name, (scores, f, g, iterations, error, _cache) = _run(video, desc, m, options, backend,
-                                                           rescaled=forward_mode or return_info)
+    name, (scores, f, g, iterations, error, _cache) = _run(video, desc, m, options, backend, rescaled=forward_mode)
+    check_convergence(iterations, error, options, return_info)
     if forward_mode:
         scores = _with_tangent(scores, video, desc, m.frame_mask, m.desc_mask, f, g, options)
     if return_info:
-        return scores, ODInfo(iterations, error, name, _mass(video, desc, m, f, g, options))
+        return scores, ODInfo(iterations, error, name, _mass(m, g, options))
     return scores
 
 
@@ -268,6 +294,7 @@ def od_plan(
     with torch.no_grad():
         name, (_scores, f, g, iterations, error, _cache) = _run(video, desc, m, options, backend, rescaled=True)
         plan = od_plan_from_potentials(video, desc, m.frame_mask, m.desc_mask, f, g, options.eps, options.normalize)
+    check_convergence(iterations, error, options, return_info, "od_plan")
     if return_info:
         return plan, ODInfo(iterations, error, name, plan.sum((-1, -2)))
     return plan

@@ -212,3 +212,69 @@ def test_masked_weights_may_hold_anything(gen):
     clean = fw.nan_to_num(0.0)
     torch.testing.assert_close(od_solve(video, desc, frame_mask=fm, frame_weights=fw, backend="cpu"),
                                od_solve(video, desc, frame_mask=fm, frame_weights=clean, backend="cpu"), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_weights_on_one_side_only_match_the_reference(backend, gen):
+    """Frame weights without descriptor weights, and the other way round (a kernel that reads
+    both sides once either is given must not read past a missing one)."""
+    require(backend)
+    video, desc, fm, dm = case(2, 5, 7, 3, 16, gen, masks=True)
+    fw, dw = _weights(gen, fm, dtype=torch.float32), _weights(gen, dm, dtype=torch.float32)
+    for reg in (None, (INF, 0.3)):
+        for kw in (dict(frame_weights=fw), dict(desc_weights=dw)):
+            kw.update(frame_mask=fm, desc_mask=dm, reg_m=reg, eps=0.1)
+            scores, info = od_solve(video, desc, tol=1e-4, backend=backend, return_info=True, **kw)
+            ref, _, _, _ = od_reference(video, desc, iterations=info.iterations.numpy(), **kw)
+            torch.testing.assert_close(scores.double(), torch.from_numpy(ref), rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_weights_at_any_magnitude_give_the_marginals_they_define(backend, gen):
+    """mu = w / sum w does not depend on the weights' scale: weights near float32's largest
+    value (whose sum overflows), float64 weights of 1e300 or 1e-300 with float32 embeddings (out
+    of float32's range) give the scores of the same weights at scale 1."""
+    require(backend)
+    video, desc, fm, dm = case(2, 4, 6, 3, 16, gen, masks=True)
+    fw, dw = _weights(gen, fm, dtype=torch.float64), _weights(gen, dm, dtype=torch.float64)
+    want = od_solve(video, desc, frame_mask=fm, desc_mask=dm, frame_weights=fw, desc_weights=dw, backend=backend)
+    for scale, dtype in ((3e38 / float(fw.max()), torch.float32), (1e300, torch.float64), (1e-300, torch.float64)):
+        big_fw, big_dw = (fw * scale).to(dtype), (dw * scale).to(dtype)
+        assert torch.isfinite(big_fw).all() and big_fw.max() > 0
+        got = od_solve(video, desc, frame_mask=fm, desc_mask=dm, frame_weights=big_fw, desc_weights=big_dw,
+                       backend=backend)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_implicit_weight_gradients_do_not_depend_on_the_weights_scale(gen):
+    """The rescaled weights carry the user's gradient exactly: d/dw at scale s is (d/dw at
+    scale 1) / s, float64, with weights of 1e300."""
+    video, desc, fm, dm = case(2, 3, 5, 3, 8, gen, dtype=torch.float64, masks=True)
+    fw = _weights(gen, fm)
+    grads = []
+    for scale in (1.0, 1e300):
+        w = (fw * scale).requires_grad_(True)
+        s = od_solve(video, desc, frame_mask=fm, desc_mask=dm, frame_weights=w, grad="implicit", backend="torch")
+        (gw,) = torch.autograd.grad(s.sum(), w)
+        grads.append(gw * scale)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_forward_mode_over_the_weights_is_refused_with_grad_plan(backend, gen):
+    """grad='plan' holds the plan constant, so the weights (which only move the plan) have no
+    tangent: torch.func.jvp and forward_ad over them are refused by name, as reverse mode is,
+    instead of returning zeros."""
+    import torch.autograd.forward_ad as fwAD
+
+    require(backend)
+    video, desc, _, _ = case(2, 3, 4, 3, 8, gen)
+    fw, dw = torch.rand(2, 4, generator=gen) + 0.1, torch.rand(3, 3, generator=gen) + 0.1
+    with pytest.raises(ValueError, match="`frame_weights` carries a forward-mode tangent"):
+        torch.func.jvp(lambda w: od_solve(video, desc, frame_weights=w, backend=backend), (fw,), (torch.ones_like(fw),))
+    with fwAD.dual_level(), pytest.raises(ValueError, match="`desc_weights` carries a forward-mode tangent"):
+        od_solve(video, desc, desc_weights=fwAD.make_dual(dw, torch.ones_like(dw)), backend=backend)
+    # A tangent on the embeddings with weights that carry none is the plan-held-constant one.
+    _, tangent = torch.func.jvp(lambda v: od_solve(v, desc, frame_weights=fw, backend=backend), (video,),
+                                (torch.ones_like(video),))
+    assert torch.isfinite(tangent).all()
