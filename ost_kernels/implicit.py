@@ -54,17 +54,32 @@ def _k(rho: float, eps: float) -> float:
     return 1.0 if rho == float("inf") else 1.0 + eps / rho
 
 
-def _adjoint(P, sim, rows, cols, kf: float, kd: float, balanced: bool):
+def _gauge_free(kf: float, kd: float, dtype: torch.dtype) -> bool:
+    """Whether H has the balanced gauge direction (1, -1) as (numerically) null: both sides
+    exact, or relaxed so weakly that 1 + eps / rho rounds to 1 in the compute dtype (reg_m =
+    1e15 in float32, 1e30 in float64), where the relaxed system is as singular as the balanced
+    one."""
+    tiny = 4 * torch.finfo(dtype).eps
+    return kf - 1.0 <= tiny and kd - 1.0 <= tiny
+
+
+def _adjoint(P, sim, rows, cols, kf: float, kd: float):
     """x (B, T, a), y (B, a, N) with H [x; y] = [a; b] for plans P (B, T, a, N) (the layout the
     sims GEMM writes, so nothing is transposed), rows (B, T, 1) and cols (1, a, N) the valid
     entries; 0 where masked. The small per-pair products are elementwise sums, not batched
-    matmuls of T x N matrices (those run one tiny GEMM per pair)."""
+    matmuls of T x N matrices (those run one tiny GEMM per pair).
+
+    Unconverged plans at small eps (a pair stopped by max_iter) may hold rows or columns whose
+    entries all underflow to 0, and blocks of frames and descriptors that exchange no mass
+    (each its own gauge): a row or column of zero mass gets x = 0 / y = 0 (it adds nothing to
+    any gradient: its P is 0), and the system is solved with a diagonal shift of one rounding
+    unit, which makes it regular without moving a well-posed solution beyond rounding."""
     r, c = P.sum(-1), P.sum(1)                        # (B, T, a), (B, a, N)
     Ps = P * sim
     a, b = Ps.sum(-1), Ps.sum(1)
-    rows, cols = rows.expand_as(r), cols.expand_as(c)
+    rows, cols = rows.expand_as(r) & (r > 0), cols.expand_as(c) & (c > 0)
     one = torch.ones((), dtype=P.dtype, device=P.device)
-    dr = torch.where(rows, kf * r, one)  # masked rows: x = 0 (a = 0 and P = 0 there)
+    dr = torch.where(rows, kf * r, one)  # masked or empty rows: x = 0 (a = 0 and P = 0 there)
     dc = torch.where(cols, kd * c, one)
     T, N = P.shape[1], P.shape[-1]
     if N <= T:  # eliminate the frames: (diag(dc) - P^T diag(1/dr) P) y = b - P^T (a / dr)
@@ -78,11 +93,11 @@ def _adjoint(P, sim, rows, cols, kf: float, kd: float, balanced: bool):
         S = torch.diag_embed(dr.transpose(1, 2)) - (Pdt[..., :, None, :] * Pt[..., None, :, :]).sum(-1)
         rhs = (a - (Pd * b[:, None]).sum(-1)).transpose(1, 2)                      # (B, a, T)
         keep, diag = rows.transpose(1, 2), dr.transpose(1, 2)
-    if balanced:
+    if _gauge_free(kf, kd, P.dtype):
         u = keep.to(P.dtype)
         scale = torch.where(keep, diag, torch.zeros((), dtype=P.dtype, device=P.device)).mean(-1)
         S = S + scale[..., None, None] * (u[..., :, None] * u[..., None, :])
-    z = torch.linalg.solve(S, rhs[..., None])[..., 0]
+    z = _solve(S, diag, rhs)
     if N <= T:
         y = torch.where(cols, z, 0.0)
         x = torch.where(rows, (a - (P * y[:, None]).sum(-1)) / dr, 0.0)
@@ -90,6 +105,22 @@ def _adjoint(P, sim, rows, cols, kf: float, kd: float, balanced: bool):
         x = torch.where(rows, z.transpose(1, 2), 0.0)
         y = torch.where(cols, (b - (P * x[..., None]).sum(1)) / dc, 0.0)
     return x, y
+
+
+def _solve(S: torch.Tensor, diag: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """S z = rhs for the (..., n, n) Schur systems, S shifted by diag (..., n) times one
+    rounding unit (their solution does not move beyond rounding). A system that is still
+    singular in the arithmetic (its LU met an exact zero pivot: rare, from blocks exchanging no
+    mass) is solved again with a shift of sqrt(rounding unit), in the same pass: no host sync."""
+    unit = torch.finfo(S.dtype).eps
+    shift = torch.diag_embed(diag)
+    z, info = torch.linalg.solve_ex(S + unit * shift, rhs[..., None])
+    z = z[..., 0]
+    bad = (info != 0) | ~torch.isfinite(z).all(-1)
+    if S.device.type == "cpu" and not torch.compiler.is_compiling() and not bool(bad.any()):
+        return z  # the common case, known without a device sync on the CPU
+    z2 = torch.linalg.solve_ex(S + unit ** 0.5 * shift, rhs[..., None])[0][..., 0]
+    return torch.where(bad[..., None], z2, z)
 
 
 def _weight_grad(dmu: torch.Tensor, weights: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -135,7 +166,7 @@ def implicit_backward(grad_scores, video, desc, frame_mask, desc_mask, frame_wei
             sim = (vn.reshape(B * T, -1) @ dn_chunk.T).view(B, T, a1 - a0, N)                 # one GEMM
         z = (sim - 1.0) / eps + (ft[:, :, a0:a1] / eps)[..., None] + (g[:, a0:a1] / eps)[:, None]
         P = torch.where(valid, torch.exp(z), 0.0)
-        x, y = _adjoint(P, sim, rows, cols, kf, kd, options.balanced)
+        x, y = _adjoint(P, sim, rows, cols, kf, kd)
         G = go[:, None, a0:a1, None] * P * (1.0 + (sim - x[..., None] - y[:, None]) / eps)  # (B, T, a, N)
         G = G.reshape(B * T, -1)
         if needs[0]:
@@ -179,7 +210,10 @@ class _ImplicitScores(torch.autograd.Function):
         needs = tuple(ctx.needs_input_grad[:4])
         with torch.no_grad():
             grads = implicit_backward(grad_scores, video, desc, fm, dm, fw, dw, f, g, ctx.options, needs, sims)
-        grads = tuple(_refuse_double_backward(gr, video, desc) if gr is not None else None for gr in grads)
+        # Tied to every differentiated input, the weights too: a Hessian with respect to the
+        # weights raises instead of coming back as zeros.
+        owners = [x for x in (video, desc, fw, dw) if x is not None]
+        grads = tuple(_refuse_double_backward(gr, *owners) if gr is not None else None for gr in grads)
         return (*grads, None, None, None, None, None, None, None)
 
 

@@ -185,3 +185,40 @@ def test_chunks_of_classes_give_the_same_gradient(gen, monkeypatch):
         grads.append(torch.autograd.grad(s.sum(), inputs))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("side", ["frame_weights", "desc_weights"])
+def test_hessian_with_respect_to_the_weights_is_refused(side, gen):
+    """The implicit gradient is not differentiated again: a second derivative with respect to
+    the weights alone raises, instead of coming back as zeros."""
+    video, desc, _, _ = case(2, 3, 4, 3, 8, gen, dtype=torch.float64)
+    w = _weights(gen, (2, 4) if side == "frame_weights" else (3, 3))
+
+    def scores(x):
+        return od_solve(video, desc, grad="implicit", backend="torch", **{side: x}).sum()
+
+    with pytest.raises(RuntimeError, match="double backward is not supported"):
+        torch.autograd.functional.hessian(scores, w)
+
+
+@pytest.mark.parametrize("kw", [dict(reg_m=1e30), dict(reg_m=1e15), dict(reg_m=(INF, 1e30)), dict(eps=1e-3),
+                                dict(eps=2e-3)], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_implicit_backward_is_finite_where_its_system_is_singular(kw, dtype, gen):
+    """Relaxations so weak that 1 + eps / rho rounds to 1 leave the balanced gauge direction in
+    the system; unconverged plans at small eps have rows or columns of zero mass and blocks that
+    exchange none. The gradient stays finite, and for the weak relaxation equals the balanced one."""
+    video, desc, fm, dm = case(3, 4, 6, 4, 16, gen, dtype=dtype, masks=True)
+    grads = []
+    # The weak relaxation against the balanced solve at equal iterations (their stop rules differ).
+    fixed = dict(tol=0.0, max_iter=200) if "reg_m" in kw else {}
+    for reg in (kw.get("reg_m"), None) if "reg_m" in kw else (None,):
+        v, d = video.clone().requires_grad_(True), desc.clone().requires_grad_(True)
+        s = od_solve(v, d, frame_mask=fm, desc_mask=dm, grad="implicit", backend="cpu",
+                     **{**kw, "reg_m": reg, **fixed})
+        s.sum().backward()
+        assert torch.isfinite(v.grad).all() and torch.isfinite(d.grad).all()
+        grads.append((v.grad, d.grad))
+    if len(grads) == 2:
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
