@@ -151,6 +151,10 @@ def _train(cfg: RunConfig, env: Distributed, resume: bool, progress: bool) -> di
     bar = tqdm(total=total, initial=step, desc="train", disable=not (progress and env.main), dynamic_ncols=True)
     last_loss, skipped_total, empty_run = float("nan"), 0, 0
     while step < total:
+        if batch_in_epoch >= sampler.batches_per_epoch():
+            # A checkpoint written after an epoch's last batch (a step that ends the epoch):
+            # what comes next is the next epoch's first batch, not an empty rest of this one.
+            epoch, batch_in_epoch = epoch + 1, 0
         sampler.epoch, sampler.start = epoch, batch_in_epoch
         t0, micro, loss_sum = time.time(), 0, 0.0
         used_in_epoch = 0

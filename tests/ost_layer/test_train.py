@@ -71,6 +71,39 @@ def test_killed_run_resumes_without_lost_or_repeated_steps(data, tmp_path):
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-5, abs=1e-6), got["step"]
 
 
+class _Killed(Exception):
+    """The process dying right after it wrote a checkpoint."""
+
+
+def test_resume_from_a_checkpoint_at_an_epoch_end(data, tmp_path, monkeypatch):
+    """24 training videos in batches of 8 make 3 steps an epoch: with save_every=3 every
+    checkpoint falls on an epoch's end. The resumed loader used to start past the epoch's last
+    batch, yield nothing, and stop with "no video could be decoded in a whole epoch"."""
+    import ost.train
+
+    (tmp_path / "ref").mkdir()
+    reference = write_config(tmp_path / "ref", data, out_dir=str(tmp_path / "ref" / "run"), max_steps=6,
+                             save_every=3, num_workers=0)
+    assert main(["train", "--config", str(reference), "--quiet"]) == 0
+    config = write_config(tmp_path, data, max_steps=6, save_every=3, num_workers=0)
+    real_save = ost.train.save_checkpoint
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        raise _Killed
+
+    monkeypatch.setattr(ost.train, "save_checkpoint", save_then_die)
+    with pytest.raises(_Killed):
+        main(["train", "--config", str(config), "--quiet"])
+    monkeypatch.undo()
+    assert [s["step"] for s in steps(tmp_path / "run")] == [1, 2, 3]
+    assert main(["train", "--config", str(config), "--resume", "--quiet"]) == 0
+    log, ref = steps(tmp_path / "run"), steps(tmp_path / "ref" / "run")
+    assert [s["step"] for s in log] == list(range(1, 7))
+    for got, want in zip(log, ref):  # the second epoch as the uninterrupted run trained it
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5, abs=1e-6), got["step"]
+
+
 @needs_torchrun
 def test_two_gloo_processes_match_one(data, tmp_path):
     one = write_config(tmp_path, data, max_steps=3, out_dir=str(tmp_path / "one"))
