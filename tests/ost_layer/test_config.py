@@ -47,6 +47,9 @@ def test_od_settings_from_yaml_and_overrides(data, tmp_path):
     ("od.backend=numpy", r"backend must be one of auto, triton, cuda, cpu, torch.*, got 'numpy'"),
     ("od.colour=red", r"unknown settings \['colour'\] under 'od'"),
     ("od.use_ot=false", None),
+    # infinite weights made -Infinity logits (not JSON) and NaN probabilities
+    ("od.spatio_weight=.inf", r"od.spatio_weight must be a finite number >= 0, got inf"),
+    ("od.temporal_weight=-.inf", r"od.temporal_weight must be a finite number >= 0, got -inf"),
 ])
 def test_bad_od_settings_are_refused_by_every_command(data, tmp_path, override, match, capsys):
     path = write(tmp_path, data)
