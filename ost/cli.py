@@ -142,9 +142,9 @@ def parse_args(argv=None):
     syn = sub.add_parser("make-synthetic", help="write a small synthetic video data set")
     syn.add_argument("--out", required=True, help="folder to write videos/, labels, lists, descriptors to")
     syn.add_argument("--classes", type=int, default=4, help="number of classes, 1 to 32 (default 4)")
-    syn.add_argument("--videos-per-class", type=int, default=8, help="default 8; a quarter go to val.txt")
-    syn.add_argument("--frames", type=int, default=16, help="frames per video (default 16)")
-    syn.add_argument("--size", type=int, default=64, help="frame side in pixels (default 64)")
+    syn.add_argument("--videos-per-class", type=int, default=8, help=">= 1, default 8; a quarter go to val.txt")
+    syn.add_argument("--frames", type=int, default=16, help="frames per video, >= 1 (default 16)")
+    syn.add_argument("--size", type=int, default=64, help="frame side in pixels, even, >= 6 (default 64)")
     syn.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     syn.set_defaults(func=commands.make_synthetic)
 

@@ -174,8 +174,11 @@ def _descriptor_set(cfg, split):
 
 
 def make_synthetic(args) -> int:
-    from .synthetic import make_synthetic as make
+    from .synthetic import check_arguments, make_synthetic as make
 
+    check_arguments(args.classes, args.videos_per_class, args.frames, args.size,
+                    names=dict(num_classes="--classes", videos_per_class="--videos-per-class", frames="--frames",
+                               size="--size"))
     paths = make(args.out, args.classes, args.videos_per_class, args.frames, args.size, seed=args.seed)
     print(json.dumps({k: str(v) for k, v in paths.items()}))
     return 0

@@ -132,3 +132,20 @@ def test_evaluation_iterates_its_loader_once():
     for module in (ost.evaluate, ost.model):
         Counted.iterators = 0
         assert list(module.tqdm(Counted(), disable=True)) == [0, 1, 2] and Counted.iterators == 1
+
+
+@pytest.mark.parametrize("flag, value, said", [
+    ("--frames", "0", "--frames must be a whole number >= 1, got 0"),  # was a ZeroDivisionError
+    ("--frames", "-3", "--frames must be a whole number >= 1, got -3"),
+    ("--size", "0", "--size must be an even number >= 6"),  # a ZeroDivisionError
+    ("--size", "1", "--size must be an even number >= 6"),  # libx264's error
+    ("--size", "33", "--size must be an even number >= 6"),
+    ("--videos-per-class", "0", "--videos-per-class must be a whole number >= 1, got 0"),  # exit 0, empty lists
+    ("--videos-per-class", "-1", "--videos-per-class must be a whole number >= 1, got -1"),
+    ("--classes", "33", "--classes must be a whole number from 1 to 32, got 33"),
+])
+def test_make_synthetic_refuses_what_cannot_make_a_data_set(tmp_path, capsys, flag, value, said):
+    out = tmp_path / "syn"
+    line = one_error_line(capsys, ["make-synthetic", "--out", str(out), flag, value])
+    assert said in line
+    assert not out.exists()  # refused before anything is written
