@@ -18,7 +18,9 @@ name, repeatable (later ones win); `--set` any setting of ost.config.RunConfig, 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from . import commands
 
@@ -164,13 +166,59 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+# The shell's code for a command stopped by Ctrl-C (128 + SIGINT).
+INTERRUPTED = 130
+
+
+class _SigintSeen:
+    """Remembers a Ctrl-C while a command runs (then raises KeyboardInterrupt, as Python's own
+    handler does): the same Ctrl-C also stops the loader workers, and the error that their
+    exit can raise first in this process is then reported as the interruption it is."""
+
+    def __init__(self):
+        self.seen = False
+        self.previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+def _close_progress_bars() -> None:
+    """End the bars a Ctrl-C left drawn, so that the message starts a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or []):
+        bar.close()
+
+
+def _interrupted() -> int:
+    _close_progress_bars()
+    print("ost: interrupted", file=sys.stderr)
+    return INTERRUPTED
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, RuntimeError, OSError) as exc:  # user errors: one line, no traceback
-        print(f"ost: error: {exc}", file=sys.stderr)
-        return 2
+    with _SigintSeen() as sigint:
+        try:
+            return args.func(args)
+        except KeyboardInterrupt:  # Ctrl-C: one line; files are written whole or not at all
+            return _interrupted()
+        except (ValueError, RuntimeError, OSError) as exc:  # user errors: one line, no traceback
+            if sigint.seen:
+                return _interrupted()
+            print(f"ost: error: {exc}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

@@ -152,15 +152,15 @@ def predict(args) -> int:
                                       "videos": [p.as_dict() for p in preds]})
     ok = [p for p in preds if not p.error]
     if args.plot_dir and ok:
+        from .files import output_folder
         from .plots import plot_video_plans
 
-        out = Path(args.plot_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        for i, p in enumerate(ok):
-            png = out / f"{i:03d}_{Path(p.video).stem}.png"
-            plot_video_plans(rec.model, p.video, png, cfg.frames, cfg.size, top=min(3, args.top),
-                             normalization=cfg.normalization, deviation=args.deviation)
-            print(f"plan figure: {png}")
+        with output_folder(args.plot_dir) as out:
+            for i, p in enumerate(ok):
+                png = out / f"{i:03d}_{Path(p.video).stem}.png"
+                plot_video_plans(rec.model, p.video, png, cfg.frames, cfg.size, top=min(3, args.top),
+                                 normalization=cfg.normalization, deviation=args.deviation)
+                print(f"plan figure: {png}")
     if not ok:
         print(f"ost: error: none of the {len(preds)} videos could be read", file=sys.stderr)
         return 2

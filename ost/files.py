@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, IO
 
@@ -70,3 +71,18 @@ def atomic_write_json(path: str | os.PathLike, obj) -> Path:
         fh.write("\n")
 
     return atomic_write(path, write)
+
+
+@contextmanager
+def output_folder(path: str | os.PathLike):
+    """A folder to write files into, created if need be; if this created it and the work inside
+    fails or is interrupted before a file lands there, it is removed again (no empty folder)."""
+    path = Path(path)
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        if created and not any(path.iterdir()):
+            path.rmdir()
+        raise

@@ -23,6 +23,7 @@ from ost_kernels import od_plan
 from .annotations import VideoRecord
 from .augment import check_normalization
 from .data import VideoDataset
+from .files import atomic_write
 
 
 def _thumbnails(frames: torch.Tensor) -> torch.Tensor:
@@ -111,9 +112,13 @@ def plot_plans(plans: torch.Tensor, class_names: list[str], descriptors: list[li
     if title:
         fig.suptitle(title, fontsize=10)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=130)
-    plt.close(fig)
+    try:
+        # A temporary name beside it, then a rename: an interrupted or failed run leaves the
+        # old file or none, never part of a PNG.
+        fmt = out_path.suffix.lstrip(".").lower() or "png"
+        atomic_write(out_path, lambda fh: fig.savefig(fh, format=fmt, dpi=130), binary=True)
+    finally:
+        plt.close(fig)
     return out_path
 
 

@@ -227,12 +227,12 @@ def test_paper_figure_shares_one_scale_and_numbers_source_frames(tmp_path, monke
     video = sample_videos()[0]  # bigbuckbunny.mp4: 132 frames, 1280x720
     clip, numbers = sampled_clip(video, 8, 32)
     assert clip.shape == (8, 3, 32, 32) and numbers == segment_indices(132, 8, False)
-    seen = {}
+    seen = []
     real_savefig = matplotlib.figure.Figure.savefig
 
-    def savefig(fig, path, **kw):
-        seen[str(path)] = fig
-        return real_savefig(fig, path, **kw)
+    def savefig(fig, target, **kw):  # target: the temporary file the PNG is written to, then renamed
+        seen.append(fig)
+        return real_savefig(fig, target, **kw)
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
     plans = torch.rand(2, 8, 3, dtype=torch.float64)
@@ -243,7 +243,7 @@ def test_paper_figure_shares_one_scale_and_numbers_source_frames(tmp_path, monke
                          frames=(clip * 0.2 + 0.5).clamp(0, 1), frame_numbers=numbers, deviation=deviation,
                          score_label="logit, logit scale 100.0 included")
         assert out.stat().st_size > 10_000
-        fig = seen[str(out)]
+        fig = seen[-1]
         images = [im for ax in fig.axes for im in ax.get_images() if im.get_array().ndim == 2]
         assert len(images) == 2 and len({(im.norm.vmin, im.norm.vmax) for im in images}) == 1
         if deviation:
