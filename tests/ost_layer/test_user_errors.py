@@ -1,6 +1,7 @@
 """What a user's malformed files get: one `ost: error: ...` line naming the file (and line),
 exit code 2, no traceback."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +150,33 @@ def test_make_synthetic_refuses_what_cannot_make_a_data_set(tmp_path, capsys, fl
     line = one_error_line(capsys, ["make-synthetic", "--out", str(out), flag, value])
     assert said in line
     assert not out.exists()  # refused before anything is written
+
+
+def test_a_checkpoint_replaces_the_pretrained_weights_so_none_are_fetched(data, tmp_path, monkeypatch):
+    """A config with `pretrained: openai` and a checkpoint: the checkpoint gives every weight,
+    so open_clip is not asked for the pretrained ones (offline: a minute of retries, then a
+    download error that never mentioned the checkpoint)."""
+    import open_clip
+    import torch
+
+    from ost.build import load_model
+    from ost.config import load_config
+
+    config = write_config(tmp_path, data, pretrained="openai")
+    ckpt = tmp_path / "w.pt"
+    torch.save(load_model(load_config(str(config), ["pretrained=null"]), None).state_dict(), ckpt)
+    real = open_clip.create_model
+
+    def offline(name, pretrained=None, **kwargs):
+        assert not pretrained and not kwargs.get("pretrained_text", True), \
+            f"pretrained weights {pretrained!r} asked for although the checkpoint replaces them"
+        return real(name, pretrained=None, **kwargs)
+
+    monkeypatch.setattr(open_clip, "create_model", offline)
+    video = str(Path(data["labels"]).parent / "videos" / "class00_00.mp4")
+    assert main(["eval", "--config", str(config), "--list", str(data["val"]), "--checkpoint", str(ckpt),
+                 "--quiet"]) == 0
+    assert main(["predict", video, "--config", str(config), "--checkpoint", str(ckpt), "--classes", "a,b",
+                 "--quiet"]) == 0
+    assert main(["plot-plan", "--config", str(config), "--checkpoint", str(ckpt), "--video", video, "--out",
+                 str(tmp_path / "p.png")]) == 0
