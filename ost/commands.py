@@ -53,11 +53,21 @@ def train(args) -> int:
     return 0
 
 
+def _parse_split(spec: str):
+    from .evaluate import Split
+
+    parts = spec.split(",")
+    if len(parts) not in (4, 5):
+        raise ValueError(f"--split {spec!r}: expected LABELS,LIST,SPATIO,TEMPORAL[,ROOT] (4 or 5 comma-separated "
+                         f"paths), got {len(parts)}")
+    return Split(*parts)
+
+
 def _splits(cfg, args):
     from .evaluate import Split
 
     if args.split:
-        return [Split(*spec.split(",")) for spec in args.split]
+        return [_parse_split(spec) for spec in args.split]
     if cfg.eval.splits and not args.list:
         return [Split(cfg.data_path(s["labels"]), cfg.data_path(s["list"]), cfg.data_path(s["spatio"]),
                       cfg.data_path(s["temporal"]), s.get("root", cfg.root)) for s in cfg.eval.splits]
@@ -71,21 +81,39 @@ def _splits(cfg, args):
                   cfg.data_path(cfg.temporal), cfg.root)]
 
 
+def _split_classes(cfg, splits) -> list:
+    """Each split's classes and descriptors, its video list checked against them: every file
+    eval reads, read before the model is built."""
+    from .annotations import read_annotations
+
+    sets = []
+    for split in splits:
+        sets.append(_descriptor_set(cfg, split))
+        read_annotations(split.video_list, split.root, sets[-1].num_classes)
+    return sets
+
+
 def evaluate(args) -> int:
     from .build import scoring_model
     from .config import load_config
     from .evaluate import evaluate as run
+    from .files import check_output_file
 
     cfg = load_config(args.config, args.set or [])
-    model = scoring_model(cfg, args.checkpoint, args.zero_shot)
+    # The cheap checks first (files, outputs, the checkpoint in scoring_model), then the model.
     splits = _splits(cfg, args)
+    sets = _split_classes(cfg, splits)
+    check_output_file(args.out, "--out")
+    check_output_file(args.predictions, "--predictions")
+    model = scoring_model(cfg, args.checkpoint, args.zero_shot, descriptors=sets[0])
+    by_split = {id(split): classes for split, classes in zip(splits, sets)}
     ev = cfg.eval
     budget = int(ev.memory_budget_mb * 2**20) if ev.memory_budget_mb else None
     result = run(model, splits, cfg.frames, cfg.size, ev.batch_size, progress=not args.quiet, out_path=args.out,
                  predictions_path=args.predictions,
                  class_chunk=ev.class_chunk, memory_budget=budget, views=tuple(ev.views),
                  normalization=cfg.normalization, num_workers=cfg.num_workers,
-                 descriptors=lambda split: _descriptor_set(cfg, split))
+                 descriptors=lambda split: by_split[id(split)])
     s = result["summary"]
     scored = sum(r["videos"] for r in result["splits"])
     skipped = sum(r["skipped"] for r in result["splits"])
@@ -100,41 +128,78 @@ def evaluate(args) -> int:
     return 0
 
 
-def predict(args) -> int:
-    from .config import load_config
-    from .descriptors import load_class_names
-    from .files import atomic_write_json
-    from .recognizer import Recognizer
-
+def _check_predict_flags(args) -> None:
+    """The flags that need no file: checked first."""
     if (args.spatio is None) != (args.temporal is None):
         raise ValueError("--spatio and --temporal go together")
     if args.generate and args.spatio:
         raise ValueError("--generate asks the LLM for descriptors: give it or --spatio / --temporal, not both")
     if args.top < 1:
         raise ValueError(f"--top must be >= 1, got {args.top}")
-    cfg = load_config(args.config, args.set or [], data=False)
-    names = None
+
+
+def _predict_classes(args, cfg) -> list[str] | None:
+    """The class names to rank (None: the config's own class files, read here to check them)."""
+    from .build import descriptor_set
+    from .descriptors import load_class_names
+    from .recognizer import check_names
+
     if args.classes is not None:
         names = [n.strip() for n in args.classes.split(",")]
         if not any(names):
             raise ValueError("--classes is empty: give class names, comma-separated")
-    elif args.labels:
-        names = load_class_names(args.labels)
-    if names is None and (args.spatio or args.generate):
+        return check_names(names)
+    if args.labels:
+        return load_class_names(args.labels)
+    if args.spatio or args.generate:
         if not cfg.labels:
             raise ValueError("descriptors need classes: pass --classes or --labels")
-        names = load_class_names(cfg.data_path(cfg.labels))
-    if names is None and not (cfg.labels and cfg.spatio and cfg.temporal):
+        return load_class_names(cfg.data_path(cfg.labels))
+    named = [cfg.labels] + ([] if cfg.class_name_baseline else [cfg.spatio, cfg.temporal])
+    if not all(named):
         raise ValueError("no classes: pass --classes \"a,b,c\" or --labels CSV (the config names no label and "
                          "descriptor files)")
+    missing = [cfg.data_path(f) for f in named if not Path(cfg.data_path(f)).is_file()]
+    if missing:
+        raise ValueError(f"no classes: the config's class file {missing[0]} is not there: pass --classes or "
+                         "--labels (the presets' files: ost data download --dest ost-data)")
+    descriptor_set(cfg)
+    return None
+
+
+def _present_videos(videos: list[str]) -> None:
+    """At least one of the videos must be a file (a missing one among others is reported and skipped)."""
+    if not any(Path(v).is_file() for v in videos):
+        shown = ", ".join(videos[:3]) + (" ..." if len(videos) > 3 else "")
+        raise ValueError(f"none of the {len(videos)} videos is a file: {shown}")
+
+
+def predict(args) -> int:
+    from .config import load_config
+    from .files import atomic_write_json, check_output_file, check_output_folder
+    from .recognizer import Recognizer, descriptor_lists, read_descriptor_cache
+
+    # What is cheap to check is checked before the model is built (seconds, or a minute of
+    # download retries offline): flags, classes, descriptor files, videos, outputs, and (in
+    # Recognizer) the checkpoint.
+    _check_predict_flags(args)
+    cfg = load_config(args.config, args.set or [], data=False)
+    names = _predict_classes(args, cfg)
+    given = client = None
+    if args.spatio:
+        given = (descriptor_lists(args.spatio, names, "spatio"), descriptor_lists(args.temporal, names, "temporal"))
+    if args.generate:
+        from .generate import make_client
+
+        read_descriptor_cache(args.cache)
+        client = make_client(args.base_url, args.api_key)
+    _present_videos(args.videos)
+    check_output_file(args.json, "--json")
+    check_output_folder(args.plot_dir, "--plot-dir")
     rec = Recognizer(cfg, args.checkpoint, zero_shot=args.zero_shot)
     if names is not None:
-        client = None
-        if args.generate:
-            from .generate import make_client
-
-            client = make_client(args.base_url, args.api_key)
-        rec.set_classes(names, spatio=args.spatio, temporal=args.temporal, generate=args.generate,
+        spatio, temporal = given or (None, None)
+        rec.set_classes(names, spatio=spatio, temporal=temporal, generate=args.generate,
                         cache=args.cache, client=client, progress=not args.quiet,
                         llm=dict(n=args.n, model=args.model, temperature=args.temperature,
                                  max_attempts=args.max_attempts))
@@ -185,14 +250,23 @@ def make_synthetic(args) -> int:
 
 
 def plot_plan(args) -> int:
-    from .build import scoring_model
+    from .build import descriptor_set, scoring_model
     from .config import load_config
-    from .plots import plot_video_plans
+    from .files import check_output_file
+    from .plots import plot_video_plans, sampled_clip
 
     cfg = load_config(args.config, args.set or [])
-    model = scoring_model(cfg, args.checkpoint, args.zero_shot)
+    # The cheap checks (flags, output, classes, the video decoding) before the model is built.
+    if args.top < 1:
+        raise ValueError(f"--top must be >= 1, got {args.top}")
+    check_output_file(args.out, "--out")
+    if not Path(args.video).is_file():
+        raise ValueError(f"--video {args.video}: no such file")
+    descriptors = descriptor_set(cfg)
+    clip = sampled_clip(args.video, cfg.frames, cfg.size, cfg.normalization)
+    model = scoring_model(cfg, args.checkpoint, args.zero_shot, descriptors=descriptors)
     print(plot_video_plans(model, args.video, args.out, cfg.frames, cfg.size, top=args.top, kind=args.kind,
-                           normalization=cfg.normalization, deviation=args.deviation))
+                           normalization=cfg.normalization, deviation=args.deviation, clip=clip))
     return 0
 
 

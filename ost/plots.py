@@ -12,6 +12,7 @@ as the classifier ranks them.
 """
 from __future__ import annotations
 
+import logging
 import random
 import textwrap
 from pathlib import Path
@@ -135,19 +136,37 @@ def sampled_clip(video_path, frames: int, size: int, normalization: str = "image
         return chosen
 
     dataset._indices = recording
-    clip, _, _ = dataset[0]
+    reasons = _DecodeFailure()
+    logging.getLogger("ost.data").addFilter(reasons)  # the reason goes into the error, not a log line
+    try:
+        clip, _, _ = dataset[0]
+    finally:
+        logging.getLogger("ost.data").removeFilter(reasons)
     if clip is None:
-        raise ValueError(f"{video_path}: cannot decode this video")
+        raise ValueError(f"{video_path}: cannot decode this video" + (f" ({reasons.last})" if reasons.last else ""))
     return clip, list(chosen)
+
+
+class _DecodeFailure(logging.Filter):
+    """Keeps the dataset's "skipping unreadable video" warning's reason instead of logging it."""
+
+    last = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args and "unreadable" in record.msg:
+            self.last = str(record.args[-1])
+            return False
+        return True
 
 
 @torch.no_grad()
 def plot_video_plans(model, video_path, out_path, frames: int, size: int, top: int = 3, kind: str = "temporal",
-                     normalization: str = "imagenet", deviation: bool = False):
+                     normalization: str = "imagenet", deviation: bool = False, clip=None):
     """Plans of one video against its `top` classes, for `kind` descriptors; returns the PNG path.
-    `normalization`: the pixel mean / std the model was trained with (as `ost eval`)."""
+    `normalization`: the pixel mean / std the model was trained with (as `ost eval`). clip:
+    sampled_clip's result for this video, if it was decoded already."""
     model.eval()
-    clip, numbers = sampled_clip(video_path, frames, size, normalization)
+    clip, numbers = clip or sampled_clip(video_path, frames, size, normalization)
     device = next(model.parameters()).device
     emb = model.encode_video(clip[None].to(device))
     desc = model.descriptor_embeddings()

@@ -57,7 +57,8 @@ class Prediction:
         return dataclasses.asdict(self)
 
 
-def _check_names(names) -> list[str]:
+def check_names(names) -> list[str]:
+    """Class names stripped, refused when empty or repeated."""
     if isinstance(names, str) or not isinstance(names, Sequence):
         raise TypeError(f"class names must be a list of strings, got {type(names).__name__}")
     out = []
@@ -77,7 +78,7 @@ def _check_names(names) -> list[str]:
     return out
 
 
-def _descriptor_lists(value, names: list[str], kind: str) -> list[list[str]]:
+def descriptor_lists(value, names: list[str], kind: str) -> list[list[str]]:
     """Per-class descriptor lists (in names' order) from lists, a {name: list} mapping or a
     JSON file in the paper's format (keyed by class id in names' order)."""
     if isinstance(value, (str, os.PathLike)):
@@ -99,6 +100,15 @@ def _descriptor_lists(value, names: list[str], kind: str) -> list[list[str]]:
     return [list(items) for items in value]
 
 
+def read_descriptor_cache(cache) -> dict:
+    """The descriptor cache of generated_descriptors ({} when there is none yet), checked."""
+    cache = Path(cache)
+    store = load_json(cache) if cache.exists() else {}
+    if not isinstance(store, dict) or not all(isinstance(store.get(k, {}), dict) for k in KINDS):
+        raise DescriptorError(f"{cache}: not a descriptor cache (expected {{\"spatio\": {{name: [...]}}, ...}})")
+    return store
+
+
 def generated_descriptors(names: list[str], cache, *, n: int = 4, client=None, model: str | None = None,
                           temperature: float | None = None, max_attempts: int = 4, progress: bool = False
                           ) -> tuple[list[list[str]], list[list[str]]]:
@@ -108,9 +118,7 @@ def generated_descriptors(names: list[str], cache, *, n: int = 4, client=None, m
     from . import generate
 
     cache = Path(cache)
-    store = load_json(cache) if cache.exists() else {}
-    if not isinstance(store, dict) or not all(isinstance(store.get(k, {}), dict) for k in KINDS):
-        raise DescriptorError(f"{cache}: not a descriptor cache (expected {{\"spatio\": {{name: [...]}}, ...}})")
+    store = read_descriptor_cache(cache)
     kw = dict(model=model or generate.MODEL, temperature=generate.TEMPERATURE if temperature is None else temperature,
               max_attempts=max_attempts, progress=progress)
     out = []
@@ -178,14 +186,14 @@ class Recognizer:
         temperature, max_attempts), caching the answers by class name in `cache` (default
         ./ost_descriptor_cache.json). Neither: the class-name prompt baseline. Returns where
         the classes' texts come from (also in each Prediction's classes_from)."""
-        names = _check_names(names)
+        names = check_names(names)
         if (spatio is None) != (temporal is None):
             raise ValueError("give both spatio and temporal descriptors, or neither")
         if generate and spatio is not None:
             raise ValueError("give descriptors or generate=True, not both")
         od, (sp, tp) = self._od, self._prompts
         if spatio is not None:
-            lists = (_descriptor_lists(spatio, names, "spatio"), _descriptor_lists(temporal, names, "temporal"))
+            lists = (descriptor_lists(spatio, names, "spatio"), descriptor_lists(temporal, names, "temporal"))
             source = "given descriptors"
         elif generate:
             lists = generated_descriptors(names, cache or "ost_descriptor_cache.json", client=client,

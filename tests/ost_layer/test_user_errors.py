@@ -32,7 +32,7 @@ def test_a_file_that_is_no_checkpoint(data, tmp_path, capsys, content, said):
     config = write_config(tmp_path, data)
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(content)
-    line = one_error_line(capsys, ["eval", "--config", str(config), "--list", str(data["train"]), "--checkpoint",
+    line = one_error_line(capsys, ["eval", "--config", str(config), "--list", str(data["val"]), "--checkpoint",
                                    str(ckpt), "--quiet"])
     assert str(ckpt) in line and said in line
 
@@ -150,6 +150,86 @@ def test_make_synthetic_refuses_what_cannot_make_a_data_set(tmp_path, capsys, fl
     line = one_error_line(capsys, ["make-synthetic", "--out", str(out), flag, value])
     assert said in line
     assert not out.exists()  # refused before anything is written
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fails the test if a model is built: what is cheap to check comes first (a ViT-B/16 takes
+    seconds to build, and offline a preset's pretrained weights a minute of download retries)."""
+    import open_clip
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was built before the cheap checks")
+
+    monkeypatch.setattr(open_clip, "create_model", refuse)
+
+
+def _file(tmp_path, name, content="x"):
+    path = tmp_path / name
+    path.write_text(content)
+    return path
+
+
+def test_cheap_mistakes_are_reported_before_any_model_is_built(data, tmp_path, capsys, no_model):
+    config = write_config(tmp_path, data)
+    video = str(Path(data["labels"]).parent / "videos" / "class00_00.mp4")
+    missing = str(tmp_path / "missing.pt")
+    a_file = _file(tmp_path, "a_file")
+    bad_json = _file(tmp_path, "bad.json", "{")
+    base = ["--config", str(config), "--quiet"]
+    evaluate = ["eval", *base, "--list", str(data["val"])]
+    predict = ["predict", video, *base, "--classes", "a,b"]
+    plot = ["plot-plan", "--config", str(config), "--video", video, "--out", str(tmp_path / "p.png")]
+    cases = [
+        (evaluate + ["--checkpoint", missing], f"checkpoint {missing} does not exist"),
+        (evaluate + ["--checkpoint", str(tmp_path)], "is a folder"),
+        (evaluate + ["--list", str(tmp_path / "none.txt")], "none.txt"),
+        (evaluate + ["--split", "a,b"], "--split 'a,b': expected LABELS,LIST,SPATIO,TEMPORAL[,ROOT]"),
+        (evaluate + ["--set", f"spatio={bad_json}"], f"{bad_json}:1: not valid JSON"),
+        (evaluate + ["--predictions", str(a_file / "preds.jsonl")], f"--predictions {a_file / 'preds.jsonl'}: "
+                                                                    f"{a_file} is a file, not a folder"),
+        (evaluate + ["--out", str(tmp_path)], f"--out {tmp_path}: is a folder"),
+        (predict + ["--checkpoint", missing], f"checkpoint {missing} does not exist"),
+        (predict + ["--spatio", str(bad_json), "--temporal", str(bad_json)], f"{bad_json}:1: not valid JSON"),
+        (["predict", str(tmp_path / "no.mp4"), *base, "--classes", "a,b"], "none of the 1 videos is a file"),
+        (predict + ["--json", str(tmp_path)], f"--json {tmp_path}: is a folder"),
+        (predict + ["--plot-dir", str(a_file)], f"--plot-dir {a_file}: is a file, not a folder"),
+        (predict + ["--generate", "--cache", str(bad_json), "--api-key", "k"], f"{bad_json}:1: not valid JSON"),
+        (["predict", video, "--config", str(config), "--set", "labels=nothing.csv"],
+         "the config's class file"),
+        (plot + ["--checkpoint", missing], f"checkpoint {missing} does not exist"),
+        (plot + ["--top", "0"], "--top must be >= 1, got 0"),
+        (["plot-plan", "--config", str(config), "--video", str(tmp_path / "no.mp4"), "--out", "p.png"],
+         "no.mp4: no such file"),
+        (["plot-plan", "--config", str(config), "--video", str(a_file), "--out", str(tmp_path / "p.png")],
+         "cannot decode this video"),
+        (["plot-plan", "--config", str(config), "--video", video, "--out", str(a_file / "p.png")],
+         "is a file, not a folder"),
+    ]
+    for argv, said in cases:
+        line = one_error_line(capsys, argv)
+        assert said in line, (argv, line)
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_train_refuses_before_writing_or_building(tmp_path, capsys, no_model):
+    """`--set batch_size=64` used to write out_dir/config.yaml, then refuse the batch size."""
+    data = make_synthetic(tmp_path / "syn", num_classes=2, videos_per_class=4, frames=4, size=32)  # 6 to train on
+    config = write_config(tmp_path, data, batch_size=2)
+    out_dir = tmp_path / "run"
+    for extra, said in [
+        (["--set", "batch_size=64"], "batch_size 64: the 6 training videos make no full global batch"),
+        (["--set", f"init_checkpoint={tmp_path / 'none.pt'}"], "none.pt does not exist"),
+        (["--set", f"train_list={tmp_path / 'none.txt'}"], "none.txt"),
+        (["--set", f"out_dir={_file(tmp_path, 'a_file')}"], "out_dir"),
+    ]:
+        line = one_error_line(capsys, ["train", "--config", str(config), "--quiet", *extra])
+        assert said in line, line
+        assert not out_dir.exists()
+    (out_dir).mkdir()
+    (out_dir / "checkpoint.pt").write_bytes(b"")
+    line = one_error_line(capsys, ["train", "--config", str(config), "--quiet", "--resume"])
+    assert "checkpoint.pt" in line and sorted(p.name for p in out_dir.iterdir()) == ["checkpoint.pt"]
 
 
 def test_a_checkpoint_replaces_the_pretrained_weights_so_none_are_fetched(data, tmp_path, monkeypatch):
