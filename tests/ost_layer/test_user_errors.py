@@ -260,3 +260,20 @@ def test_a_checkpoint_replaces_the_pretrained_weights_so_none_are_fetched(data, 
                  "--quiet"]) == 0
     assert main(["plot-plan", "--config", str(config), "--checkpoint", str(ckpt), "--video", video, "--out",
                  str(tmp_path / "p.png")]) == 0
+
+
+def test_an_error_line_needs_neither_torchvision_nor_open_clip(tmp_path):
+    """Before its first check a command imported torchvision (through ost.config), a second
+    on the 2-core machine: half the time to a mistake's error line."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom ost.cli import main\n"
+            "assert main(['predict', 'missing.mp4', '--config', 'k400_zero_shot', '--classes', 'a,b']) == 2\n"
+            "print(sorted(m for m in ('torchvision', 'open_clip') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == "ost: error: none of the 1 videos is a file: missing.mp4"
+    assert done.stdout.strip() == "[]"
