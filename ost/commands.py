@@ -187,7 +187,9 @@ def predict(args) -> int:
     names = _predict_classes(args, cfg)
     given = client = None
     if args.spatio:
-        given = (descriptor_lists(args.spatio, names, "spatio"), descriptor_lists(args.temporal, names, "temporal"))
+        order = "--classes order" if args.classes is not None else f"the ids of {args.labels or 'the label file'}"
+        given = tuple(descriptor_lists(path, names, kind, order)
+                      for path, kind in ((args.spatio, "spatio"), (args.temporal, "temporal")))
     if args.generate:
         from .generate import make_client
 

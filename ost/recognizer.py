@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from .config import RunConfig, load_config
-from .descriptors import KINDS, DescriptorError, DescriptorSet, load_descriptors
+from .descriptors import KINDS, DescriptorError, DescriptorSet, load_class_descriptors
 from .files import atomic_write_json, load_json
 
 log = logging.getLogger("ost.recognizer")
@@ -78,11 +78,12 @@ def check_names(names) -> list[str]:
     return out
 
 
-def descriptor_lists(value, names: list[str], kind: str) -> list[list[str]]:
+def descriptor_lists(value, names: list[str], kind: str, order: str = "the order of the names") -> list[list[str]]:
     """Per-class descriptor lists (in names' order) from lists, a {name: list} mapping or a
-    JSON file in the paper's format (keyed by class id in names' order)."""
+    JSON file keyed by class name or, in the paper's format, by class id (0..N-1 in names'
+    order; `order` says what that order is, for the error)."""
     if isinstance(value, (str, os.PathLike)):
-        return load_descriptors(value, len(names))
+        return load_class_descriptors(value, names, order)
     if isinstance(value, Mapping):
         unknown = sorted(set(value) - set(names))
         if unknown:

@@ -154,6 +154,43 @@ def test_cli_table_json_plots_and_unreadable_videos(config, data, tmp_path, caps
     assert len(list(plots.glob("*.png"))) == 2
 
 
+def test_descriptor_files_keyed_by_class_name(config, data, tmp_path, capsys):
+    """The README's {class: [...]} files: accepted where the classes are given by name (they
+    were refused: "key 'riding a bike' is not a class id"), the same predictions as the
+    paper's id-keyed files; where ids are required, the error says which ids."""
+    video = str(sorted(Path(data["labels"]).parent.glob("videos/*.mp4"))[0])
+    files = {}
+    for keyed in ("name", "id"):
+        for kind, table in (("spatio", SPATIO), ("temporal", TEMPORAL)):
+            path = files[keyed, kind] = tmp_path / f"{kind}_by_{keyed}.json"
+            path.write_text(json.dumps({(n if keyed == "name" else str(i)): table[n] for i, n in enumerate(NAMES)}))
+    got = {}
+    for keyed in ("name", "id"):
+        out = tmp_path / f"{keyed}.json"
+        assert main(["predict", video, "--config", str(config), "--classes", ",".join(NAMES), "--spatio",
+                     str(files[keyed, "spatio"]), "--temporal", str(files[keyed, "temporal"]), "--json", str(out),
+                     "--quiet"]) == 0
+        got[keyed] = json.loads(out.read_text())["videos"]
+    assert got["name"] == got["id"] and got["name"][0]["classes_from"] == "given descriptors"
+    rec = Recognizer(str(config))
+    rec.set_classes(NAMES, spatio=files["name", "spatio"], temporal=files["name", "temporal"])
+    assert rec.predict([video], top=5)[0].classes == got["name"][0]["classes"]
+    capsys.readouterr()
+
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"juggling balls": ["x"], "swimming": ["y"], "riding a bike": ["z"]}))
+    assert main(["predict", video, "--config", str(config), "--classes", ",".join(NAMES), "--spatio", str(other),
+                 "--temporal", str(other)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"ost: error: {other}: key 'swimming' is not one of the 3 classes: keys must be the class names, or class "
+        "ids 0..2 in --classes order (not both)")
+    assert main(["eval", "--config", str(config), "--set", f"spatio={files['name', 'spatio']}", "--list",
+                 str(data["val"]), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"ost: error: {files['name', 'spatio']}: key 'juggling balls' is not a class id: keys must be class ids "
+        f"0..3 in the order of {data['labels']}")
+
+
 @pytest.mark.parametrize("args, match", [
     (["--classes", ""], "--classes is empty"),
     (["--classes", "a,b,a"], r"duplicate class names: \['a'\]"),
