@@ -96,9 +96,12 @@ def descriptor_lists(value, names: list[str], kind: str, order: str = "the order
         raise DescriptorError(f"{kind} descriptors: expected one list per class ({len(names)}), got "
                               f"{len(value) if isinstance(value, Sequence) else type(value).__name__}")
     for n, items in zip(names, value):
-        if isinstance(items, str) or not isinstance(items, Sequence) or not all(isinstance(d, str) for d in items):
-            raise DescriptorError(f"{kind} descriptors of {n!r} must be a list of strings")
-    return [list(items) for items in value]
+        # As the file loader: each one a non-empty string, stripped (a blank one is no text to match).
+        if isinstance(items, str) or not isinstance(items, Sequence) or not items or \
+                not all(isinstance(d, str) and d.strip() for d in items):
+            raise DescriptorError(f"{kind} descriptors of {n!r} must be a non-empty list of non-empty strings, "
+                                  f"got {items!r}")
+    return [[d.strip() for d in items] for items in value]
 
 
 def read_descriptor_cache(cache) -> dict:

@@ -226,6 +226,13 @@ def test_recognizer_bad_input(recognizer, tmp_path):
         recognizer.set_classes(["a"], spatio={"a": ["x"], "b": ["y"]}, temporal={"a": ["z"]})
     with pytest.raises(ValueError, match="both spatio and temporal"):
         recognizer.set_classes(["a"], spatio={"a": ["x"]})
+    # Blank descriptors, which the file loader refuses, were taken from lists and mappings.
+    with pytest.raises(ValueError, match=r"spatio descriptors of 'a' must be a non-empty list of non-empty strings"):
+        recognizer.set_classes(["a"], spatio={"a": ["x", "  "]}, temporal={"a": ["z"]})
+    with pytest.raises(ValueError, match=r"temporal descriptors of 'b' must be a non-empty list of non-empty strings"):
+        recognizer.set_classes(["a", "b"], spatio=[["x"], ["y"]], temporal=[["z"], []])
+    recognizer.set_classes(["a"], spatio={"a": [" x "]}, temporal=[["z\n"]])
+    assert (recognizer.model.descriptors.spatio, recognizer.model.descriptors.temporal) == ([["x"]], [["z"]])
     recognizer.set_classes(NAMES)
     with pytest.raises(ValueError, match=r"frames must be \(B, T, 3, 32, 32\)"):
         recognizer.predict(torch.zeros(1, 4, 3, 64, 64))
