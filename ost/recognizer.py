@@ -295,6 +295,9 @@ class Recognizer:
         S = self.config.size
         if x.dim() != 5 or x.shape[2] != 3 or x.shape[-2:] != (S, S):
             raise ValueError(f"frames must be (B, T, 3, {S}, {S}) (the config's size), got {tuple(x.shape)}")
+        if x.shape[0] == 0 or x.shape[1] == 0:  # open_clip would fail on it, saying nothing about the input
+            raise ValueError(f"no videos given: the frames tensor {tuple(x.shape)} holds "
+                             f"{'no video' if x.shape[0] == 0 else 'videos of no frames'}")
         if x.dtype == torch.uint8:
             return x
         if not x.is_floating_point():

@@ -240,6 +240,10 @@ def test_recognizer_bad_input(recognizer, tmp_path):
         recognizer.predict(torch.full((1, 4, 3, 32, 32), 2.0))
     with pytest.raises(ValueError, match="top must be an integer >= 1"):
         recognizer.predict(torch.zeros(1, 4, 3, 32, 32), top=0)
+    with pytest.raises(ValueError, match=r"no videos given: the frames tensor \(0, 4, 3, 32, 32\) holds no video"):
+        recognizer.predict(torch.zeros(0, 4, 3, 32, 32, dtype=torch.uint8))  # raised inside open_clip
+    with pytest.raises(ValueError, match=r"holds videos of no frames"):
+        recognizer.predict(torch.zeros(2, 0, 3, 32, 32, dtype=torch.uint8))
 
 
 def test_fresh_recognizer_without_classes_refuses_to_predict():
