@@ -3,14 +3,26 @@ arguments and returns an exit status; heavy imports happen inside, so `ost --hel
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
+
+
+def _check_llm_flags(args) -> None:
+    """The LLM flags (`descriptors generate`, `predict --generate`), before any file or request."""
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise ValueError(f"--temperature must be a finite number >= 0, got {args.temperature}")
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    if args.max_attempts < 1:
+        raise ValueError(f"--max-attempts must be >= 1, got {args.max_attempts}")
 
 
 def generate(args) -> int:
     from .descriptors import load_class_names
     from .generate import PROMPTS, Prompt, generate_descriptors, make_client
 
+    _check_llm_flags(args)
     default = PROMPTS[args.kind]
     prompt = Prompt(
         system=Path(args.system).read_text(encoding="utf-8") if args.system else default.system,
@@ -136,6 +148,8 @@ def _check_predict_flags(args) -> None:
         raise ValueError("--generate asks the LLM for descriptors: give it or --spatio / --temporal, not both")
     if args.top < 1:
         raise ValueError(f"--top must be >= 1, got {args.top}")
+    if args.generate:
+        _check_llm_flags(args)
 
 
 def _predict_classes(args, cfg) -> list[str] | None:
