@@ -25,9 +25,13 @@ def one_error_line(capsys, argv) -> str:
 
 
 @pytest.mark.parametrize("content, said", [
-    (b"this is not a checkpoint\n", "not a checkpoint torch.load can read"),
+    (b"this is not a checkpoint\n", "not a checkpoint: not a file torch.save writes"),
     (b"", "an empty file"),
-], ids=["text", "empty"])
+    # torch.load's error for these advised re-running with weights_only=False, over 6 lines
+    (b'{"0": ["a ball"]}\n', "not a checkpoint: not a file torch.save writes (it looks like JSON)"),
+    (b"garbage", "not a checkpoint: not a file torch.save writes"),
+    (b"PK\x03\x04 a damaged zip", "not a checkpoint: not a file torch.save writes"),
+], ids=["text", "empty", "json", "garbage", "damaged-zip"])
 def test_a_file_that_is_no_checkpoint(data, tmp_path, capsys, content, said):
     config = write_config(tmp_path, data)
     ckpt = tmp_path / "model.pt"
