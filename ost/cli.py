@@ -3,7 +3,7 @@
     ost data download --dest ost-data                 # the paper's labels, descriptors, split lists
     ost presets                                       # the paper's runs as configs
     ost train --config k400_zero_shot --set root=/videos [--config ablation_spatio_only] [--resume]
-    ost eval --config hmdb_zero_shot --set root=/videos --checkpoint run/checkpoint.pt
+    ost eval --config hmdb_zero_shot --set root=/videos --checkpoint run/checkpoint.pt   # or --untrained
     ost plot-plan --config train.yaml --checkpoint run/checkpoint.pt --video v.mp4 --out plan.png
     ost descriptors generate --labels classes.csv --kind temporal --n 4 --out temporal_4.json
     ost descriptors reindex --full-labels all.csv --subset-labels base.csv --descriptors d.json --out base.json
@@ -130,7 +130,10 @@ def parse_args(argv=None):
 
     ev = sub.add_parser("eval", parents=[run_config], help="top-1 / top-5 accuracy against all classes "
                         "(settings: the config's eval group, e.g. --set eval.batch_size=16)")
-    ev.add_argument("--checkpoint", help="checkpoint or state dict (default: the model as created)")
+    ev.add_argument("--checkpoint", help="the weights to score: checkpoint or state dict (or give --untrained)")
+    ev.add_argument("--untrained", action="store_true",
+                    help="score the config's model as created, without a checkpoint: its `pretrained` CLIP weights "
+                         "(not fine-tuned), or random weights when it sets none")
     ev.add_argument("--list", help="video list to evaluate (default: the config's eval.splits, else eval.val_list)")
     ev.add_argument("--split", action="append", metavar="LABELS,LIST,SPATIO,TEMPORAL[,ROOT]",
                     help="a split to evaluate (repeatable; results are averaged as mean +- std)")

@@ -105,6 +105,20 @@ def _split_classes(cfg, splits) -> list:
     return sets
 
 
+def _scored_weights(cfg, args) -> None:
+    """Scoring a model that was not trained must be asked for (--untrained): without a
+    checkpoint eval used to score the model as created, random weights when the config sets
+    no `pretrained`, and exit 0 as if that were a result."""
+    if args.checkpoint and args.untrained:
+        raise ValueError("--untrained scores the model as created, without a checkpoint: give it or --checkpoint, "
+                         "not both")
+    if not (args.checkpoint or args.untrained):
+        what = (f"its pretrained {cfg.pretrained} weights, not fine-tuned" if cfg.pretrained else
+                "random weights: the config sets no `pretrained`")
+        raise ValueError(f"no --checkpoint: give the weights to score (--checkpoint FILE), or --untrained to score "
+                         f"the config's model as created ({what})")
+
+
 def evaluate(args) -> int:
     from .build import scoring_model
     from .config import load_config
@@ -112,6 +126,7 @@ def evaluate(args) -> int:
     from .files import check_output_file
 
     cfg = load_config(args.config, args.set or [])
+    _scored_weights(cfg, args)
     # The cheap checks first (files, outputs, the checkpoint in scoring_model), then the model.
     splits = _splits(cfg, args)
     sets = _split_classes(cfg, splits)

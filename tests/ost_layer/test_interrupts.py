@@ -47,7 +47,7 @@ def test_interrupted_eval_writes_nothing(data, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(ost.evaluate, "evaluate_split", interrupt)
     config = write_config(tmp_path, data)
     out, preds = tmp_path / "out" / "res.json", tmp_path / "out" / "preds.jsonl"
-    assert run(["eval", "--config", str(config), "--list", str(data["val"]), "--out", str(out),
+    assert run(["eval", "--config", str(config), "--list", str(data["val"]), "--untrained", "--out", str(out),
                 "--predictions", str(preds), "--quiet"]) == 130
     assert only_line(capsys) == "ost: interrupted"
     assert not out.exists() and not preds.exists()

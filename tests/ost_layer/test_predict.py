@@ -68,7 +68,7 @@ def test_predictions_are_evals_scores(config, data):
     logits (its top-5 and logits equal the eval's per-video predictions)."""
     out = Path(config).parent / "preds.jsonl"
     assert main(["eval", "--config", str(config), "--list", str(data["val"]), "--predictions", str(out),
-                 "--quiet"]) == 0
+                 "--untrained", "--quiet"]) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     rec = Recognizer(str(config))
     preds = {p.video: p for p in rec.predict([r["video"] for r in records], top=5)}
@@ -185,7 +185,7 @@ def test_descriptor_files_keyed_by_class_name(config, data, tmp_path, capsys):
         f"ost: error: {other}: key 'swimming' is not one of the 3 classes: keys must be the class names, or class "
         "ids 0..2 in --classes order (not both)")
     assert main(["eval", "--config", str(config), "--set", f"spatio={files['name', 'spatio']}", "--list",
-                 str(data["val"]), "--quiet"]) == 2
+                 str(data["val"]), "--untrained", "--quiet"]) == 2
     assert capsys.readouterr().err.strip() == (
         f"ost: error: {files['name', 'spatio']}: key 'juggling balls' is not a class id: keys must be class ids "
         f"0..3 in the order of {data['labels']}")

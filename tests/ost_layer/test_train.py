@@ -26,7 +26,7 @@ def data(tmp_path_factory):
 def accuracy(config, data, tmp_path, checkpoint=None):
     out = tmp_path / f"eval_{bool(checkpoint)}.json"
     args = ["eval", "--config", str(config), "--list", str(data["val"]), "--out", str(out), "--quiet"]
-    assert main(args + (["--checkpoint", str(checkpoint)] if checkpoint else [])) == 0
+    assert main(args + (["--checkpoint", str(checkpoint)] if checkpoint else ["--untrained"])) == 0
     return json.loads(out.read_text())["summary"]["top1"]["mean"]
 
 
@@ -233,7 +233,7 @@ def test_chunked_evaluation_equals_unchunked(data, tmp_path):
     for extra in ([], ["--set", "eval.class_chunk=1"], ["--set", "eval.memory_budget_mb=0.001"]):
         out = tmp_path / f"r{len(results)}.json"
         assert main(["eval", "--config", str(config), "--list", str(data["val"]), "--out", str(out), "--quiet",
-                     *extra]) == 0
+                     "--untrained", *extra]) == 0
         results.append(json.loads(out.read_text())["summary"])
     assert results[0] == results[1] == results[2]
 

@@ -44,14 +44,16 @@ def test_a_file_that_is_no_checkpoint(data, tmp_path, capsys, content, said):
 def test_yaml_syntax_error_names_file_and_line(data, tmp_path, capsys):
     config = write_config(tmp_path, data)
     config.write_text(config.read_text() + "frames: [1, 2\n")
-    line = one_error_line(capsys, ["eval", "--config", str(config), "--list", str(data["train"]), "--quiet"])
+    line = one_error_line(capsys, ["eval", "--config", str(config), "--list", str(data["val"]), "--untrained",
+                                   "--quiet"])
     assert f"{config}:" in line and "not valid YAML" in line
 
 
 def test_non_utf8_yaml_names_the_file(data, tmp_path, capsys):
     config = write_config(tmp_path, data)
     config.write_bytes(config.read_bytes() + b"# caf\xe9\n")
-    line = one_error_line(capsys, ["eval", "--config", str(config), "--list", str(data["train"]), "--quiet"])
+    line = one_error_line(capsys, ["eval", "--config", str(config), "--list", str(data["val"]), "--untrained",
+                                   "--quiet"])
     assert f"{config}: not UTF-8 text" in line
 
 
@@ -187,12 +189,13 @@ def test_cheap_mistakes_are_reported_before_any_model_is_built(data, tmp_path, c
     cases = [
         (evaluate + ["--checkpoint", missing], f"checkpoint {missing} does not exist"),
         (evaluate + ["--checkpoint", str(tmp_path)], "is a folder"),
-        (evaluate + ["--list", str(tmp_path / "none.txt")], "none.txt"),
-        (evaluate + ["--split", "a,b"], "--split 'a,b': expected LABELS,LIST,SPATIO,TEMPORAL[,ROOT]"),
-        (evaluate + ["--set", f"spatio={bad_json}"], f"{bad_json}:1: not valid JSON"),
-        (evaluate + ["--predictions", str(a_file / "preds.jsonl")], f"--predictions {a_file / 'preds.jsonl'}: "
-                                                                    f"{a_file} is a file, not a folder"),
-        (evaluate + ["--out", str(tmp_path)], f"--out {tmp_path}: is a folder"),
+        (evaluate + ["--untrained", "--list", str(tmp_path / "none.txt")], "none.txt"),
+        (evaluate + ["--untrained", "--split", "a,b"], "--split 'a,b': expected LABELS,LIST,SPATIO,TEMPORAL[,ROOT]"),
+        (evaluate + ["--untrained", "--set", f"spatio={bad_json}"], f"{bad_json}:1: not valid JSON"),
+        (evaluate + ["--untrained", "--predictions", str(a_file / "preds.jsonl")],
+         f"--predictions {a_file / 'preds.jsonl'}: {a_file} is a file, not a folder"),
+        (evaluate + ["--untrained", "--out", str(tmp_path)], f"--out {tmp_path}: is a folder"),
+        (evaluate, "no --checkpoint: give the weights to score"),
         (predict + ["--checkpoint", missing], f"checkpoint {missing} does not exist"),
         (predict + ["--spatio", str(bad_json), "--temporal", str(bad_json)], f"{bad_json}:1: not valid JSON"),
         (["predict", str(tmp_path / "no.mp4"), *base, "--classes", "a,b"], "none of the 1 videos is a file"),
