@@ -34,6 +34,15 @@ def _version() -> str:
         return "(not installed)"
 
 
+def _plan_scale(parser, prefix: str = "") -> None:
+    """The plan figure's colour scale; --deviation, once the option for today's default, is kept."""
+    parser.add_argument("--scale", choices=["deviation", "mass"], default="deviation",
+                        help=f"{prefix}colour each plan's difference from the uniform plan, P_ij - 1/(T N), centred on "
+                             "0 (deviation, the default: where the solver moved mass), or the mass P_ij itself on 0 to "
+                             "its maximum (near-uniform plans then show as one flat colour)")
+    parser.add_argument("--deviation", dest="scale", action="store_const", const="deviation", help=argparse.SUPPRESS)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="ost", description="OST (CVPR'24) on open_clip with ost_kernels")
     parser.add_argument("--version", action="version", version=f"ost {_version()}")
@@ -67,8 +76,9 @@ def parse_args(argv=None):
     pr.add_argument("--top", type=int, default=5, help="classes shown per video (default 5)")
     pr.add_argument("--json", help="write every video's top classes, logits and probabilities here")
     pr.add_argument("--plot-dir", help="write each video's transport-plan figure (PNG) into this folder")
-    pr.add_argument("--deviation", action="store_true", help="with --plot-dir: colour the plans' difference from "
-                                                              "the uniform plan")
+    pr.add_argument("--kind", choices=["spatio", "temporal"], default="temporal",
+                    help="with --plot-dir: which descriptors' plans (default temporal)")
+    _plan_scale(pr, "with --plot-dir: ")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=commands.predict)
 
@@ -162,8 +172,7 @@ def parse_args(argv=None):
     pp.add_argument("--top", type=int, default=3, help="plot its N highest-scoring classes (default 3)")
     pp.add_argument("--kind", choices=["spatio", "temporal"], default="temporal",
                     help="which descriptors (default temporal)")
-    pp.add_argument("--deviation", action="store_true",
-                    help="colour each plan's difference from the uniform plan 1/(T N) instead of the plan")
+    _plan_scale(pp)
     pp.add_argument("--out", required=True, help="PNG file")
     pp.set_defaults(func=commands.plot_plan)
     return parser.parse_args(argv)

@@ -248,19 +248,30 @@ def predict(args) -> int:
                                       "videos": [p.as_dict() for p in preds]})
     ok = [p for p in preds if not p.error]
     if args.plot_dir and ok:
-        from .files import output_folder
-        from .plots import plot_video_plans
-
-        with output_folder(args.plot_dir) as out:
-            for i, p in enumerate(ok):
-                png = out / f"{i:03d}_{Path(p.video).stem}.png"
-                plot_video_plans(rec.model, p.video, png, cfg.frames, cfg.size, top=min(3, args.top),
-                                 normalization=cfg.normalization, deviation=args.deviation)
-                print(f"plan figure: {png}")
+        _plan_figures(args, cfg, rec, ok)
     if not ok:
         print(f"ost: error: none of the {len(preds)} videos could be read", file=sys.stderr)
         return 2
     return 0
+
+
+def _plan_figures(args, cfg, rec, preds) -> None:
+    """predict --plot-dir: each readable video's plan figure, or why there is none to draw."""
+    from .files import output_folder
+    from .plots import nothing_to_plot, plot_video_plans
+    from .recognizer import CLASS_NAME_BASELINE
+
+    baseline = rec.classes_from == CLASS_NAME_BASELINE
+    why = nothing_to_plot(rec.model.descriptors, args.kind, "class-name prompts" if baseline else None)
+    if why:
+        print(f"plan figures: none drawn: {why} (--spatio / --temporal or --generate give descriptors)")
+        return
+    with output_folder(args.plot_dir) as out:
+        for i, p in enumerate(preds):
+            png = out / f"{i:03d}_{Path(p.video).stem}.png"
+            plot_video_plans(rec.model, p.video, png, cfg.frames, cfg.size, top=min(3, args.top), kind=args.kind,
+                             normalization=cfg.normalization, deviation=args.scale == "deviation")
+            print(f"plan figure: {png}")
 
 
 def _descriptor_set(cfg, split):
@@ -284,7 +295,7 @@ def plot_plan(args) -> int:
     from .build import descriptor_set, scoring_model
     from .config import load_config
     from .files import check_output_file
-    from .plots import plot_video_plans, sampled_clip
+    from .plots import nothing_to_plot, plot_video_plans, sampled_clip
 
     cfg = load_config(args.config, args.set or [])
     # The cheap checks (flags, output, classes, the video decoding) before the model is built.
@@ -294,10 +305,13 @@ def plot_plan(args) -> int:
     if not Path(args.video).is_file():
         raise ValueError(f"--video {args.video}: no such file")
     descriptors = descriptor_set(cfg)
+    why = nothing_to_plot(descriptors, args.kind, "class_name_baseline" if cfg.class_name_baseline else None)
+    if why:
+        raise ValueError(why)
     clip = sampled_clip(args.video, cfg.frames, cfg.size, cfg.normalization)
     model = scoring_model(cfg, args.checkpoint, args.zero_shot, descriptors=descriptors)
     print(plot_video_plans(model, args.video, args.out, cfg.frames, cfg.size, top=args.top, kind=args.kind,
-                           normalization=cfg.normalization, deviation=args.deviation, clip=clip))
+                           normalization=cfg.normalization, deviation=args.scale == "deviation", clip=clip))
     return 0
 
 

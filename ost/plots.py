@@ -5,9 +5,10 @@ frame numbers in the source video), under it the plan as a heatmap (descriptors 
 across, so every thumbnail sits above its column), and beside it the mass each descriptor
 receives against the 1/N a balanced plan gives it (with relaxed descriptor marginals,
 od.reg_m, a step the video lacks shows as a short bar). All blocks share one colour scale,
-labelled: the transport mass P_ij, or with deviation=True P_ij - 1/(T N), the difference
-from the uniform plan (a diverging scale centred on 0), which shows where the solver moved
-mass. Each block's title gives the class and its score: the logit, the logit scale included,
+labelled: by default P_ij - 1/(T N), the difference from the uniform plan (a diverging scale
+centred on 0), which shows where the solver moved mass; or (deviation=False) the transport mass
+P_ij itself, on which near-uniform plans show as one flat colour. With one descriptor per
+class (the class-name prompts) a plan is one row, 1/T on every frame: nothing_to_plot says so. Each block's title gives the class and its score: the logit, the logit scale included,
 as the classifier ranks them.
 """
 from __future__ import annotations
@@ -36,13 +37,14 @@ def _thumbnails(frames: torch.Tensor) -> torch.Tensor:
 
 def plot_plans(plans: torch.Tensor, class_names: list[str], descriptors: list[list[str]], scores: list[float],
                out_path, title: str = "", *, frames: torch.Tensor | None = None,
-               frame_numbers: list[int] | None = None, deviation: bool = False,
+               frame_numbers: list[int] | None = None, deviation: bool = True,
                score_label: str = "logit") -> Path:
     """A figure of plans (k, T, N) (padding descriptors beyond each class's own count are
     dropped): per class a thumbnail row (frames (T, 3, H, W), uint8 or float in [0, 1], if
     given), the heatmap with the descriptor texts wrapped beside it, and the received-mass
     bars. frame_numbers: the frames' numbers in the source video (default 0..T-1, "sample").
-    deviation: colour P_ij - 1/(T N) instead of P_ij. score_label: what `scores` are."""
+    deviation: colour P_ij - 1/(T N) (the default: plans are near-uniform, so P_ij itself on
+    0..max shows one flat colour), or False for P_ij. score_label: what `scores` are."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -159,9 +161,19 @@ class _DecodeFailure(logging.Filter):
         return True
 
 
+def nothing_to_plot(descriptors, kind: str, source: str | None = None) -> str | None:
+    """Why these classes' plans are not worth a figure, or None: with one `kind` text per class
+    (the class-name prompts, or one descriptor each) a plan is one row, 1/T on every frame
+    whatever the video. source: where the one text comes from, for the message."""
+    if max(len(texts) for texts in getattr(descriptors, kind)) > 1:
+        return None
+    return (f"every class has one {kind} prompt{f' ({source})' if source else ''}, so each plan is one row, "
+            "1/T on every frame whatever the video: nothing to draw")
+
+
 @torch.no_grad()
 def plot_video_plans(model, video_path, out_path, frames: int, size: int, top: int = 3, kind: str = "temporal",
-                     normalization: str = "imagenet", deviation: bool = False, clip=None):
+                     normalization: str = "imagenet", deviation: bool = True, clip=None):
     """Plans of one video against its `top` classes, for `kind` descriptors; returns the PNG path.
     `normalization`: the pixel mean / std the model was trained with (as `ost eval`). clip:
     sampled_clip's result for this video, if it was decoded already."""

@@ -138,6 +138,13 @@ def test_real_videos_through_the_recognizer_and_the_cli(recognizer, tmp_path):
     assert got["classes"] == NAMES and [v["classes"] for v in got["videos"]] == [p.classes for p in preds]
 
 
+def _descriptor_files(tmp_path) -> list[str]:
+    spatio, temporal = tmp_path / "s.json", tmp_path / "t.json"
+    spatio.write_text(json.dumps(SPATIO))
+    temporal.write_text(json.dumps(TEMPORAL))
+    return ["--classes", ",".join(NAMES), "--spatio", str(spatio), "--temporal", str(temporal)]
+
+
 def test_cli_table_json_plots_and_unreadable_videos(config, data, tmp_path, capsys):
     videos = sorted(Path(data["labels"]).parent.glob("videos/*.mp4"))[:2]
     broken = tmp_path / "broken.mp4"
@@ -145,13 +152,52 @@ def test_cli_table_json_plots_and_unreadable_videos(config, data, tmp_path, caps
     missing = tmp_path / "missing.mp4"
     out, plots = tmp_path / "out.json", tmp_path / "plots"
     assert main(["predict", str(videos[0]), str(broken), str(missing), str(videos[1]), "--config", str(config),
-                 "--classes", "a,b", "--top", "2", "--json", str(out), "--plot-dir", str(plots), "--quiet"]) == 0
+                 *_descriptor_files(tmp_path), "--top", "2", "--json", str(out), "--plot-dir", str(plots),
+                 "--quiet"]) == 0
     text = capsys.readouterr().out
     assert f"{broken}: unreadable, skipped (cannot decode" in text and f"{missing}: unreadable, skipped (no such file)" in text
-    assert CLASS_NAME_BASELINE in text and "1. " in text
+    assert "given descriptors" in text and "1. " in text
     got = json.loads(out.read_text())
     assert [v["error"] is None for v in got["videos"]] == [True, False, False, True]
     assert len(list(plots.glob("*.png"))) == 2
+
+
+def test_plan_figures_default_to_the_readable_scale(config, data, tmp_path, monkeypatch):
+    """Plans are near-uniform, so P_ij on 0..max was one flat colour: the difference from the
+    uniform plan is the default now (--scale mass for P_ij); predict takes --kind as plot-plan."""
+    import ost.plots
+
+    seen = []
+    real = ost.plots.plot_video_plans
+    monkeypatch.setattr(ost.plots, "plot_video_plans", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    video = str(sorted(Path(data["labels"]).parent.glob("videos/*.mp4"))[0])
+    base = ["predict", video, "--config", str(config), *_descriptor_files(tmp_path), "--quiet"]
+    for i, extra in enumerate([[], ["--scale", "mass", "--kind", "spatio"], ["--deviation"]]):
+        assert main(base + ["--plot-dir", str(tmp_path / f"plots{i}"), *extra]) == 0
+    assert [(kw["deviation"], kw["kind"]) for kw in seen] == [(True, "temporal"), (False, "spatio"),
+                                                              (True, "temporal")]
+    clip_video = str(Path(data["labels"]).parent / "videos" / "class00_00.mp4")
+    assert main(["plot-plan", "--config", str(config), "--video", clip_video, "--out", str(tmp_path / "p.png")]) == 0
+    assert seen[-1]["deviation"] is True
+
+
+def test_one_row_plans_are_said_to_say_nothing(config, data, tmp_path, capsys):
+    """With class-name prompts every class has one text: its plan is 1/T on every frame. It
+    was drawn anyway; now predict says so instead, and plot-plan refuses before any work."""
+    video = str(sorted(Path(data["labels"]).parent.glob("videos/*.mp4"))[0])
+    plots = tmp_path / "plots"
+    assert main(["predict", video, "--config", str(config), "--classes", "a,b", "--plot-dir", str(plots),
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert CLASS_NAME_BASELINE in out and not plots.exists()
+    assert ("plan figures: none drawn: every class has one temporal prompt (class-name prompts), so each plan is "
+            "one row, 1/T on every frame whatever the video: nothing to draw") in out
+    assert main(["plot-plan", "--config", str(config), "--video", video, "--out", str(tmp_path / "p.png"), "--set",
+                 "class_name_baseline=true", "--set", "od.use_ot=false"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "ost: error: every class has one temporal prompt (class_name_baseline), so each plan is one row, 1/T on "
+        "every frame whatever the video: nothing to draw")
+    assert not (tmp_path / "p.png").exists()
 
 
 def test_descriptor_files_keyed_by_class_name(config, data, tmp_path, capsys):
