@@ -20,9 +20,11 @@ def _check_llm_flags(args) -> None:
 
 def generate(args) -> int:
     from .descriptors import load_class_names
+    from .files import check_output_file
     from .generate import PROMPTS, Prompt, generate_descriptors, make_client
 
     _check_llm_flags(args)
+    check_output_file(args.out, "--out")
     default = PROMPTS[args.kind]
     prompt = Prompt(
         system=Path(args.system).read_text(encoding="utf-8") if args.system else default.system,
@@ -38,8 +40,10 @@ def generate(args) -> int:
 
 
 def reindex(args) -> int:
+    from .files import check_output_file
     from .reindex import reindex_descriptors
 
+    check_output_file(args.out, "--out")
     reindex_descriptors(args.full_labels, args.subset_labels, args.descriptors, args.out)
     print(f"{args.out}: {args.descriptors} re-indexed to the classes of {args.subset_labels}")
     return 0
@@ -48,7 +52,9 @@ def reindex(args) -> int:
 def ensemble(args) -> int:
     from .checkpoint import load_state_dict_file, save_checkpoint
     from .ensemble import ensemble_state_dicts
+    from .files import check_output_file
 
+    check_output_file(args.out, "--out")  # before two checkpoints are read
     merged = ensemble_state_dicts(load_state_dict_file(args.zero_shot), load_state_dict_file(args.finetuned),
                                   args.alpha)
     save_checkpoint(merged, args.out)
@@ -281,11 +287,13 @@ def _descriptor_set(cfg, split):
 
 
 def make_synthetic(args) -> int:
+    from .files import check_output_folder
     from .synthetic import check_arguments, make_synthetic as make
 
     check_arguments(args.classes, args.videos_per_class, args.frames, args.size,
                     names=dict(num_classes="--classes", videos_per_class="--videos-per-class", frames="--frames",
                                size="--size"))
+    check_output_folder(args.out, "--out")
     paths = make(args.out, args.classes, args.videos_per_class, args.frames, args.size, seed=args.seed)
     print(json.dumps({k: str(v) for k, v in paths.items()}))
     return 0
@@ -326,8 +334,10 @@ def presets(args) -> int:
 
 
 def download(args) -> int:
+    from .files import check_output_folder
     from .published import download_published
 
+    check_output_folder(args.dest, "--dest")
     summary = download_published(args.dest, only=args.only or None, progress=not args.quiet,
                                  **({"base_url": args.base_url} if args.base_url else {}))
     print(json.dumps(summary))
@@ -336,7 +346,9 @@ def download(args) -> int:
 
 def convert(args) -> int:
     from .convert import convert_official_checkpoint
+    from .files import check_output_file
 
+    check_output_file(args.out, "--out")  # before the checkpoint is read and converted
     convert_official_checkpoint(args.checkpoint, args.out, model_name=args.model)
     print(f"{args.out}: {args.checkpoint} as a state dict of ost.model.OSTModel ({args.model})")
     return 0

@@ -284,3 +284,24 @@ def test_an_error_line_needs_neither_torchvision_nor_open_clip(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == "ost: error: none of the 1 videos is a file: missing.mp4"
     assert done.stdout.strip() == "[]"
+
+
+def test_every_output_path_is_checked_before_the_work(tmp_path, capsys):
+    """A file where a folder should be (or a folder where a file goes) is refused before any
+    input is read: ensemble used to read both checkpoints, make-synthetic to start writing."""
+    a_file = _file(tmp_path, "a_file")
+    labels = _file(tmp_path, "labels.csv", "id,name\n0,archery\n")
+    under = str(a_file / "out")
+    for argv, said in [
+        (["ensemble", "--zero-shot", "z.pt", "--finetuned", "f.pt", "--out", under], f"--out {under}"),
+        (["convert-official", "--checkpoint", "c.pth", "--out", under], f"--out {under}"),
+        (["descriptors", "reindex", "--full-labels", str(labels), "--subset-labels", str(labels), "--descriptors",
+          "d.json", "--out", under], f"--out {under}"),
+        (["descriptors", "generate", "--labels", str(labels), "--kind", "spatio", "--out", str(tmp_path),
+          "--api-key", "k"], f"--out {tmp_path}: is a folder"),
+        (["make-synthetic", "--out", str(a_file)], f"--out {a_file}: is a file, not a folder"),
+        (["data", "download", "--dest", under], f"--dest {under}"),
+    ]:
+        line = one_error_line(capsys, argv)
+        assert said in line, (argv, line)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "labels.csv"]
