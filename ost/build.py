@@ -35,8 +35,12 @@ class _NoRandomInitWarning(logging.Filter):
 
 def build_model(cfg: RunConfig, descriptors: DescriptorSet | None = None, weights_follow: bool = False) -> OSTModel:
     """The OST model the config describes (descriptors default to the config's files).
-    weights_follow: a checkpoint's weights are loaded next, so open_clip's "initialized
-    randomly" warning would be wrong and is left out."""
+    weights_follow: a checkpoint's weights are loaded next, replacing every weight, so no
+    pretrained weights are fetched (offline, open_clip would spend a minute in download
+    retries for weights the checkpoint overwrites) and open_clip's "initialized randomly"
+    warning, which would be wrong, is left out."""
+    # The files first: a missing or malformed one is reported before the model is built.
+    descriptors = descriptors or descriptor_set(cfg)
     import open_clip
 
     if cfg.pretrained == "openai" and "quickgelu" not in cfg.model.lower() and \
@@ -44,6 +48,10 @@ def build_model(cfg: RunConfig, descriptors: DescriptorSet | None = None, weight
         # OpenAI's CLIP weights were trained with QuickGELU; open_clip only warns.
         log.warning("model %s with pretrained=openai uses nn.GELU, not the QuickGELU the weights were trained "
                     "with: use %s-quickgelu (as the presets do)", cfg.model, cfg.model)
+    pretrained, options = cfg.pretrained, dict(cfg.model_overrides)
+    if weights_follow:
+        # Nor the towers' default weights (a Hugging Face text tower's, e.g.).
+        pretrained, options = None, {**options, "pretrained_image": False, "pretrained_text": False}
     quiet = _NoRandomInitWarning()
     if weights_follow:
         logging.getLogger().addFilter(quiet)
@@ -52,32 +60,44 @@ def build_model(cfg: RunConfig, descriptors: DescriptorSet | None = None, weight
         # (no pretrained weights, no checkpoint) is the same model on every run.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            clip = open_clip.create_model(cfg.model, pretrained=cfg.pretrained, **cfg.model_overrides)
+            clip = open_clip.create_model(cfg.model, pretrained=pretrained, **options)
     finally:
         logging.getLogger().removeFilter(quiet)
     prompts = dict(spatio_prompt=cfg.spatio_prompt, temporal_prompt=cfg.temporal_prompt)
     if cfg.class_name_baseline:
         prompts = dict(spatio_prompt=cfg.class_prompt, temporal_prompt=cfg.class_prompt)
-    return OSTModel(clip, open_clip.get_tokenizer(cfg.model), descriptors or descriptor_set(cfg), config=cfg.od,
-                    **prompts)
+    return OSTModel(clip, open_clip.get_tokenizer(cfg.model), descriptors, config=cfg.od, **prompts)
+
+
+def _weights(checkpoint: str | None) -> dict | None:
+    """A checkpoint's state dict, read before any model is built (a missing or wrong file is
+    reported in a second, not after the model)."""
+    return load_state_dict_file(checkpoint) if checkpoint else None
+
+
+def model_with_weights(cfg: RunConfig, state: dict | None, source: str | None,
+                descriptors: DescriptorSet | None) -> OSTModel:
+    """The config's model with the weights `state` (read from `source`), if any."""
+    model = build_model(cfg, descriptors, weights_follow=state is not None)
+    if state is None:
+        return model
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # another model's weights: one line, not torch's page of keys
+        ours = model.state_dict()
+        missing = sorted(set(ours) - set(state))
+        extra = sorted(set(state) - set(ours))
+        shapes = sorted(k for k in set(ours) & set(state) if ours[k].shape != state[k].shape)
+        what = "; ".join(f"{label} {len(keys)} (e.g. {keys[0]!r})" for label, keys in
+                         (("missing", missing), ("unexpected", extra), ("shape mismatch", shapes)) if keys)
+        raise ValueError(f"{source}: not weights of the config's model {cfg.model!r}: {what or exc}") from None
+    return model
 
 
 def load_model(cfg: RunConfig, checkpoint: str | None, descriptors: DescriptorSet | None = None) -> OSTModel:
-    """The config's model, with the weights of `checkpoint` (loaded with weights_only=True) if given."""
-    model = build_model(cfg, descriptors, weights_follow=bool(checkpoint))
-    if checkpoint:
-        state = load_state_dict_file(checkpoint)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:  # another model's weights: one line, not torch's page of keys
-            ours = model.state_dict()
-            missing = sorted(set(ours) - set(state))
-            extra = sorted(set(state) - set(ours))
-            shapes = sorted(k for k in set(ours) & set(state) if ours[k].shape != state[k].shape)
-            what = "; ".join(f"{label} {len(keys)} (e.g. {keys[0]!r})" for label, keys in
-                             (("missing", missing), ("unexpected", extra), ("shape mismatch", shapes)) if keys)
-            raise ValueError(f"{checkpoint}: not weights of the config's model {cfg.model!r}: {what or exc}") from None
-    return model
+    """The config's model, with the weights of `checkpoint` (loaded with weights_only=True, and
+    before the model is built) if given."""
+    return model_with_weights(cfg, _weights(checkpoint), checkpoint, descriptors)
 
 
 def scoring_model(cfg: RunConfig, checkpoint: str | None = None, zero_shot: str | None = None,
@@ -86,7 +106,7 @@ def scoring_model(cfg: RunConfig, checkpoint: str | None = None, zero_shot: str 
     weights, weight-space ensembled with the zero-shot model (`zero_shot`'s weights, default:
     the pretrained model as created) when ensemble_alpha (default: the config's) says so. One
     path, so both commands (and ost.Recognizer) score alike. descriptors: the classes (default:
-    the config's files)."""
+    the config's files). Every file is read before the first model is built."""
     from .ensemble import ensemble_models
 
     alpha = ensemble_alpha if ensemble_alpha is not None else cfg.eval.ensemble_alpha
@@ -96,7 +116,10 @@ def scoring_model(cfg: RunConfig, checkpoint: str | None = None, zero_shot: str 
                          "config sets no `pretrained` weights and no --zero-shot file was given: it would be a "
                          "randomly initialized model. Set pretrained (e.g. openai), pass --zero-shot, or drop the "
                          "ensembling (--set eval.ensemble_alpha=null)")
-    model = load_model(cfg, checkpoint, descriptors)
+    descriptors = descriptors or descriptor_set(cfg)
+    state = _weights(checkpoint)
+    zero_shot_state = _weights(zero_shot) if alpha is not None else None
+    model = model_with_weights(cfg, state, checkpoint, descriptors)
     if alpha is not None:
-        model = ensemble_models(load_model(cfg, zero_shot, descriptors), model, alpha)
+        model = ensemble_models(model_with_weights(cfg, zero_shot_state, zero_shot, descriptors), model, alpha)
     return model

@@ -3,7 +3,7 @@
     ost data download --dest ost-data                 # the paper's labels, descriptors, split lists
     ost presets                                       # the paper's runs as configs
     ost train --config k400_zero_shot --set root=/videos [--config ablation_spatio_only] [--resume]
-    ost eval --config hmdb_zero_shot --set root=/videos --checkpoint run/checkpoint.pt
+    ost eval --config hmdb_zero_shot --set root=/videos --checkpoint run/checkpoint.pt   # or --untrained
     ost plot-plan --config train.yaml --checkpoint run/checkpoint.pt --video v.mp4 --out plan.png
     ost descriptors generate --labels classes.csv --kind temporal --n 4 --out temporal_4.json
     ost descriptors reindex --full-labels all.csv --subset-labels base.csv --descriptors d.json --out base.json
@@ -18,7 +18,9 @@ name, repeatable (later ones win); `--set` any setting of ost.config.RunConfig, 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from . import commands
 
@@ -30,6 +32,15 @@ def _version() -> str:
         return version("ost-kernels")
     except PackageNotFoundError:  # a source tree without an install
         return "(not installed)"
+
+
+def _plan_scale(parser, prefix: str = "") -> None:
+    """The plan figure's colour scale; --deviation, once the option for today's default, is kept."""
+    parser.add_argument("--scale", choices=["deviation", "mass"], default="deviation",
+                        help=f"{prefix}colour each plan's difference from the uniform plan, P_ij - 1/(T N), centred on "
+                             "0 (deviation, the default: where the solver moved mass), or the mass P_ij itself on 0 to "
+                             "its maximum (near-uniform plans then show as one flat colour)")
+    parser.add_argument("--deviation", dest="scale", action="store_const", const="deviation", help=argparse.SUPPRESS)
 
 
 def parse_args(argv=None):
@@ -65,8 +76,9 @@ def parse_args(argv=None):
     pr.add_argument("--top", type=int, default=5, help="classes shown per video (default 5)")
     pr.add_argument("--json", help="write every video's top classes, logits and probabilities here")
     pr.add_argument("--plot-dir", help="write each video's transport-plan figure (PNG) into this folder")
-    pr.add_argument("--deviation", action="store_true", help="with --plot-dir: colour the plans' difference from "
-                                                              "the uniform plan")
+    pr.add_argument("--kind", choices=["spatio", "temporal"], default="temporal",
+                    help="with --plot-dir: which descriptors' plans (default temporal)")
+    _plan_scale(pr, "with --plot-dir: ")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=commands.predict)
 
@@ -128,7 +140,10 @@ def parse_args(argv=None):
 
     ev = sub.add_parser("eval", parents=[run_config], help="top-1 / top-5 accuracy against all classes "
                         "(settings: the config's eval group, e.g. --set eval.batch_size=16)")
-    ev.add_argument("--checkpoint", help="checkpoint or state dict (default: the model as created)")
+    ev.add_argument("--checkpoint", help="the weights to score: checkpoint or state dict (or give --untrained)")
+    ev.add_argument("--untrained", action="store_true",
+                    help="score the config's model as created, without a checkpoint: its `pretrained` CLIP weights "
+                         "(not fine-tuned), or random weights when it sets none")
     ev.add_argument("--list", help="video list to evaluate (default: the config's eval.splits, else eval.val_list)")
     ev.add_argument("--split", action="append", metavar="LABELS,LIST,SPATIO,TEMPORAL[,ROOT]",
                     help="a split to evaluate (repeatable; results are averaged as mean +- std)")
@@ -142,9 +157,9 @@ def parse_args(argv=None):
     syn = sub.add_parser("make-synthetic", help="write a small synthetic video data set")
     syn.add_argument("--out", required=True, help="folder to write videos/, labels, lists, descriptors to")
     syn.add_argument("--classes", type=int, default=4, help="number of classes, 1 to 32 (default 4)")
-    syn.add_argument("--videos-per-class", type=int, default=8, help="default 8; a quarter go to val.txt")
-    syn.add_argument("--frames", type=int, default=16, help="frames per video (default 16)")
-    syn.add_argument("--size", type=int, default=64, help="frame side in pixels (default 64)")
+    syn.add_argument("--videos-per-class", type=int, default=8, help=">= 1, default 8; a quarter go to val.txt")
+    syn.add_argument("--frames", type=int, default=16, help="frames per video, >= 1 (default 16)")
+    syn.add_argument("--size", type=int, default=64, help="frame side in pixels, even, >= 6 (default 64)")
     syn.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     syn.set_defaults(func=commands.make_synthetic)
 
@@ -157,20 +172,65 @@ def parse_args(argv=None):
     pp.add_argument("--top", type=int, default=3, help="plot its N highest-scoring classes (default 3)")
     pp.add_argument("--kind", choices=["spatio", "temporal"], default="temporal",
                     help="which descriptors (default temporal)")
-    pp.add_argument("--deviation", action="store_true",
-                    help="colour each plan's difference from the uniform plan 1/(T N) instead of the plan")
+    _plan_scale(pp)
     pp.add_argument("--out", required=True, help="PNG file")
     pp.set_defaults(func=commands.plot_plan)
     return parser.parse_args(argv)
 
 
+# The shell's code for a command stopped by Ctrl-C (128 + SIGINT).
+INTERRUPTED = 130
+
+
+class _SigintSeen:
+    """Remembers a Ctrl-C while a command runs (then raises KeyboardInterrupt, as Python's own
+    handler does): the same Ctrl-C also stops the loader workers, and the error that their
+    exit can raise first in this process is then reported as the interruption it is."""
+
+    def __init__(self):
+        self.seen = False
+        self.previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+def _close_progress_bars() -> None:
+    """End the bars a Ctrl-C left drawn, so that the message starts a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or []):
+        bar.close()
+
+
+def _interrupted() -> int:
+    _close_progress_bars()
+    print("ost: interrupted", file=sys.stderr)
+    return INTERRUPTED
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, RuntimeError, OSError) as exc:  # user errors: one line, no traceback
-        print(f"ost: error: {exc}", file=sys.stderr)
-        return 2
+    with _SigintSeen() as sigint:
+        try:
+            return args.func(args)
+        except KeyboardInterrupt:  # Ctrl-C: one line; files are written whole or not at all
+            return _interrupted()
+        except (ValueError, RuntimeError, OSError) as exc:  # user errors: one line, no traceback
+            if sigint.seen:
+                return _interrupted()
+            print(f"ost: error: {exc}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

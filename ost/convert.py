@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import save_checkpoint
+from .checkpoint import not_a_torch_file, save_checkpoint
 
 DEFAULT_MODEL = "ViT-B-16-quickgelu"
 OST_PREFIX = "clip."  # OSTModel keeps the open_clip CLIP as `.clip`
@@ -87,6 +87,9 @@ def load_official_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    why = not_a_torch_file(path)
+    if why:
+        raise ValueError(f"{path}: {why}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as first:

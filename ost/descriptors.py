@@ -3,7 +3,8 @@
 Files follow the OST paper's formats:
   * label CSV with header `id,name`, ids 0..A-1 (one row per class);
   * descriptor JSON: an object keyed by the class id as a string ("0", "1", ...) whose value
-    is the list of that class's descriptor strings.
+    is the list of that class's descriptor strings. Where the classes are given by name
+    (`ost predict`, ost.Recognizer) it may be keyed by class name instead.
 
 Classes may have different numbers of descriptors (the paper's own stated limitation);
 `DescriptorSet.padded` turns them into the padded list + (A, N_max) mask that
@@ -58,24 +59,30 @@ def load_class_names(path: str | os.PathLike) -> list[str]:
     return [names[i] for i in range(len(names))]
 
 
-def parse_descriptor_object(obj, num_classes: int | None, source: str = "descriptors") -> list[list[str]]:
-    """Validate a decoded descriptor JSON object; returns one list of strings per class id."""
+def _descriptor_items(value, what: str, source: str) -> list[str]:
+    """One class's descriptors: a non-empty list of non-empty strings, stripped."""
+    if not isinstance(value, list) or not value:
+        raise DescriptorError(f"{source}: {what} has no descriptors (expected a non-empty list of strings)")
+    for k, text in enumerate(value):
+        if not isinstance(text, str) or not text.strip():
+            raise DescriptorError(f"{source}: {what} descriptor {k} is not a non-empty string: {text!r}")
+    return [t.strip() for t in value]
+
+
+def parse_descriptor_object(obj, num_classes: int | None, source: str = "descriptors",
+                            order: str = "the label file's order") -> list[list[str]]:
+    """Validate a decoded descriptor JSON object; returns one list of strings per class id.
+    order: what the ids index, for the error that a key is not an id."""
     if not isinstance(obj, dict):
         raise DescriptorError(f"{source}: expected a JSON object keyed by class id, got {type(obj).__name__}")
+    last = f"{num_classes - 1}" if num_classes else "N-1"
     by_id: dict[int, list[str]] = {}
     for key, value in obj.items():
-        try:
-            cid = int(key)
-        except ValueError:
-            raise DescriptorError(f"{source}: key {key!r} is not a class id") from None
-        if str(cid) != key or cid < 0:
-            raise DescriptorError(f"{source}: key {key!r} is not a class id (expected '0', '1', ...)")
-        if not isinstance(value, list) or not value:
-            raise DescriptorError(f"{source}: class {cid} has no descriptors (expected a non-empty list of strings)")
-        for k, text in enumerate(value):
-            if not isinstance(text, str) or not text.strip():
-                raise DescriptorError(f"{source}: class {cid} descriptor {k} is not a non-empty string: {text!r}")
-        by_id[cid] = [t.strip() for t in value]
+        if not ASCII_INT.fullmatch(key) or str(int(key)) != key or int(key) < 0:
+            raise DescriptorError(f"{source}: key {key!r} is not a class id: keys must be class ids 0..{last} "
+                                  f"in {order}")
+        cid = int(key)
+        by_id[cid] = _descriptor_items(value, f"class {cid}", source)
     expected = num_classes if num_classes is not None else (max(by_id) + 1 if by_id else 0)
     missing = sorted(set(range(expected)) - set(by_id))
     extra = sorted(set(by_id) - set(range(expected)))
@@ -86,14 +93,47 @@ def parse_descriptor_object(obj, num_classes: int | None, source: str = "descrip
     return [by_id[i] for i in range(expected)]
 
 
-def load_descriptors(path: str | os.PathLike, num_classes: int | None = None) -> list[list[str]]:
-    """Descriptor lists per class from a JSON file in the paper's format."""
+def class_descriptor_object(obj, names: list[str], source: str, order: str = "the order of the names"
+                            ) -> list[list[str]]:
+    """Descriptor lists in `names`' order from a decoded JSON object keyed by class name
+    ({"riding a bike": [...]}), or by class id in the paper's format (ids 0..N-1 in `order`)."""
+    if not isinstance(obj, dict):
+        raise DescriptorError(f"{source}: expected a JSON object keyed by class name or id, got {type(obj).__name__}")
+    known = set(names)
+    if obj and all(key in known for key in obj):
+        lacking = [n for n in names if n not in obj]
+        if lacking:
+            raise DescriptorError(f"{source}: no descriptors for the classes {lacking[:5]}"
+                                  f"{' ...' if len(lacking) > 5 else ''}")
+        return [_descriptor_items(obj[n], f"class {n!r}", source) for n in names]
+    if all(ASCII_INT.fullmatch(key) for key in obj):
+        return parse_descriptor_object(obj, len(names), source, order)
+    key = next(k for k in obj if k not in known)
+    raise DescriptorError(f"{source}: key {key!r} is not one of the {len(names)} classes: keys must be the class "
+                          f"names, or class ids 0..{len(names) - 1} in {order} (not both)")
+
+
+def load_class_descriptors(path: str | os.PathLike, names: list[str], order: str = "the order of the names"
+                           ) -> list[list[str]]:
+    """Descriptor lists in `names`' order from a JSON file keyed by class name or by class id
+    (class_descriptor_object)."""
+    try:
+        obj = load_json(path)
+    except ValueError as exc:
+        raise DescriptorError(str(exc)) from None
+    return class_descriptor_object(obj, names, str(path), order)
+
+
+def load_descriptors(path: str | os.PathLike, num_classes: int | None = None,
+                     order: str = "the label file's order") -> list[list[str]]:
+    """Descriptor lists per class from a JSON file in the paper's format (keyed by class id;
+    `order`: what the ids index, for the error)."""
     path = Path(path)
     try:
         obj = load_json(path)
     except ValueError as exc:
         raise DescriptorError(str(exc)) from None
-    return parse_descriptor_object(obj, num_classes, str(path))
+    return parse_descriptor_object(obj, num_classes, str(path), order)
 
 
 def save_descriptors(path: str | os.PathLike, descriptors: list[list[str]]) -> None:
@@ -128,7 +168,9 @@ class DescriptorSet:
     @classmethod
     def from_files(cls, labels_csv, spatio_json, temporal_json) -> "DescriptorSet":
         names = load_class_names(labels_csv)
-        return cls(names, load_descriptors(spatio_json, len(names)), load_descriptors(temporal_json, len(names)))
+        order = f"the order of {labels_csv}"
+        return cls(names, load_descriptors(spatio_json, len(names), order),
+                   load_descriptors(temporal_json, len(names), order))
 
     def save(self, spatio_json, temporal_json) -> None:
         save_descriptors(spatio_json, self.spatio)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, IO
 
@@ -70,3 +71,56 @@ def atomic_write_json(path: str | os.PathLike, obj) -> Path:
         fh.write("\n")
 
     return atomic_write(path, write)
+
+
+@contextmanager
+def output_folder(path: str | os.PathLike):
+    """A folder to write files into, created if need be; if this created it and the work inside
+    fails or is interrupted before a file lands there, it is removed again (no empty folder)."""
+    path = Path(path)
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        if created and not any(path.iterdir()):
+            path.rmdir()
+        raise
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _writable_folder(folder: Path, what: str, path) -> None:
+    """The folder `path` goes in, or its nearest existing ancestor (created when writing), must
+    be a folder this process can write in."""
+    existing = _nearest_existing(folder)
+    if not existing.is_dir():
+        raise ValueError(f"{what} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {path}: no permission to write in {existing}")
+
+
+def check_output_file(path: str | os.PathLike | None, what: str) -> None:
+    """Refuse, before any work, an output file that could not be written (`what`: the flag or
+    setting that names it): a folder in its place, a file where one of its folders should be."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{what} {path}: is a folder; give a file name")
+    _writable_folder(p.parent, what, path)
+
+
+def check_output_folder(path: str | os.PathLike | None, what: str) -> None:
+    """Refuse, before any work, an output folder that could not be written: a file in its
+    place, a file where one of its parents should be."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{what} {path}: is a file, not a folder")
+    _writable_folder(p, what, path)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -154,6 +155,10 @@ def generate_descriptors(class_names: list[str], kind: str, n: int, out_path, *,
         raise ValueError(f"n must be >= 1, got {n}")
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+    # NaN or infinity cannot even be sent (JSON has neither); a negative one no endpoint takes.
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or \
+            not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
     prompt = prompt or PROMPTS[kind]
     out_path = Path(out_path)
     done = _load_partial(out_path, len(class_names))

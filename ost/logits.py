@@ -14,6 +14,7 @@ The factor only rescales the logits (the same argmax), but it changes the loss's
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -69,8 +70,10 @@ class ODLogitsConfig:
         object.__setattr__(self, "reg_m", solver.reg_m)
         for name in ("spatio_weight", "temporal_weight"):
             w = getattr(self, name)
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0:
-                raise ValueError(f"{name} must be a number >= 0, got {w!r}")
+            # Finite: an infinite weight makes infinite logits (NaN probabilities, and
+            # -Infinity in JSON output, which is not JSON).
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and w >= 0):
+                raise ValueError(f"od.{name} must be a finite number >= 0, got {w!r}")
         for name in ("use_pooled", "use_ot"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")

@@ -5,13 +5,15 @@ frame numbers in the source video), under it the plan as a heatmap (descriptors 
 across, so every thumbnail sits above its column), and beside it the mass each descriptor
 receives against the 1/N a balanced plan gives it (with relaxed descriptor marginals,
 od.reg_m, a step the video lacks shows as a short bar). All blocks share one colour scale,
-labelled: the transport mass P_ij, or with deviation=True P_ij - 1/(T N), the difference
-from the uniform plan (a diverging scale centred on 0), which shows where the solver moved
-mass. Each block's title gives the class and its score: the logit, the logit scale included,
+labelled: by default P_ij - 1/(T N), the difference from the uniform plan (a diverging scale
+centred on 0), which shows where the solver moved mass; or (deviation=False) the transport mass
+P_ij itself, on which near-uniform plans show as one flat colour. With one descriptor per
+class (the class-name prompts) a plan is one row, 1/T on every frame: nothing_to_plot says so. Each block's title gives the class and its score: the logit, the logit scale included,
 as the classifier ranks them.
 """
 from __future__ import annotations
 
+import logging
 import random
 import textwrap
 from pathlib import Path
@@ -23,6 +25,7 @@ from ost_kernels import od_plan
 from .annotations import VideoRecord
 from .augment import check_normalization
 from .data import VideoDataset
+from .files import atomic_write
 
 
 def _thumbnails(frames: torch.Tensor) -> torch.Tensor:
@@ -34,13 +37,14 @@ def _thumbnails(frames: torch.Tensor) -> torch.Tensor:
 
 def plot_plans(plans: torch.Tensor, class_names: list[str], descriptors: list[list[str]], scores: list[float],
                out_path, title: str = "", *, frames: torch.Tensor | None = None,
-               frame_numbers: list[int] | None = None, deviation: bool = False,
+               frame_numbers: list[int] | None = None, deviation: bool = True,
                score_label: str = "logit") -> Path:
     """A figure of plans (k, T, N) (padding descriptors beyond each class's own count are
     dropped): per class a thumbnail row (frames (T, 3, H, W), uint8 or float in [0, 1], if
     given), the heatmap with the descriptor texts wrapped beside it, and the received-mass
     bars. frame_numbers: the frames' numbers in the source video (default 0..T-1, "sample").
-    deviation: colour P_ij - 1/(T N) instead of P_ij. score_label: what `scores` are."""
+    deviation: colour P_ij - 1/(T N) (the default: plans are near-uniform, so P_ij itself on
+    0..max shows one flat colour), or False for P_ij. score_label: what `scores` are."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,9 +115,13 @@ def plot_plans(plans: torch.Tensor, class_names: list[str], descriptors: list[li
     if title:
         fig.suptitle(title, fontsize=10)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=130)
-    plt.close(fig)
+    try:
+        # A temporary name beside it, then a rename: an interrupted or failed run leaves the
+        # old file or none, never part of a PNG.
+        fmt = out_path.suffix.lstrip(".").lower() or "png"
+        atomic_write(out_path, lambda fh: fig.savefig(fh, format=fmt, dpi=130), binary=True)
+    finally:
+        plt.close(fig)
     return out_path
 
 
@@ -130,19 +138,47 @@ def sampled_clip(video_path, frames: int, size: int, normalization: str = "image
         return chosen
 
     dataset._indices = recording
-    clip, _, _ = dataset[0]
+    reasons = _DecodeFailure()
+    logging.getLogger("ost.data").addFilter(reasons)  # the reason goes into the error, not a log line
+    try:
+        clip, _, _ = dataset[0]
+    finally:
+        logging.getLogger("ost.data").removeFilter(reasons)
     if clip is None:
-        raise ValueError(f"{video_path}: cannot decode this video")
+        raise ValueError(f"{video_path}: cannot decode this video" + (f" ({reasons.last})" if reasons.last else ""))
     return clip, list(chosen)
+
+
+class _DecodeFailure(logging.Filter):
+    """Keeps the dataset's "skipping unreadable video" warning's reason instead of logging it."""
+
+    last = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args and "unreadable" in record.msg:
+            self.last = str(record.args[-1])
+            return False
+        return True
+
+
+def nothing_to_plot(descriptors, kind: str, source: str | None = None) -> str | None:
+    """Why these classes' plans are not worth a figure, or None: with one `kind` text per class
+    (the class-name prompts, or one descriptor each) a plan is one row, 1/T on every frame
+    whatever the video. source: where the one text comes from, for the message."""
+    if max(len(texts) for texts in getattr(descriptors, kind)) > 1:
+        return None
+    return (f"every class has one {kind} prompt{f' ({source})' if source else ''}, so each plan is one row, "
+            "1/T on every frame whatever the video: nothing to draw")
 
 
 @torch.no_grad()
 def plot_video_plans(model, video_path, out_path, frames: int, size: int, top: int = 3, kind: str = "temporal",
-                     normalization: str = "imagenet", deviation: bool = False):
+                     normalization: str = "imagenet", deviation: bool = True, clip=None):
     """Plans of one video against its `top` classes, for `kind` descriptors; returns the PNG path.
-    `normalization`: the pixel mean / std the model was trained with (as `ost eval`)."""
+    `normalization`: the pixel mean / std the model was trained with (as `ost eval`). clip:
+    sampled_clip's result for this video, if it was decoded already."""
     model.eval()
-    clip, numbers = sampled_clip(video_path, frames, size, normalization)
+    clip, numbers = clip or sampled_clip(video_path, frames, size, normalization)
     device = next(model.parameters()).device
     emb = model.encode_video(clip[None].to(device))
     desc = model.descriptor_embeddings()

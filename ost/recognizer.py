@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from .config import RunConfig, load_config
-from .descriptors import KINDS, DescriptorError, DescriptorSet, load_descriptors
+from .descriptors import KINDS, DescriptorError, DescriptorSet, load_class_descriptors
 from .files import atomic_write_json, load_json
 
 log = logging.getLogger("ost.recognizer")
@@ -57,7 +57,8 @@ class Prediction:
         return dataclasses.asdict(self)
 
 
-def _check_names(names) -> list[str]:
+def check_names(names) -> list[str]:
+    """Class names stripped, refused when empty or repeated."""
     if isinstance(names, str) or not isinstance(names, Sequence):
         raise TypeError(f"class names must be a list of strings, got {type(names).__name__}")
     out = []
@@ -77,11 +78,12 @@ def _check_names(names) -> list[str]:
     return out
 
 
-def _descriptor_lists(value, names: list[str], kind: str) -> list[list[str]]:
+def descriptor_lists(value, names: list[str], kind: str, order: str = "the order of the names") -> list[list[str]]:
     """Per-class descriptor lists (in names' order) from lists, a {name: list} mapping or a
-    JSON file in the paper's format (keyed by class id in names' order)."""
+    JSON file keyed by class name or, in the paper's format, by class id (0..N-1 in names'
+    order; `order` says what that order is, for the error)."""
     if isinstance(value, (str, os.PathLike)):
-        return load_descriptors(value, len(names))
+        return load_class_descriptors(value, names, order)
     if isinstance(value, Mapping):
         unknown = sorted(set(value) - set(names))
         if unknown:
@@ -94,9 +96,21 @@ def _descriptor_lists(value, names: list[str], kind: str) -> list[list[str]]:
         raise DescriptorError(f"{kind} descriptors: expected one list per class ({len(names)}), got "
                               f"{len(value) if isinstance(value, Sequence) else type(value).__name__}")
     for n, items in zip(names, value):
-        if isinstance(items, str) or not isinstance(items, Sequence) or not all(isinstance(d, str) for d in items):
-            raise DescriptorError(f"{kind} descriptors of {n!r} must be a list of strings")
-    return [list(items) for items in value]
+        # As the file loader: each one a non-empty string, stripped (a blank one is no text to match).
+        if isinstance(items, str) or not isinstance(items, Sequence) or not items or \
+                not all(isinstance(d, str) and d.strip() for d in items):
+            raise DescriptorError(f"{kind} descriptors of {n!r} must be a non-empty list of non-empty strings, "
+                                  f"got {items!r}")
+    return [[d.strip() for d in items] for items in value]
+
+
+def read_descriptor_cache(cache) -> dict:
+    """The descriptor cache of generated_descriptors ({} when there is none yet), checked."""
+    cache = Path(cache)
+    store = load_json(cache) if cache.exists() else {}
+    if not isinstance(store, dict) or not all(isinstance(store.get(k, {}), dict) for k in KINDS):
+        raise DescriptorError(f"{cache}: not a descriptor cache (expected {{\"spatio\": {{name: [...]}}, ...}})")
+    return store
 
 
 def generated_descriptors(names: list[str], cache, *, n: int = 4, client=None, model: str | None = None,
@@ -108,9 +122,7 @@ def generated_descriptors(names: list[str], cache, *, n: int = 4, client=None, m
     from . import generate
 
     cache = Path(cache)
-    store = load_json(cache) if cache.exists() else {}
-    if not isinstance(store, dict) or not all(isinstance(store.get(k, {}), dict) for k in KINDS):
-        raise DescriptorError(f"{cache}: not a descriptor cache (expected {{\"spatio\": {{name: [...]}}, ...}})")
+    store = read_descriptor_cache(cache)
     kw = dict(model=model or generate.MODEL, temperature=generate.TEMPERATURE if temperature is None else temperature,
               max_attempts=max_attempts, progress=progress)
     out = []
@@ -178,14 +190,14 @@ class Recognizer:
         temperature, max_attempts), caching the answers by class name in `cache` (default
         ./ost_descriptor_cache.json). Neither: the class-name prompt baseline. Returns where
         the classes' texts come from (also in each Prediction's classes_from)."""
-        names = _check_names(names)
+        names = check_names(names)
         if (spatio is None) != (temporal is None):
             raise ValueError("give both spatio and temporal descriptors, or neither")
         if generate and spatio is not None:
             raise ValueError("give descriptors or generate=True, not both")
         od, (sp, tp) = self._od, self._prompts
         if spatio is not None:
-            lists = (_descriptor_lists(spatio, names, "spatio"), _descriptor_lists(temporal, names, "temporal"))
+            lists = (descriptor_lists(spatio, names, "spatio"), descriptor_lists(temporal, names, "temporal"))
             source = "given descriptors"
         elif generate:
             lists = generated_descriptors(names, cache or "ost_descriptor_cache.json", client=client,
@@ -283,6 +295,9 @@ class Recognizer:
         S = self.config.size
         if x.dim() != 5 or x.shape[2] != 3 or x.shape[-2:] != (S, S):
             raise ValueError(f"frames must be (B, T, 3, {S}, {S}) (the config's size), got {tuple(x.shape)}")
+        if x.shape[0] == 0 or x.shape[1] == 0:  # open_clip would fail on it, saying nothing about the input
+            raise ValueError(f"no videos given: the frames tensor {tuple(x.shape)} holds "
+                             f"{'no video' if x.shape[0] == 0 else 'videos of no frames'}")
         if x.dtype == torch.uint8:
             return x
         if not x.is_floating_point():

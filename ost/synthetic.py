@@ -72,11 +72,32 @@ def write_video(path, frames: np.ndarray, fps: int = 8) -> None:
             container.mux(packet)
 
 
+# The smallest frame side whose moving shape (radius size // 6) is a pixel or more.
+MIN_SIZE = 6
+
+
+def check_arguments(num_classes: int, videos_per_class: int, frames: int, size: int, *,
+                    names: dict | None = None) -> None:
+    """Refuse what cannot make a data set, before anything is written, naming the argument
+    (`names` maps an argument to what the user typed, e.g. num_classes -> --classes)."""
+    names = names or {}
+
+    def need(arg: str, value, ok: bool, what: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not ok:
+            raise ValueError(f"{names.get(arg, arg)} must be {what}, got {value!r}")
+
+    need("num_classes", num_classes, 1 <= num_classes <= 32, "a whole number from 1 to 32")
+    need("videos_per_class", videos_per_class, videos_per_class >= 1, "a whole number >= 1")
+    need("frames", frames, frames >= 1, "a whole number >= 1")
+    # libx264 writes yuv420p, whose chroma planes halve each side: odd sides are refused by it.
+    need("size", size, size >= MIN_SIZE and size % 2 == 0, f"an even number >= {MIN_SIZE} (H.264 needs even "
+         "sides; the moving shape needs the pixels)")
+
+
 def make_synthetic(out_dir, num_classes: int = 4, videos_per_class: int = 8, frames: int = 16, size: int = 64,
                    val_fraction: float = 0.25, seed: int = 0) -> dict:
     """Writes videos/, labels.csv, train.txt, val.txt, spatio.json, temporal.json under out_dir."""
-    if not 1 <= num_classes <= 32:
-        raise ValueError(f"num_classes must be 1..32, got {num_classes}")
+    check_arguments(num_classes, videos_per_class, frames, size)
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)

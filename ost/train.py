@@ -26,13 +26,14 @@ import torch.distributed as dist
 import yaml
 from tqdm.auto import tqdm
 
-from .build import descriptor_set, load_model
+from .build import descriptor_set, load_model, model_with_weights
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import RunConfig, config_dict
 from .annotations import few_shot, read_annotations
 from .data import VideoDataset, collate_skipping
 from .augment import finish_batch
 from .distributed import Distributed, EpochSampler, loader_workers
+from .files import atomic_write, check_output_folder
 from .large_classes import shard_range, sharded_cross_entropy
 from .loss import cross_entropy_loss, symmetric_kl_loss
 from .logits import DescriptorEmbeddings
@@ -55,6 +56,17 @@ def lr_lambda(warmup: int, total: int):
     return f
 
 
+def _resume_state(ckpt_path: Path, env: Distributed) -> dict | None:
+    """The checkpoint to resume from (None: there is none yet, the run starts afresh); rank 0
+    reads it and shares it, so the other ranks need not see out_dir."""
+    state = load_checkpoint(ckpt_path) if env.main and ckpt_path.exists() else None
+    if env.world > 1:
+        box = [state]
+        dist.broadcast_object_list(box, src=0)
+        state = box[0]
+    return state
+
+
 def train(cfg: RunConfig, resume: bool = False, progress: bool = True) -> dict:
     """Runs training; returns {"step": final step, "loss": last loss, "checkpoint": path}."""
     if not cfg.train_list:  # evaluation configs need none; training does, before any work
@@ -69,23 +81,15 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True) -> dict:
 def _train(cfg: RunConfig, env: Distributed, resume: bool, progress: bool) -> dict:
     out = Path(cfg.out_dir)
     ckpt_path, log_path = out / "checkpoint.pt", out / "metrics.jsonl"
-    if env.main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(config_dict(cfg)))
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
+    # What is cheap to check is checked first: the files, the batch, the checkpoints, before the
+    # model is built (seconds to minutes) and before anything is written to out_dir.
+    if env.main:
+        check_output_folder(out, "out_dir")
     descriptors = descriptor_set(cfg)
-    # init_checkpoint: e.g. few-shot runs "from K400"; a resumed run's own state comes later.
-    model = load_model(cfg, cfg.init_checkpoint, descriptors).to(env.device)
-    if cfg.freeze_text:
-        for name, p in model.clip.named_parameters():
-            if not name.startswith("visual.") and name != "logit_scale":
-                p.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
-
     if cfg.class_sharded and env.world > descriptors.num_classes:
         raise ValueError(f"class_sharded: {env.world} ranks but only {descriptors.num_classes} classes to shard")
     records = read_annotations(cfg.data_path(cfg.train_list), cfg.root, descriptors.num_classes)
@@ -97,6 +101,24 @@ def _train(cfg: RunConfig, env: Distributed, resume: bool, progress: bool) -> di
     dataset = VideoDataset(records, cfg.frames, cfg.size, train=True, seed=cfg.seed, normalization=cfg.normalization,
                            deferred=True)
     sampler = EpochSampler(len(dataset), local_bs, env.rank, env.world, cfg.seed)
+    if sampler.batches_per_epoch() == 0:
+        raise ValueError(f"batch_size {cfg.batch_size}: the {len(dataset)} training videos make no full global batch")
+    state = _resume_state(ckpt_path, env) if resume else None
+
+    # A resumed run's own weights replace every initial one: then neither init_checkpoint nor
+    # pretrained weights are read. init_checkpoint: e.g. few-shot runs "from K400".
+    if state is not None:
+        model = model_with_weights(cfg, state["model"], str(ckpt_path), descriptors)
+    else:
+        model = load_model(cfg, cfg.init_checkpoint, descriptors)
+    model = model.to(env.device)
+    if cfg.freeze_text:
+        for name, p in model.clip.named_parameters():
+            if not name.startswith("visual.") and name != "logit_scale":
+                p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
+
     workers = loader_workers(cfg.num_workers, env.world)
     # One loader for the whole run: its workers persist across epochs (the sampler carries the
     # epoch), pinned memory on GPUs, its own generator so the global RNG (resume state) is not
@@ -106,8 +128,6 @@ def _train(cfg: RunConfig, env: Distributed, resume: bool, progress: bool) -> di
         persistent_workers=workers > 0, pin_memory=env.device.type == "cuda",
         prefetch_factor=cfg.prefetch if workers > 0 else None,
         generator=torch.Generator().manual_seed(cfg.seed))
-    if sampler.batches_per_epoch() == 0:
-        raise ValueError(f"{len(dataset)} videos make no full global batch of {cfg.batch_size}")
     steps_per_epoch = sampler.batches_per_epoch() // cfg.grad_accum
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
     warmup = cfg.warmup_steps or round(cfg.warmup_epochs * steps_per_epoch)
@@ -116,23 +136,20 @@ def _train(cfg: RunConfig, env: Distributed, resume: bool, progress: bool) -> di
     scaler = torch.amp.GradScaler("cuda", enabled=half is torch.float16)
 
     step, epoch, batch_in_epoch = 0, 0, 0
-    state = load_checkpoint(ckpt_path) if resume and env.main and ckpt_path.exists() else None
-    if env.world > 1:  # rank 0 decides and shares: the other ranks need not see out_dir
-        box = [state]
-        dist.broadcast_object_list(box, src=0)
-        state = box[0]
     if state is not None:
-        model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         set_rng_state(state["rng"])
-        if env.main and log_path.exists():  # steps after the checkpoint were lost with the process
+    if env.main:  # everything is known good: now out_dir is written
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "config.yaml", lambda fh: fh.write(yaml.safe_dump(config_dict(cfg))))
+        if state is not None and log_path.exists():  # steps after the checkpoint were lost with the process
             kept = [l for l in log_path.read_text().splitlines() if l and json.loads(l)["step"] <= step]
             log_path.write_text("".join(k + "\n" for k in kept))
-    elif env.main and log_path.exists():
-        log_path.unlink()
+        elif state is None and log_path.exists():
+            log_path.unlink()
 
     writer = None
     if cfg.tensorboard and env.main:
@@ -151,6 +168,10 @@ def _train(cfg: RunConfig, env: Distributed, resume: bool, progress: bool) -> di
     bar = tqdm(total=total, initial=step, desc="train", disable=not (progress and env.main), dynamic_ncols=True)
     last_loss, skipped_total, empty_run = float("nan"), 0, 0
     while step < total:
+        if batch_in_epoch >= sampler.batches_per_epoch():
+            # A checkpoint written after an epoch's last batch (a step that ends the epoch):
+            # what comes next is the next epoch's first batch, not an empty rest of this one.
+            epoch, batch_in_epoch = epoch + 1, 0
         sampler.epoch, sampler.start = epoch, batch_in_epoch
         t0, micro, loss_sum = time.time(), 0, 0.0
         used_in_epoch = 0

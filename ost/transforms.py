@@ -19,7 +19,6 @@ import random
 from dataclasses import dataclass
 
 import torch
-from torchvision.transforms.v2 import functional as F
 
 from .augment import apply_photometric, check_normalization, photometric_params
 
@@ -31,6 +30,15 @@ FLIP_P = 0.5
 JITTER_P = 0.8                    # AUG.COLOR_JITTER
 GRAY_P = 0.2                      # AUG.GRAY_SCALE
 BRIGHTNESS, CONTRAST, SATURATION, HUE = 0.4, 0.4, 0.2, 0.1
+
+def _tv():
+    """torchvision's v2 functional ops, imported on first use: importing torchvision takes a
+    second (it loads torch._dynamo), which every `ost` command would otherwise pay before its
+    first check (ost.config imports this module for check_views)."""
+    from torchvision.transforms.v2 import functional
+
+    return functional
+
 
 def check_views(views) -> tuple[int, int]:
     """`views=(clips, crops)` as a pair of ints: clips >= 1, crops 1 (centre) or 3 (three-crop),
@@ -65,7 +73,7 @@ def resize_short_side(clip: torch.Tensor, short: int) -> torch.Tensor:
     """Frames (..., 3, H, W) with the short side resized to `short`."""
     new_h, new_w = short_side_shape(clip.shape[-2], clip.shape[-1], short)
     # Antialiased bilinear (the official mmcv/cv2 resize is plain bilinear); a no-op at equal size.
-    return F.resize(clip, [new_h, new_w], antialias=True)
+    return _tv().resize(clip, [new_h, new_w], antialias=True)
 
 
 def multiscale_crop_sizes(base: int, size: int, scales=CROP_SCALES,
@@ -175,9 +183,10 @@ class TrainTransform:
     def geometric(self, clip: torch.Tensor, aug: ClipAugmentation) -> torch.Tensor:
         """uint8 (T, 3, H, W) -> uint8 (T, 3, size, size): short-side resize, the box, resize to
         size, flip. What the loader does; the photometric rest runs batched (ost.augment)."""
-        clip = F.resize(clip, list(aug.resized), antialias=True)
-        clip = F.resize(_crop(clip, aug.box), [self.size, self.size], antialias=True)
-        return F.horizontal_flip(clip) if aug.flip else clip
+        tv = _tv()
+        clip = tv.resize(clip, list(aug.resized), antialias=True)
+        clip = tv.resize(_crop(clip, aug.box), [self.size, self.size], antialias=True)
+        return tv.horizontal_flip(clip) if aug.flip else clip
 
     def __call__(self, clip: torch.Tensor, rng: random.Random | None = None) -> torch.Tensor:
         """uint8 (T, 3, H, W) -> float32 (T, 3, size, size), the whole pipeline on one clip."""

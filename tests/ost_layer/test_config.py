@@ -47,6 +47,9 @@ def test_od_settings_from_yaml_and_overrides(data, tmp_path):
     ("od.backend=numpy", r"backend must be one of auto, triton, cuda, cpu, torch.*, got 'numpy'"),
     ("od.colour=red", r"unknown settings \['colour'\] under 'od'"),
     ("od.use_ot=false", None),
+    # infinite weights made -Infinity logits (not JSON) and NaN probabilities
+    ("od.spatio_weight=.inf", r"od.spatio_weight must be a finite number >= 0, got inf"),
+    ("od.temporal_weight=-.inf", r"od.temporal_weight must be a finite number >= 0, got -inf"),
 ])
 def test_bad_od_settings_are_refused_by_every_command(data, tmp_path, override, match, capsys):
     path = write(tmp_path, data)
@@ -69,7 +72,8 @@ def test_eval_reads_the_od_settings(data, tmp_path, monkeypatch):
 
     real = ost.logits.od_solve
     monkeypatch.setattr(ost.logits, "od_solve", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
-    assert main(["eval", "--config", str(path), "--list", str(data["val"]), "--quiet", "--set", "od.backend=torch",
+    assert main(["eval", "--config", str(path), "--list", str(data["val"]), "--untrained", "--quiet", "--set",
+                 "od.backend=torch",
                  "--set", "od.eps=0.2"]) == 0
     assert seen and all(kw["backend"] == "torch" and kw["eps"] == 0.2 for kw in seen)
 
@@ -82,8 +86,11 @@ class _Evil:
 def test_checkpoints_with_pickled_code_are_refused(tmp_path, capsys):
     path = tmp_path / "evil.pt"
     torch.save({"model": {"w": torch.ones(1)}, "extra": _Evil()}, path)
-    with pytest.raises(ValueError, match="cannot be loaded safely"):
+    with pytest.raises(ValueError, match=r"cannot be loaded safely: weights_only=True refuses what it holds "
+                                         r"\(Unsupported global: GLOBAL print was not an allowed global by "
+                                         r"default\)$") as refused:
         load_checkpoint(path)
+    assert "\n" not in str(refused.value) and "weights_only=False" not in str(refused.value)
     assert "pickled code ran" not in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
@@ -157,11 +164,30 @@ def test_a_bad_override_names_the_override(data, tmp_path):
 def test_eval_needs_a_list_to_score(data, tmp_path, capsys):
     """Never the training list by default; eval.val_list in the config serves."""
     path = write(tmp_path, data)
-    assert main(["eval", "--config", str(path), "--quiet"]) == 2
+    assert main(["eval", "--config", str(path), "--untrained", "--quiet"]) == 2
     assert "ost eval needs the videos to score: pass --list FILE" in capsys.readouterr().err
-    assert main(["eval", "--config", str(path), "--quiet", "--set", f"eval.val_list={data['val']}"]) == 0
+    assert main(["eval", "--config", str(path), "--untrained", "--quiet", "--set", f"eval.val_list={data['val']}"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"\(1 split\(s\), \d+ videos scored, 0 unreadable and skipped\)", out), out
+
+
+def test_eval_scores_a_model_nobody_trained_only_when_asked(data, tmp_path, capsys):
+    """Without --checkpoint eval scored the model as created (here: random weights) and exited
+    0; now that takes --untrained, and the error says what it would score."""
+    path = write(tmp_path, data)
+    argv = ["eval", "--config", str(path), "--list", str(data["val"]), "--quiet"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        "ost: error: no --checkpoint: give the weights to score (--checkpoint FILE), or --untrained to score the "
+        "config's model as created (random weights: the config sets no `pretrained`)")
+    assert main(argv + ["--set", "pretrained=openai"]) == 2
+    assert "(its pretrained openai weights, not fine-tuned)" in capsys.readouterr().err
+    assert main(argv + ["--untrained"]) == 0
+    ckpt = tmp_path / "w.pt"
+    torch.save(_load_model(load_config(str(path)), None).state_dict(), ckpt)
+    assert main(argv + ["--untrained", "--checkpoint", str(ckpt)]) == 2
+    assert "give it or --checkpoint, not both" in capsys.readouterr().err
+    assert main(argv + ["--checkpoint", str(ckpt)]) == 0
 
 
 def test_eval_says_how_many_videos_it_skipped(data, tmp_path, capsys):
@@ -171,12 +197,12 @@ def test_eval_says_how_many_videos_it_skipped(data, tmp_path, capsys):
     good = [f"{root / l.split()[0]} {l.split()[1]}" for l in lines[:1]]
     lst.write_text("\n".join(good + [f"{tmp_path}/missing{i}.mp4 0" for i in range(3)]) + "\n")
     path = write(tmp_path, data, root="/")
-    assert main(["eval", "--config", str(path), "--list", str(lst), "--quiet"]) == 0
+    assert main(["eval", "--config", str(path), "--list", str(lst), "--untrained", "--quiet"]) == 0
     captured = capsys.readouterr()
     assert "1 videos scored, 3 unreadable and skipped" in captured.out
     assert "ost: warning: 3 of 4 videos could not be read" in captured.err
     lst.write_text(f"{tmp_path}/missing.mp4 0\n")
-    assert main(["eval", "--config", str(path), "--list", str(lst), "--quiet"]) == 2
+    assert main(["eval", "--config", str(path), "--list", str(lst), "--untrained", "--quiet"]) == 2
     assert "no video could be decoded" in capsys.readouterr().err
 
 
@@ -201,7 +227,7 @@ def test_relative_paths_are_relative_to_the_config_file(data, tmp_path, monkeypa
     assert cfg.data_path(cfg.labels) == str(folder.resolve() / "labels.csv")
     assert cfg.out_dir == str(folder.resolve() / "run") and cfg.root == str(folder.resolve() / "sub" / "videos_root")
     assert cfg.init_checkpoint == "w.pt"  # from --set: the working directory's
-    assert main(["eval", "--config", str(path), "--list", str(data["val"]), "--quiet", "--set",
+    assert main(["eval", "--config", str(path), "--list", str(data["val"]), "--untrained", "--quiet", "--set",
                  f"root={data['val'].parent}"]) == 0
     preset = load_config("hmdb_zero_shot", ["root=/v"])
     assert preset.data_dir == str(elsewhere / "ost-data")  # a bundled preset's: the working directory's

@@ -208,3 +208,12 @@ def test_conversion_errors_name_the_file(official_state, tmp_path):
     with pytest.raises(ValueError, match=r"bad\.pth: 1 target keys get no value .*: logit_scale"):
         convert_official_checkpoint(path, tmp_path / "out.pt", clip_model=_ost_model().clip)
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_a_file_that_is_no_checkpoint_is_said_so(tmp_path):
+    """A JSON file got the advice to extract its weights with weights_only=False."""
+    path = tmp_path / "descriptors.json"
+    path.write_text('{"0": ["a ball"]}\n')
+    with pytest.raises(ValueError, match=r"descriptors\.json: not a checkpoint: not a file torch\.save writes "
+                                         r"\(it looks like JSON\)$"):
+        convert_official_checkpoint(path, tmp_path / "out.pt", clip_model=nn.Linear(1, 1))

@@ -111,6 +111,33 @@ def test_cli_reports_a_missing_key(tmp_path, monkeypatch, capsys):
     assert code == 2 and "no API key" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag, value, said", [
+    ("--temperature", "nan", "--temperature must be a finite number >= 0, got nan"),  # was a JSON error
+    ("--temperature", "inf", "--temperature must be a finite number >= 0, got inf"),
+    ("--temperature", "-1", "--temperature must be a finite number >= 0, got -1.0"),
+    ("--n", "0", "--n must be >= 1, got 0"),
+    ("--max-attempts", "0", "--max-attempts must be >= 1, got 0"),
+])
+def test_cli_llm_flags_are_checked_before_any_request(tmp_path, capsys, flag, value, said):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,name\n0,archery\n")
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x")
+    with FakeLLM() as server:
+        common = ["--base-url", server.base_url, "--api-key", "test-key", flag, value]
+        for argv in (["descriptors", "generate", "--labels", str(labels), "--kind", "spatio", "--out",
+                      str(tmp_path / "o.json")],
+                     ["predict", str(video), "--config", "k400_zero_shot", "--classes", "archery", "--generate",
+                      "--cache", str(tmp_path / "cache.json")]):
+            assert main(argv + common) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert err == [f"ost: error: {said}"], argv
+        assert server.requests == []
+    assert not (tmp_path / "o.json").exists() and not (tmp_path / "cache.json").exists()
+    with pytest.raises(ValueError, match="temperature must be a finite number >= 0, got nan"):
+        generate_descriptors(["archery"], "spatio", 2, tmp_path / "o.json", client=object(), temperature=float("nan"))
+
+
 from paper_data import PAPER_DATA  # noqa: E402
 
 PAPER_PROMPTS = PAPER_DATA / "paper_prompts.json"

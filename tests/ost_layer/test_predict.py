@@ -68,7 +68,7 @@ def test_predictions_are_evals_scores(config, data):
     logits (its top-5 and logits equal the eval's per-video predictions)."""
     out = Path(config).parent / "preds.jsonl"
     assert main(["eval", "--config", str(config), "--list", str(data["val"]), "--predictions", str(out),
-                 "--quiet"]) == 0
+                 "--untrained", "--quiet"]) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     rec = Recognizer(str(config))
     preds = {p.video: p for p in rec.predict([r["video"] for r in records], top=5)}
@@ -138,6 +138,13 @@ def test_real_videos_through_the_recognizer_and_the_cli(recognizer, tmp_path):
     assert got["classes"] == NAMES and [v["classes"] for v in got["videos"]] == [p.classes for p in preds]
 
 
+def _descriptor_files(tmp_path) -> list[str]:
+    spatio, temporal = tmp_path / "s.json", tmp_path / "t.json"
+    spatio.write_text(json.dumps(SPATIO))
+    temporal.write_text(json.dumps(TEMPORAL))
+    return ["--classes", ",".join(NAMES), "--spatio", str(spatio), "--temporal", str(temporal)]
+
+
 def test_cli_table_json_plots_and_unreadable_videos(config, data, tmp_path, capsys):
     videos = sorted(Path(data["labels"]).parent.glob("videos/*.mp4"))[:2]
     broken = tmp_path / "broken.mp4"
@@ -145,13 +152,89 @@ def test_cli_table_json_plots_and_unreadable_videos(config, data, tmp_path, caps
     missing = tmp_path / "missing.mp4"
     out, plots = tmp_path / "out.json", tmp_path / "plots"
     assert main(["predict", str(videos[0]), str(broken), str(missing), str(videos[1]), "--config", str(config),
-                 "--classes", "a,b", "--top", "2", "--json", str(out), "--plot-dir", str(plots), "--quiet"]) == 0
+                 *_descriptor_files(tmp_path), "--top", "2", "--json", str(out), "--plot-dir", str(plots),
+                 "--quiet"]) == 0
     text = capsys.readouterr().out
     assert f"{broken}: unreadable, skipped (cannot decode" in text and f"{missing}: unreadable, skipped (no such file)" in text
-    assert CLASS_NAME_BASELINE in text and "1. " in text
+    assert "given descriptors" in text and "1. " in text
     got = json.loads(out.read_text())
     assert [v["error"] is None for v in got["videos"]] == [True, False, False, True]
     assert len(list(plots.glob("*.png"))) == 2
+
+
+def test_plan_figures_default_to_the_readable_scale(config, data, tmp_path, monkeypatch):
+    """Plans are near-uniform, so P_ij on 0..max was one flat colour: the difference from the
+    uniform plan is the default now (--scale mass for P_ij); predict takes --kind as plot-plan."""
+    import ost.plots
+
+    seen = []
+    real = ost.plots.plot_video_plans
+    monkeypatch.setattr(ost.plots, "plot_video_plans", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    video = str(sorted(Path(data["labels"]).parent.glob("videos/*.mp4"))[0])
+    base = ["predict", video, "--config", str(config), *_descriptor_files(tmp_path), "--quiet"]
+    for i, extra in enumerate([[], ["--scale", "mass", "--kind", "spatio"], ["--deviation"]]):
+        assert main(base + ["--plot-dir", str(tmp_path / f"plots{i}"), *extra]) == 0
+    assert [(kw["deviation"], kw["kind"]) for kw in seen] == [(True, "temporal"), (False, "spatio"),
+                                                              (True, "temporal")]
+    clip_video = str(Path(data["labels"]).parent / "videos" / "class00_00.mp4")
+    assert main(["plot-plan", "--config", str(config), "--video", clip_video, "--out", str(tmp_path / "p.png")]) == 0
+    assert seen[-1]["deviation"] is True
+
+
+def test_one_row_plans_are_said_to_say_nothing(config, data, tmp_path, capsys):
+    """With class-name prompts every class has one text: its plan is 1/T on every frame. It
+    was drawn anyway; now predict says so instead, and plot-plan refuses before any work."""
+    video = str(sorted(Path(data["labels"]).parent.glob("videos/*.mp4"))[0])
+    plots = tmp_path / "plots"
+    assert main(["predict", video, "--config", str(config), "--classes", "a,b", "--plot-dir", str(plots),
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert CLASS_NAME_BASELINE in out and not plots.exists()
+    assert ("plan figures: none drawn: every class has one temporal prompt (class-name prompts), so each plan is "
+            "one row, 1/T on every frame whatever the video: nothing to draw") in out
+    assert main(["plot-plan", "--config", str(config), "--video", video, "--out", str(tmp_path / "p.png"), "--set",
+                 "class_name_baseline=true", "--set", "od.use_ot=false"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "ost: error: every class has one temporal prompt (class_name_baseline), so each plan is one row, 1/T on "
+        "every frame whatever the video: nothing to draw")
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_descriptor_files_keyed_by_class_name(config, data, tmp_path, capsys):
+    """The README's {class: [...]} files: accepted where the classes are given by name (they
+    were refused: "key 'riding a bike' is not a class id"), the same predictions as the
+    paper's id-keyed files; where ids are required, the error says which ids."""
+    video = str(sorted(Path(data["labels"]).parent.glob("videos/*.mp4"))[0])
+    files = {}
+    for keyed in ("name", "id"):
+        for kind, table in (("spatio", SPATIO), ("temporal", TEMPORAL)):
+            path = files[keyed, kind] = tmp_path / f"{kind}_by_{keyed}.json"
+            path.write_text(json.dumps({(n if keyed == "name" else str(i)): table[n] for i, n in enumerate(NAMES)}))
+    got = {}
+    for keyed in ("name", "id"):
+        out = tmp_path / f"{keyed}.json"
+        assert main(["predict", video, "--config", str(config), "--classes", ",".join(NAMES), "--spatio",
+                     str(files[keyed, "spatio"]), "--temporal", str(files[keyed, "temporal"]), "--json", str(out),
+                     "--quiet"]) == 0
+        got[keyed] = json.loads(out.read_text())["videos"]
+    assert got["name"] == got["id"] and got["name"][0]["classes_from"] == "given descriptors"
+    rec = Recognizer(str(config))
+    rec.set_classes(NAMES, spatio=files["name", "spatio"], temporal=files["name", "temporal"])
+    assert rec.predict([video], top=5)[0].classes == got["name"][0]["classes"]
+    capsys.readouterr()
+
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"juggling balls": ["x"], "swimming": ["y"], "riding a bike": ["z"]}))
+    assert main(["predict", video, "--config", str(config), "--classes", ",".join(NAMES), "--spatio", str(other),
+                 "--temporal", str(other)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"ost: error: {other}: key 'swimming' is not one of the 3 classes: keys must be the class names, or class "
+        "ids 0..2 in --classes order (not both)")
+    assert main(["eval", "--config", str(config), "--set", f"spatio={files['name', 'spatio']}", "--list",
+                 str(data["val"]), "--untrained", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"ost: error: {files['name', 'spatio']}: key 'juggling balls' is not a class id: keys must be class ids "
+        f"0..3 in the order of {data['labels']}")
 
 
 @pytest.mark.parametrize("args, match", [
@@ -189,6 +272,13 @@ def test_recognizer_bad_input(recognizer, tmp_path):
         recognizer.set_classes(["a"], spatio={"a": ["x"], "b": ["y"]}, temporal={"a": ["z"]})
     with pytest.raises(ValueError, match="both spatio and temporal"):
         recognizer.set_classes(["a"], spatio={"a": ["x"]})
+    # Blank descriptors, which the file loader refuses, were taken from lists and mappings.
+    with pytest.raises(ValueError, match=r"spatio descriptors of 'a' must be a non-empty list of non-empty strings"):
+        recognizer.set_classes(["a"], spatio={"a": ["x", "  "]}, temporal={"a": ["z"]})
+    with pytest.raises(ValueError, match=r"temporal descriptors of 'b' must be a non-empty list of non-empty strings"):
+        recognizer.set_classes(["a", "b"], spatio=[["x"], ["y"]], temporal=[["z"], []])
+    recognizer.set_classes(["a"], spatio={"a": [" x "]}, temporal=[["z\n"]])
+    assert (recognizer.model.descriptors.spatio, recognizer.model.descriptors.temporal) == ([["x"]], [["z"]])
     recognizer.set_classes(NAMES)
     with pytest.raises(ValueError, match=r"frames must be \(B, T, 3, 32, 32\)"):
         recognizer.predict(torch.zeros(1, 4, 3, 64, 64))
@@ -196,6 +286,10 @@ def test_recognizer_bad_input(recognizer, tmp_path):
         recognizer.predict(torch.full((1, 4, 3, 32, 32), 2.0))
     with pytest.raises(ValueError, match="top must be an integer >= 1"):
         recognizer.predict(torch.zeros(1, 4, 3, 32, 32), top=0)
+    with pytest.raises(ValueError, match=r"no videos given: the frames tensor \(0, 4, 3, 32, 32\) holds no video"):
+        recognizer.predict(torch.zeros(0, 4, 3, 32, 32, dtype=torch.uint8))  # raised inside open_clip
+    with pytest.raises(ValueError, match=r"holds videos of no frames"):
+        recognizer.predict(torch.zeros(2, 0, 3, 32, 32, dtype=torch.uint8))
 
 
 def test_fresh_recognizer_without_classes_refuses_to_predict():
@@ -227,12 +321,12 @@ def test_paper_figure_shares_one_scale_and_numbers_source_frames(tmp_path, monke
     video = sample_videos()[0]  # bigbuckbunny.mp4: 132 frames, 1280x720
     clip, numbers = sampled_clip(video, 8, 32)
     assert clip.shape == (8, 3, 32, 32) and numbers == segment_indices(132, 8, False)
-    seen = {}
+    seen = []
     real_savefig = matplotlib.figure.Figure.savefig
 
-    def savefig(fig, path, **kw):
-        seen[str(path)] = fig
-        return real_savefig(fig, path, **kw)
+    def savefig(fig, target, **kw):  # target: the temporary file the PNG is written to, then renamed
+        seen.append(fig)
+        return real_savefig(fig, target, **kw)
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
     plans = torch.rand(2, 8, 3, dtype=torch.float64)
@@ -243,7 +337,7 @@ def test_paper_figure_shares_one_scale_and_numbers_source_frames(tmp_path, monke
                          frames=(clip * 0.2 + 0.5).clamp(0, 1), frame_numbers=numbers, deviation=deviation,
                          score_label="logit, logit scale 100.0 included")
         assert out.stat().st_size > 10_000
-        fig = seen[str(out)]
+        fig = seen[-1]
         images = [im for ax in fig.axes for im in ax.get_images() if im.get_array().ndim == 2]
         assert len(images) == 2 and len({(im.norm.vmin, im.norm.vmax) for im in images}) == 1
         if deviation:

@@ -102,7 +102,8 @@ def test_preset_runs_end_to_end_on_a_stand_in(preset, stand_in, tmp_path):
         zero_shot = tmp_path / "zs.pt"
         torch.save(load_model(load_config(preset, settings), None).state_dict(), zero_shot)
         out = tmp_path / "eval.json"
-        args = ["eval", "--config", preset, "--zero-shot", str(zero_shot), "--out", str(out), "--quiet"]
+        args = ["eval", "--config", preset, "--untrained", "--zero-shot", str(zero_shot), "--out", str(out),
+                "--quiet"]
         assert main(args + [f"--set={s}" for s in settings]) == 0
         result = json.loads(out.read_text())
         assert len(result["splits"]) == len(load_config(preset, settings).eval.splits)
@@ -148,9 +149,10 @@ def test_training_starts_from_init_checkpoint(stand_in, tmp_path):
 
 def test_ensembling_against_random_weights_is_refused(stand_in, tmp_path, capsys):
     settings = _settings(stand_in, tmp_path)
-    assert main(["eval", "--config", "hmdb_zero_shot", "--quiet"] + [f"--set={s}" for s in settings]) == 2
+    assert main(["eval", "--config", "hmdb_zero_shot", "--untrained", "--quiet"]
+                + [f"--set={s}" for s in settings]) == 2
     assert "randomly initialized model" in capsys.readouterr().err
-    assert main(["eval", "--config", "hmdb_zero_shot", "--quiet", "--set=eval.ensemble_alpha=null"]
+    assert main(["eval", "--config", "hmdb_zero_shot", "--untrained", "--quiet", "--set=eval.ensemble_alpha=null"]
                 + [f"--set={s}" for s in settings]) == 0
 
 

@@ -26,7 +26,7 @@ def data(tmp_path_factory):
 def accuracy(config, data, tmp_path, checkpoint=None):
     out = tmp_path / f"eval_{bool(checkpoint)}.json"
     args = ["eval", "--config", str(config), "--list", str(data["val"]), "--out", str(out), "--quiet"]
-    assert main(args + (["--checkpoint", str(checkpoint)] if checkpoint else [])) == 0
+    assert main(args + (["--checkpoint", str(checkpoint)] if checkpoint else ["--untrained"])) == 0
     return json.loads(out.read_text())["summary"]["top1"]["mean"]
 
 
@@ -68,6 +68,39 @@ def test_killed_run_resumes_without_lost_or_repeated_steps(data, tmp_path):
     assert [s["step"] for s in log] == list(range(1, 31))
     ref = steps(tmp_path / "ref" / "run")
     for got, want in zip(log, ref):  # resumed exactly: the same losses as the uninterrupted run
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5, abs=1e-6), got["step"]
+
+
+class _Killed(Exception):
+    """The process dying right after it wrote a checkpoint."""
+
+
+def test_resume_from_a_checkpoint_at_an_epoch_end(data, tmp_path, monkeypatch):
+    """24 training videos in batches of 8 make 3 steps an epoch: with save_every=3 every
+    checkpoint falls on an epoch's end. The resumed loader used to start past the epoch's last
+    batch, yield nothing, and stop with "no video could be decoded in a whole epoch"."""
+    import ost.train
+
+    (tmp_path / "ref").mkdir()
+    reference = write_config(tmp_path / "ref", data, out_dir=str(tmp_path / "ref" / "run"), max_steps=6,
+                             save_every=3, num_workers=0)
+    assert main(["train", "--config", str(reference), "--quiet"]) == 0
+    config = write_config(tmp_path, data, max_steps=6, save_every=3, num_workers=0)
+    real_save = ost.train.save_checkpoint
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        raise _Killed
+
+    monkeypatch.setattr(ost.train, "save_checkpoint", save_then_die)
+    with pytest.raises(_Killed):
+        main(["train", "--config", str(config), "--quiet"])
+    monkeypatch.undo()
+    assert [s["step"] for s in steps(tmp_path / "run")] == [1, 2, 3]
+    assert main(["train", "--config", str(config), "--resume", "--quiet"]) == 0
+    log, ref = steps(tmp_path / "run"), steps(tmp_path / "ref" / "run")
+    assert [s["step"] for s in log] == list(range(1, 7))
+    for got, want in zip(log, ref):  # the second epoch as the uninterrupted run trained it
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-5, abs=1e-6), got["step"]
 
 
@@ -200,7 +233,7 @@ def test_chunked_evaluation_equals_unchunked(data, tmp_path):
     for extra in ([], ["--set", "eval.class_chunk=1"], ["--set", "eval.memory_budget_mb=0.001"]):
         out = tmp_path / f"r{len(results)}.json"
         assert main(["eval", "--config", str(config), "--list", str(data["val"]), "--out", str(out), "--quiet",
-                     *extra]) == 0
+                     "--untrained", *extra]) == 0
         results.append(json.loads(out.read_text())["summary"])
     assert results[0] == results[1] == results[2]
 
