@@ -12,7 +12,7 @@ from ._cosine import compute_dtype
 from ._magnitudes import check_ranges, rescaled_rows
 from ._validate import check_inputs, check_weights
 from .implicit import check_grad, implicit_scores
-from .backends.pytorch import class_chunk, od_plan_from_potentials, valid_entries
+from ._plan import plan_from_potentials, valid_entries
 from .options import SolverOptions
 
 
@@ -131,7 +131,7 @@ def _with_tangent(scores, video, desc, frame_mask, desc_mask, f, g, options: Sol
     from ._cosine import unit
 
     with torch.no_grad():
-        plan = od_plan_from_potentials(video.detach(), desc.detach(), frame_mask, desc_mask, f.detach(), g.detach(),
+        plan = plan_from_potentials(video.detach(), desc.detach(), frame_mask, desc_mask, f.detach(), g.detach(),
                                        options.eps, options.normalize)
 
     def valid(x, mask):
@@ -293,7 +293,7 @@ def od_plan(
     video, desc = _in_range(video, desc, options)  # the plans are rebuilt in PyTorch from them
     with torch.no_grad():
         name, (_scores, f, g, iterations, error, _cache) = _run(video, desc, m, options, backend, rescaled=True)
-        plan = od_plan_from_potentials(video, desc, m.frame_mask, m.desc_mask, f, g, options.eps, options.normalize)
+        plan = plan_from_potentials(video, desc, m.frame_mask, m.desc_mask, f, g, options.eps, options.normalize)
     check_convergence(iterations, error, options, return_info, "od_plan")
     if return_info:
         return plan, ODInfo(iterations, error, name, plan.sum((-1, -2)))

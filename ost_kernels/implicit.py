@@ -37,7 +37,7 @@ from __future__ import annotations
 import torch
 
 from ._cosine import unit_backward
-from .backends.pytorch import _units, class_chunk
+from ._plan import class_chunk, units
 from .contract import _refuse_double_backward, _zero_rows
 from .options import SolverOptions
 
@@ -142,7 +142,7 @@ def implicit_backward(grad_scores, video, desc, frame_mask, desc_mask, frame_wei
     A, N, _ = desc.shape
     eps = options.eps
     kf, kd = _k(options.reg_frames, eps), _k(options.reg_desc, eps)
-    vn, dn = _units(video, desc, frame_mask, desc_mask, options.normalize)
+    vn, dn = units(video, desc, frame_mask, desc_mask, options.normalize)
     dtype = vn.dtype
     go = grad_scores.to(dtype)
     f, g = f.to(dtype), g.to(dtype)

@@ -80,3 +80,16 @@ def test_names_are_imported_from_the_module_that_defines_them():
                                                       and path.parent.name == "ost")):
                 bad += [f"{path.relative_to(ROOT)}: {a.name}" for a in node.names if a.name not in ost.model.__all__]
     assert not bad, "imported from ost.model but defined elsewhere: " + ", ".join(bad)
+
+
+def test_backend_modules_are_imported_only_by_the_registry():
+    """Shared plan math lives in ost_kernels/_plan.py, not in a backend: no module of
+    ost_kernels outside ost_kernels/backends/ imports a backend module (the registry package
+    ost_kernels.backends and the record ost_kernels.backends.base are not backend modules)."""
+    files = sorted((ROOT / "ost_kernels").rglob("*.py"))
+    modules = {_module_name(f) for f in files}
+    backend_modules = {m for m in modules if m.startswith("ost_kernels.backends.") and m != "ost_kernels.backends.base"}
+    bad = [f"{_module_name(f)} imports {', '.join(sorted(_imports(f, 'ost_kernels', modules) & backend_modules))}"
+           for f in files if not _module_name(f).startswith("ost_kernels.backends")
+           and _imports(f, "ost_kernels", modules) & backend_modules]
+    assert not bad, "; ".join(bad)

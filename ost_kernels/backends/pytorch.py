@@ -19,27 +19,11 @@ from __future__ import annotations
 
 import torch
 
-from .._cosine import unit, unit_backward
+from .._cosine import unit_backward
+from .._plan import class_chunk, damping, pair_masks, scaled_cost, sims, units, valid_entries
 from ..contract import (check_mask_rows, check_op_scalars, empty_backward_outputs, empty_forward_outputs, no_cache,
                         not_requested, register_autograd)
 from .base import Backend
-
-# Upper bound on the elements of one (B, a, T, N) chunk: 16M floats, 64 MiB in float32.
-MAX_CHUNK_ELEMENTS = 1 << 24
-
-
-def class_chunk(B: int, A: int, T: int, N: int) -> int:
-    """How many classes one chunk holds so that B * a * T * N <= MAX_CHUNK_ELEMENTS."""
-    return max(1, min(A, MAX_CHUNK_ELEMENTS // max(1, B * T * N)))
-
-
-def valid_entries(mask: torch.Tensor | None, weights: torch.Tensor | None) -> torch.Tensor | None:
-    """The entries that carry mass: the mask's valid ones, less those of weight 0."""
-    if weights is None:
-        return mask
-    positive = weights > 0
-    return positive if mask is None else mask & positive
-
 
 def _log_marginal(valid: torch.Tensor, weights: torch.Tensor | None, dtype) -> torch.Tensor:
     """log of the marginal over the last axis of `valid` (..., n): the weights normalized over
@@ -47,22 +31,6 @@ def _log_marginal(valid: torch.Tensor, weights: torch.Tensor | None, dtype) -> t
     w = valid.to(dtype) if weights is None else torch.where(valid, weights.to(dtype), torch.zeros((), dtype=dtype,
                                                                                                device=valid.device))
     return torch.log(w / w.sum(-1, keepdim=True))
-
-
-def _pair_masks(frame_mask, desc_mask, B, a, T, N, device):
-    """Valid rows (B, 1, T), valid columns (1, a, N), valid entries (B, a, T, N) or None."""
-    rows = frame_mask[:, None, :] if frame_mask is not None else torch.ones(B, 1, T, dtype=torch.bool, device=device)
-    cols = desc_mask[None, :, :] if desc_mask is not None else torch.ones(1, a, N, dtype=torch.bool, device=device)
-    entries = None
-    if frame_mask is not None or desc_mask is not None:
-        entries = rows[..., :, None] & cols[..., None, :]
-    return rows, cols, entries
-
-
-def _scaled_cost(sim: torch.Tensor, entries, eps: float) -> torch.Tensor:
-    """Z = -C / eps for (B, a, T, N) sims, -inf where an entry is masked (no mass there)."""
-    z = (sim - 1.0) / eps
-    return z if entries is None else z.masked_fill(~entries, float("-inf"))
 
 
 def _sinkhorn_chunk(sim, frame_mask, desc_mask, eps: float, max_iter: int, tol: float, frame_weights=None,
@@ -77,8 +45,8 @@ def _sinkhorn_chunk(sim, frame_mask, desc_mask, eps: float, max_iter: int, tol: 
     """
     B, a, T, N = sim.shape
     frame_mask, desc_mask = valid_entries(frame_mask, frame_weights), valid_entries(desc_mask, desc_weights)
-    rows, cols, entries = _pair_masks(frame_mask, desc_mask, B, a, T, N, sim.device)
-    z = _scaled_cost(sim, entries, eps)
+    rows, cols, entries = pair_masks(frame_mask, desc_mask, B, a, T, N, sim.device)
+    z = scaled_cost(sim, entries, eps)
     # The marginals: the weights (uniform without) normalized over the valid entries.
     log_mu = _log_marginal(rows, frame_weights[:, None, :] if frame_weights is not None else None, sim.dtype)
     log_nu = _log_marginal(cols, desc_weights[None] if desc_weights is not None else None, sim.dtype)
@@ -119,27 +87,6 @@ def _sinkhorn_chunk(sim, frame_mask, desc_mask, eps: float, max_iter: int, tol: 
     return scores, alpha * eps, beta * eps, iterations, error
 
 
-def _units(video, desc, frame_mask, desc_mask, normalize: bool):
-    """Unit (or raw) embeddings in the compute dtype, zeroed where masked so that whatever a
-    masked row holds (padding, even NaN) never reaches a score or a gradient."""
-    vn, dn = unit(video, normalize), unit(desc, normalize)
-    if frame_mask is not None:
-        vn = vn.masked_fill(~frame_mask[..., None], 0.0)
-    if desc_mask is not None:
-        dn = dn.masked_fill(~desc_mask[..., None], 0.0)
-    return vn, dn
-
-
-def _sims(vn: torch.Tensor, dn_chunk: torch.Tensor) -> torch.Tensor:
-    """(B, T, d) x (a, N, d) -> (B, a, T, N) dot products."""
-    return torch.einsum("btd,and->batn", vn, dn_chunk)
-
-
-def damping(eps: float, reg: float) -> float:
-    """tau = rho / (rho + eps) of a relaxed side; 1 for an exact one (rho = inf)."""
-    return 1.0 if reg == float("inf") else reg / (reg + eps)
-
-
 def od_forward(video, desc, frame_mask, desc_mask, eps: float, max_iter: int, tol: float, normalize: bool,
                frame_weights=None, desc_weights=None, reg=(float("inf"), float("inf"))):
     """Backend "torch" forward. video (B, T, d), desc (A, N, d), weights (B, T) / (A, N) or None,
@@ -151,26 +98,16 @@ def od_forward(video, desc, frame_mask, desc_mask, eps: float, max_iter: int, to
     """
     B, T, _ = video.shape
     A, N, _ = desc.shape
-    vn, dn = _units(video, desc, frame_mask, desc_mask, normalize)
+    vn, dn = units(video, desc, frame_mask, desc_mask, normalize)
     tau = (damping(eps, reg[0]), damping(eps, reg[1]))
     step = class_chunk(B, A, T, N)
     parts = []
     for a0 in range(0, A, step):
         dm = desc_mask[a0 : a0 + step] if desc_mask is not None else None
         dw = desc_weights[a0 : a0 + step] if desc_weights is not None else None
-        parts.append(_sinkhorn_chunk(_sims(vn, dn[a0 : a0 + step]), frame_mask, dm, eps, max_iter, tol, frame_weights,
+        parts.append(_sinkhorn_chunk(sims(vn, dn[a0 : a0 + step]), frame_mask, dm, eps, max_iter, tol, frame_weights,
                                      dw, tau))
     return tuple(torch.cat(p, dim=1) for p in zip(*parts))
-
-
-def od_plan_from_potentials(video, desc, frame_mask, desc_mask, f, g, eps: float, normalize: bool):
-    """Transport plans (B, A, T, N) from potentials f (B, A, T), g (B, A, N); 0 where masked."""
-    vn, dn = _units(video, desc, frame_mask, desc_mask, normalize)
-    B, T, _ = video.shape
-    A, N, _ = desc.shape
-    _, _, entries = _pair_masks(frame_mask, desc_mask, B, A, T, N, video.device)
-    z = _scaled_cost(_sims(vn, dn), entries, eps)
-    return torch.exp(z + (f / eps)[..., :, None] + (g / eps)[..., None, :])
 
 
 def od_backward(grad_scores, video, desc, frame_mask, desc_mask, f, g, eps: float, normalize: bool,
@@ -182,7 +119,7 @@ def od_backward(grad_scores, video, desc, frame_mask, desc_mask, f, g, eps: floa
     """
     B, T, _ = video.shape
     A, N, _ = desc.shape
-    vn, dn = _units(video, desc, frame_mask, desc_mask, normalize)
+    vn, dn = units(video, desc, frame_mask, desc_mask, normalize)
     grad_scores = grad_scores.to(vn.dtype)
     grad_vn = torch.zeros_like(vn) if video_grad else None
     grad_dn = torch.empty_like(dn) if desc_grad else None
@@ -190,8 +127,8 @@ def od_backward(grad_scores, video, desc, frame_mask, desc_mask, f, g, eps: floa
     for a0 in range(0, A, step):
         a1 = min(A, a0 + step)
         dm = desc_mask[a0:a1] if desc_mask is not None else None
-        _, _, entries = _pair_masks(frame_mask, dm, B, a1 - a0, T, N, video.device)
-        z = _scaled_cost(_sims(vn, dn[a0:a1]), entries, eps)
+        _, _, entries = pair_masks(frame_mask, dm, B, a1 - a0, T, N, video.device)
+        z = scaled_cost(sims(vn, dn[a0:a1]), entries, eps)
         plan = torch.exp(z + (f[:, a0:a1] / eps)[..., :, None] + (g[:, a0:a1] / eps)[..., None, :])
         weights = grad_scores[:, a0:a1, None, None] * plan  # (B, a, T, N)
         if video_grad:

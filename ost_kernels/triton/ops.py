@@ -28,7 +28,7 @@ from torch.library import triton_op, wrap_triton
 from .._cosine import unit, unit_backward
 from .._env import triton_interpreting as interpreting
 from ..constants import LN2, LOG2E, NORM_EPS, SCALING_MAX_EPS
-from ..backends.pytorch import damping
+from .._plan import damping
 from ..contract import check_mask_rows, check_op_scalars, empty_forward_outputs, not_requested, register_autograd
 from . import configs
 from .kernels import od_forward_kernel, od_weights_kernel

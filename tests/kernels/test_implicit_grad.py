@@ -172,13 +172,13 @@ def test_under_torch_compile(gen):
 def test_chunks_of_classes_give_the_same_gradient(gen, monkeypatch):
     """The backward runs a chunk of classes at a time (memory bounded by the chunk): several
     chunks give the one-chunk result."""
-    from ost_kernels.backends import pytorch
+    from ost_kernels import _plan
 
     video, desc, fm, dm = case(3, 7, 5, 3, 8, gen, dtype=torch.float64, masks=True)
     fw = _weights(gen, (3, 5))
     grads = []
     for elements in (1 << 24, 3 * 5 * 3 * 3 * 2):  # one chunk; two classes a chunk
-        monkeypatch.setattr(pytorch, "MAX_CHUNK_ELEMENTS", elements)
+        monkeypatch.setattr(_plan, "MAX_CHUNK_ELEMENTS", elements)
         inputs = [x.clone().requires_grad_(True) for x in (video, desc, fw)]
         s = od_solve(*inputs[:2], frame_mask=fm, desc_mask=dm, frame_weights=inputs[2], reg_m=(INF, 0.5),
                      grad="implicit", backend="torch", **CONVERGED)
