@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ost_kernels import SolverOptions, backend_names, od_solve
-from ost_kernels.implicit import GRADS
+from ost_kernels import GRADS
 
 
 def _reg_m(value):

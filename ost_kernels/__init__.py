@@ -8,6 +8,7 @@ the first time they are asked for.
 """
 from ._convergence import ConvergenceWarning
 from .api import ODInfo, od_plan, od_solve
+from .implicit import GRADS
 from .backends import BackendUnavailableError, available_backends, backend_names, register_backend
 from .options import SolverOptions
 from .paper_einops import od_solve_einops
@@ -18,6 +19,7 @@ __all__ = [
     "od_plan",
     "ODInfo",
     "ConvergenceWarning",
+    "GRADS",
     "SolverOptions",
     "od_solve_einops",
     "available_backends",
