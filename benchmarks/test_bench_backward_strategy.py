@@ -10,7 +10,7 @@ import torch
 
 from conftest import record
 from memory import peak_extra_bytes
-from ost_kernels import clip_like_inputs
+from ost_kernels import SolverOptions, clip_like_inputs
 from ost_kernels.backends import pytorch as torch_backend
 
 
@@ -21,12 +21,13 @@ def test_backward_strategy(benchmark, strategy, stop, bench_batch):
     video, desc, _ = clip_like_inputs(B, A, T, N, d)
     tol = 1e-3 if stop == "tol" else 0.0
     grad = torch.ones(B, A)
+    options = SolverOptions(eps=0.1, max_iter=100, tol=tol)
 
     def fwd_bwd():
-        _, f, g, _, _ = torch_backend.od_forward(video, desc, None, None, 0.1, 100, tol, True)
+        _, f, g, _, _ = torch_backend.od_forward(video, desc, None, None, None, None, options)
         if strategy == "recompute":
             del f, g  # what a recomputing backward would keep: nothing
-            _, f, g, _, _ = torch_backend.od_forward(video, desc, None, None, 0.1, 100, tol, True)
+            _, f, g, _, _ = torch_backend.od_forward(video, desc, None, None, None, None, options)
         return torch_backend.od_backward(grad, video, desc, None, None, f, g, 0.1, True)
 
     _, peak = peak_extra_bytes(fwd_bwd, torch.device("cpu"))

@@ -9,6 +9,8 @@
 #include <optional>
 #include <string>
 
+#include "op_schema.h"
+
 namespace ost_kernels {
 
 // The numbers every C++ path shares (Python's copies: ost_kernels/constants.py).
@@ -50,14 +52,16 @@ inline void check_embeddings(const at::Tensor& video, const at::Tensor& desc,
   check_mask(desc_mask, "desc_mask", desc.size(0), desc.size(1), video);
 }
 
-inline void check_solver_args(double eps, int64_t max_iter, double tol, double reg_frames = INFINITY,
-                              double reg_desc = INFINITY) {
-  TORCH_CHECK(std::isfinite(eps) && eps > 0, "ost_kernels: eps must be finite and > 0, got ", eps);
-  TORCH_CHECK(max_iter >= 1, "ost_kernels: max_iter must be >= 1, got ", max_iter);
-  TORCH_CHECK(std::isfinite(tol) && tol >= 0, "ost_kernels: tol must be finite and >= 0, got ", tol);
-  TORCH_CHECK(reg_frames > 0 && reg_desc > 0, "ost_kernels: reg_frames and reg_desc must be > 0 (inf = exact), got ",
-              reg_frames, ", ", reg_desc);
+inline void check_solver_args(const SolverScalars& s) {
+  TORCH_CHECK(std::isfinite(s.eps) && s.eps > 0, "ost_kernels: eps must be finite and > 0, got ", s.eps);
+  TORCH_CHECK(s.max_iter >= 1, "ost_kernels: max_iter must be >= 1, got ", s.max_iter);
+  TORCH_CHECK(std::isfinite(s.tol) && s.tol >= 0, "ost_kernels: tol must be finite and >= 0, got ", s.tol);
+  TORCH_CHECK(s.reg_frames > 0 && s.reg_desc > 0,
+              "ost_kernels: reg_frames and reg_desc must be > 0 (inf = exact), got ", s.reg_frames, ", ", s.reg_desc);
 }
+
+// The damping tau = rho / (rho + eps) of a relaxed side, 1 for an exact one (rho = inf).
+inline double damping(double eps, double reg) { return std::isinf(reg) ? 1.0 : reg / (reg + eps); }
 
 // Frame / descriptor weights: (B, T) / (A, N) floats where given, as od_solve checks them
 // (finite, >= 0 and a row of positive valid weight are checked there, before any work).

@@ -162,8 +162,8 @@ def _implicit(video, desc, m: _Marginals, options: SolverOptions, backend: str, 
     name, outs = _run(video, desc, detached, options, backend, rescaled=True)
     scores, f, g, iterations, error, cache = (t.detach() for t in outs)
     check_convergence(iterations, error, options, return_info)
-    # Only the cpu kernel's cache is the (B * T, A * N) sims; the CUDA one holds its own layout.
-    sims = cache if name == "cpu" and cache.numel() else None
+    # A cache of the (B * T, A * N) cosines is what the implicit backward would compute again.
+    sims = cache if backends.REGISTRY[name].cache == "cosines" and cache.numel() else None
     scores = implicit_scores(video, desc, m.frame_mask, m.desc_mask, m.frame_weights, m.desc_weights, scores, f, g,
                              options, sims)
     if return_info:

@@ -6,8 +6,11 @@ backend's registered ops against FORWARD_ARGS / BACKWARD_ARGS).
 
 Every backend registers a forward op
 
-    od_forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, eps, max_iter, tol,
-               reg_frames, reg_desc, normalize, keep_cache) -> (scores, f, g, iterations, error, cache)
+    od_forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, <SOLVER_SCALARS>,
+               keep_cache) -> (scores, f, g, iterations, error, cache)
+
+(the solver scalars eps, max_iter, tol, reg_frames, reg_desc, normalize: SOLVER_SCALARS below
+is their one definition)
 
 with video (B, T, d), desc (A, N, d), frame_mask (B, T) / desc_mask (A, N) bool or None;
 frame_weights (B, T) / desc_weights (A, N) or None (uniform), finite, >= 0, float; reg_frames /
@@ -46,18 +49,45 @@ sits at the bottom of the import graph.
 """
 from __future__ import annotations
 
+import collections
+
 import torch
 
 from ._cosine import compute_dtype
 
-# The ops' arguments and outputs: csrc/op_schema.h spells them as a schema string, the Python
-# backends as function signatures; tests check both against these.
-FORWARD_ARGS = ("video", "desc", "frame_mask", "desc_mask", "frame_weights", "desc_weights", "eps", "max_iter", "tol",
-                "reg_frames", "reg_desc", "normalize", "keep_cache")
+# The solver's scalar arguments, in op order, with their schema types: written once, here.
+# SolverOptions.op_args() gives their values in this order, OpScalars names them inside an op,
+# FORWARD_SCHEMA spells them for torch.library, and csrc/op_schema.h mirrors that schema (its
+# SolverScalars struct and forward_entry are the one C++ place that lists them; tests check it).
+SOLVER_SCALARS = (("eps", "float"), ("max_iter", "int"), ("tol", "float"), ("reg_frames", "float"),
+                  ("reg_desc", "float"), ("normalize", "bool"))
+SCALAR_NAMES = tuple(name for name, _ in SOLVER_SCALARS)
+FORWARD_TENSORS = ("video", "desc", "frame_mask", "desc_mask", "frame_weights", "desc_weights")
+FORWARD_ARGS = FORWARD_TENSORS + SCALAR_NAMES + ("keep_cache",)
 FORWARD_OUTPUTS = ("scores", "f", "g", "iterations", "error", "cache")
 BACKWARD_ARGS = ("grad_scores", "video", "desc", "frame_mask", "desc_mask", "f", "g", "cache", "eps", "normalize",
                  "video_grad", "desc_grad")
 BACKWARD_OUTPUTS = ("grad_video", "grad_desc")
+_OPTIONAL = {"frame_mask", "desc_mask", "frame_weights", "desc_weights"}
+_TYPES = {**dict(SOLVER_SCALARS), "keep_cache": "bool", "video_grad": "bool", "desc_grad": "bool"}
+_DEFAULTS = {"keep_cache": "False"}
+
+
+def _schema(args, outputs) -> str:
+    """A torch.library schema (without the op name) for these arguments and outputs."""
+    def arg(name):
+        kind = _TYPES.get(name, "Tensor?" if name in _OPTIONAL else "Tensor")
+        return f"{kind} {name}" + (f"={_DEFAULTS[name]}" if name in _DEFAULTS else "")
+    return f"({', '.join(map(arg, args))}) -> ({', '.join(f'Tensor {o}' for o in outputs)})"
+
+
+FORWARD_SCHEMA = _schema(FORWARD_ARGS, FORWARD_OUTPUTS)
+BACKWARD_SCHEMA = _schema(BACKWARD_ARGS, BACKWARD_OUTPUTS)
+
+# An op's scalar arguments by name: OpScalars(*scalars) inside an op whose Python function
+# takes (video, desc, frame_mask, desc_mask, frame_weights, desc_weights, *scalars); keep_cache
+# may be left out (its default).
+OpScalars = collections.namedtuple("OpScalars", SCALAR_NAMES + ("keep_cache",), defaults=(False,))
 
 
 # ---- input rules ------------------------------------------------------------------------
@@ -93,6 +123,13 @@ def check_op_scalars(eps: float, max_iter: int | None, tol: float | None, caller
         raise ValueError(f"{caller}: tol must be finite and >= 0, got {tol}")
     if not all(r > 0 for r in reg):  # NaN too
         raise ValueError(f"{caller}: reg_frames and reg_desc must be > 0 (inf = exact), got {reg}")
+
+
+def check_forward_args(s: "OpScalars", frame_mask, desc_mask, caller: str) -> None:
+    """What every forward op checks first: its scalars and its masks' rows."""
+    check_op_scalars(s.eps, s.max_iter, s.tol, caller, (s.reg_frames, s.reg_desc))
+    check_mask_rows(frame_mask, "frame_mask", caller)
+    check_mask_rows(desc_mask, "desc_mask", caller)
 
 
 # ---- outputs ----------------------------------------------------------------------------
@@ -134,14 +171,17 @@ def register_fakes(namespace: str) -> None:
     """Fake kernels (for torch.compile) of <namespace>::od_forward / od_backward, a library
     with csrc/op_schema.h's schema. The ops exist only once the library is loaded, so this
     cannot run at import time."""
-    torch.library.register_fake(f"{namespace}::od_forward")(
-        lambda video, desc, frame_mask, desc_mask, frame_weights, desc_weights, eps, max_iter, tol, reg_frames,
-        reg_desc, normalize, keep_cache=False: empty_forward_outputs(video, desc, keep_cache)
-    )
-    torch.library.register_fake(f"{namespace}::od_backward")(
-        lambda grad_scores, video, desc, frame_mask, desc_mask, f, g, cache, eps, normalize, video_grad, desc_grad:
-        empty_backward_outputs(video, desc, video_grad, desc_grad)
-    )
+    torch.library.register_fake(f"{namespace}::od_forward")(fake_forward)
+    torch.library.register_fake(f"{namespace}::od_backward")(fake_backward)
+
+
+def fake_forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, *scalars):
+    return empty_forward_outputs(video, desc, OpScalars(*scalars).keep_cache)
+
+
+def fake_backward(grad_scores, video, desc, frame_mask, desc_mask, f, g, cache, eps, normalize, video_grad,
+                  desc_grad):
+    return empty_backward_outputs(video, desc, video_grad, desc_grad)
 
 
 # ---- autograd ---------------------------------------------------------------------------
@@ -189,10 +229,10 @@ def _zero_rows(grad, x, mask, normalize):
 
 
 def _setup_context(ctx, inputs, output):
-    video, desc, frame_mask, desc_mask, *_weights, eps, _max_iter, _tol, _reg_f, _reg_d, normalize, _keep = inputs
+    args = dict(zip(FORWARD_ARGS, inputs))
     _scores, f, g, iterations, error, cache = output
-    ctx.save_for_backward(video, desc, frame_mask, desc_mask, f, g, cache)
-    ctx.eps, ctx.normalize = eps, normalize
+    ctx.save_for_backward(args["video"], args["desc"], args["frame_mask"], args["desc_mask"], f, g, cache)
+    ctx.eps, ctx.normalize = args["eps"], args["normalize"]
     ctx.mark_non_differentiable(f, g, iterations, error, cache)
 
 

@@ -45,6 +45,12 @@ class SolverOptions:
     def balanced(self) -> bool:
         return self._pair == (math.inf, math.inf)
 
+    def op_args(self) -> tuple:
+        """The solver scalars in the ops' order (contract.SOLVER_SCALARS), for an op call."""
+        from .contract import SCALAR_NAMES
+
+        return tuple(getattr(self, name) for name in SCALAR_NAMES)
+
     def __post_init__(self):
         eps, max_iter, tol, normalize = self.eps, self.max_iter, self.tol, self.normalize
         if isinstance(eps, bool) or not isinstance(eps, numbers.Real):

@@ -71,9 +71,6 @@ void place_descriptors(const scalar_t* desc, const bool* mask, const scalar_t* w
   }
 }
 
-// The damping tau = rho / (rho + eps) of a relaxed side, 1 for an exact one (rho = inf).
-double damping(double eps, double reg) { return std::isinf(reg) ? 1.0 : reg / (reg + eps); }
-
 // Copies a sub-tile's sims, (nb * T, N * sub) in (j, a) order, into the cache's rows and
 // columns of its nb videos and nc classes, (B * T, A * N) in (a, j) order.
 template <typename scalar_t>
@@ -89,10 +86,10 @@ void keep_sims(const scalar_t* sim, int64_t rows, int64_t N, int64_t sub, int64_
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> od_forward_cpu(
     const at::Tensor& video, const at::Tensor& desc, const std::optional<at::Tensor>& frame_mask_in,
     const std::optional<at::Tensor>& desc_mask_in, const std::optional<at::Tensor>& frame_weights_in,
-    const std::optional<at::Tensor>& desc_weights_in, double eps, int64_t max_iter, double tol, double reg_frames,
-    double reg_desc, bool normalize, bool keep_cache) {
+    const std::optional<at::Tensor>& desc_weights_in, const SolverScalars& scalars, bool keep_cache) {
   check_embeddings(video, desc, frame_mask_in, desc_mask_in);
-  check_solver_args(eps, max_iter, tol, reg_frames, reg_desc);
+  check_solver_args(scalars);
+  const bool normalize = scalars.normalize;
   check_weights(frame_weights_in, video.size(0), video.size(1), video, "frame_weights");
   check_weights(desc_weights_in, desc.size(0), desc.size(1), video, "desc_weights");
   TORCH_CHECK(video.device().is_cpu(), "ost_kernels::od_forward (CPU): inputs must be CPU tensors");
@@ -154,8 +151,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
         t.desc_valid = valid_buf.data_ptr<bool>();
         t.frame_w = frame_weights ? frame_weights->data_ptr<scalar_t>() : nullptr;
         t.desc_w = weight_buf.data_ptr<scalar_t>();
-        t.eps = eps, t.max_iter = max_iter, t.tol = tol, t.unit_sims = normalize;
-        t.tau_f = damping(eps, reg_frames), t.tau_d = damping(eps, reg_desc);
+        t.s = scalars;
         t.scores = scores.data_ptr<scalar_t>(), t.f = f.data_ptr<scalar_t>(), t.g = g.data_ptr<scalar_t>();
         t.error = error.data_ptr<scalar_t>(), t.iterations = iterations.data_ptr<int32_t>();
         run_forward(t, 0, nb * ceil_div(nc, kLanes));
@@ -282,7 +278,7 @@ std::tuple<at::Tensor, at::Tensor> od_backward_cpu(const at::Tensor& grad_scores
 }  // namespace
 
 TORCH_LIBRARY_IMPL(ost_kernels, CPU, m) {
-  m.impl("od_forward", &od_forward_cpu);
+  m.impl("od_forward", &forward_entry<&od_forward_cpu>);
   m.impl("od_backward", &od_backward_cpu);
 }
 

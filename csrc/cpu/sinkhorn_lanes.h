@@ -34,6 +34,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common.h"
 #include "cpu/fast_math.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
@@ -64,13 +65,11 @@ struct Tile {
   const bool* desc_valid;   // (N, na_pad) for this tile; padded classes read as valid
   const scalar_t* frame_w;  // (B, T) frame weights, or nullptr (uniform)
   const scalar_t* desc_w;   // (N, na_pad) descriptor weights for this tile (ones without weights)
-  double eps;
-  int64_t max_iter;
-  double tol;
-  double tau_f = 1, tau_d = 1;  // damping of the frame / descriptor updates, 1 = exact side
-  bool unit_sims;  // sims are cosines, in [-1, 1]
+  SolverScalars s;  // the op's solver scalars (csrc/op_schema.h): the loops read them here
 
-  bool relaxed() const { return tau_f != 1 || tau_d != 1; }
+  double tau_f() const { return damping(s.eps, s.reg_frames); }  // damping of the frame updates, 1 = exact
+  double tau_d() const { return damping(s.eps, s.reg_desc); }
+  bool relaxed() const { return tau_f() != 1 || tau_d() != 1; }
   // The frame's weight in the video's marginal (before normalizing): 0 where masked.
   scalar_t row_weight(int64_t b, int64_t i) const {
     if (!frame_ok(b, i)) return 0;
@@ -126,20 +125,20 @@ template <typename scalar_t>
 void solve_log_domain(const Tile<scalar_t>& t, int64_t pair, const scalar_t* s, const scalar_t* mu,
                       const scalar_t* nu) {
   const int64_t T = t.T, N = t.N;
-  const scalar_t inv_eps = scalar_t(1.0 / t.eps), eps = scalar_t(t.eps);
+  const scalar_t inv_eps = scalar_t(1.0 / t.s.eps), eps = scalar_t(t.s.eps);
   const scalar_t ninf = -std::numeric_limits<scalar_t>::infinity();
   std::vector<scalar_t> z(T * N), alpha(T), beta(N, scalar_t(0)), row_lse(T);
   for (int64_t j = 0; j < N; ++j)
     for (int64_t i = 0; i < T; ++i)
       z[j * T + i] = (nu[j] > 0 && mu[i] > 0) ? (s[j * T + i] - scalar_t(1)) * inv_eps : ninf;
   for (int64_t i = 0; i < T; ++i) row_lse[i] = strided_lse(z.data() + i, T, N, beta.data());
-  const scalar_t tau_f = scalar_t(t.tau_f), tau_d = scalar_t(t.tau_d);
+  const scalar_t tau_f = scalar_t(t.tau_f()), tau_d = scalar_t(t.tau_d());
   const bool relaxed = t.relaxed();
   std::vector<scalar_t> prev(T);  // the row marginal before the iteration (relaxed: the stop rule's)
   for (int64_t i = 0; i < T; ++i) prev[i] = mu[i] > 0 ? std::exp(row_lse[i]) : scalar_t(0);
   scalar_t err = 0;
   int64_t it = 0;
-  while (it < t.max_iter) {
+  while (it < t.s.max_iter) {
     for (int64_t i = 0; i < T; ++i) alpha[i] = mu[i] > 0 ? tau_f * (std::log(mu[i]) - row_lse[i]) : scalar_t(0);
     for (int64_t j = 0; j < N; ++j)
       beta[j] = nu[j] > 0 ? tau_d * (std::log(nu[j]) - strided_lse(z.data() + j * T, 1, T, alpha.data()))
@@ -153,7 +152,7 @@ void solve_log_domain(const Tile<scalar_t>& t, int64_t pair, const scalar_t* s, 
       prev[i] = row;
     }
     ++it;
-    if (!keep_going(err, t.tol)) break;
+    if (!keep_going(err, t.s.tol)) break;
   }
   scalar_t score = 0;
   for (int64_t j = 0; j < N; ++j)
@@ -218,7 +217,7 @@ OST_INLINE void column_sums(const scalar_t* __restrict k, const scalar_t* __rest
 template <typename scalar_t>
 OST_INLINE void solve_group(const Tile<scalar_t>& t, int64_t b, int64_t a_first, GroupScratch<scalar_t>& w) {
   const int64_t T = t.T, N = t.N;
-  const scalar_t inv_eps = scalar_t(1.0 / t.eps), eps = scalar_t(t.eps);
+  const scalar_t inv_eps = scalar_t(1.0 / t.s.eps), eps = scalar_t(t.s.eps);
   const scalar_t inf = std::numeric_limits<scalar_t>::infinity();
   const int64_t lanes = std::min<int64_t>(kLanes, t.na - a_first);
   // Distinct buffers: __restrict lets the compiler keep partial sums in registers.
@@ -251,7 +250,7 @@ OST_INLINE void solve_group(const Tile<scalar_t>& t, int64_t b, int64_t a_first,
   // so hi = 1 does it for every pair once 2 / eps <= 64; otherwise each lane's own range of
   // valid sims decides its form and gives its shift.
   scalar_t lo[kLanes], hi[kLanes];
-  const bool fixed_shift = t.unit_sims && 2.0 / t.eps <= kMaxScaledRange;
+  const bool fixed_shift = t.s.normalize && 2.0 / t.s.eps <= kMaxScaledRange;
   OST_LANES { lo[l] = fixed_shift ? scalar_t(-1) : inf; hi[l] = fixed_shift ? scalar_t(1) : -inf; }
   for (int64_t j = 0; j < N && !fixed_shift; ++j) {
     for (int64_t i = 0; i < T; ++i) {
@@ -272,12 +271,12 @@ OST_INLINE void solve_group(const Tile<scalar_t>& t, int64_t b, int64_t a_first,
   int32_t iters[kLanes] = {};
   bool log_domain[kLanes];
   const bool relaxed = t.relaxed();
-  const scalar_t tau_f = scalar_t(t.tau_f), tau_d = scalar_t(t.tau_d);
+  const scalar_t tau_f = scalar_t(t.tau_f()), tau_d = scalar_t(t.tau_d());
   // A damped row update's factor exp((1 - tau_f)(hi - 1) / eps) (see the top of this file).
   scalar_t factor[kLanes];
   for (int l = 0; l < kLanes; ++l) {
-    const double lift = (1.0 - t.tau_f) * (double(hi[l]) - 1.0) / t.eps;
-    bool scaled = (hi[l] - lo[l]) / t.eps <= kMaxScaledRange;  // false for NaN
+    const double lift = (1.0 - t.tau_f()) * (double(hi[l]) - 1.0) / t.s.eps;
+    bool scaled = (hi[l] - lo[l]) / t.s.eps <= kMaxScaledRange;  // false for NaN
     scaled = scaled && std::abs(lift) <= kMaxScaledRange;
     log_domain[l] = l < lanes && !scaled;
     active[l] = (l < lanes && scaled) ? scalar_t(1) : scalar_t(0);
@@ -317,7 +316,7 @@ OST_INLINE void solve_group(const Tile<scalar_t>& t, int64_t b, int64_t a_first,
   scalar_t* __restrict prev = w.prev.data();
   if (relaxed) {  // the row marginal at f = g = 0: exp((hi - 1) / eps) K 1
     scalar_t lift0[kLanes];
-    for (int l = 0; l < kLanes; ++l) lift0[l] = scalar_t(std::exp((double(hi[l]) - 1.0) / t.eps));
+    for (int l = 0; l < kLanes; ++l) lift0[l] = scalar_t(std::exp((double(hi[l]) - 1.0) / t.s.eps));
     for (int64_t i = 0; i < T; ++i) {
       const scalar_t* kci = kc + i * kLanes;
       OST_LANES { prev[i * kLanes + l] = lift0[l] * kci[l]; }
@@ -328,7 +327,7 @@ OST_INLINE void solve_group(const Tile<scalar_t>& t, int64_t b, int64_t a_first,
   // and relaxed ones (damped updates, the row marginal's change): no per-entry branch on it.
   auto iterate = [&](auto relaxed_tag) __attribute__((always_inline)) {  // inlined: into the AVX2 clone too
     constexpr bool kRelaxed = decltype(relaxed_tag)::value;
-    for (int64_t it = 0; it < t.max_iter; ++it) {
+    for (int64_t it = 0; it < t.s.max_iter; ++it) {
       bool any = false;
       for (int l = 0; l < kLanes; ++l) any |= active[l] > 0;
       if (!any) break;
@@ -399,7 +398,7 @@ OST_INLINE void solve_group(const Tile<scalar_t>& t, int64_t b, int64_t a_first,
         if (!(active[l] > 0)) continue;
         err[l] = e[l];
         ++iters[l];
-        if (!keep_going(e[l], t.tol)) active[l] = 0;
+        if (!keep_going(e[l], t.s.tol)) active[l] = 0;
       }
     }
   };

@@ -102,13 +102,13 @@ struct Gpu {
   }
 };
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> od_forward_cuda(
-    const at::Tensor& video, const at::Tensor& desc, const std::optional<at::Tensor>& frame_mask,
-    const std::optional<at::Tensor>& desc_mask, const std::optional<at::Tensor>& frame_weights,
-    const std::optional<at::Tensor>& desc_weights, double eps, int64_t max_iter, double tol, double reg_frames,
-    double reg_desc, bool normalize, bool keep_cache) {
-  return od_forward_impl<Gpu>(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, eps, max_iter, tol,
-                              reg_frames, reg_desc, normalize, keep_cache, kTileElements);
+ForwardResult od_forward_cuda(const at::Tensor& video, const at::Tensor& desc,
+                              const std::optional<at::Tensor>& frame_mask, const std::optional<at::Tensor>& desc_mask,
+                              const std::optional<at::Tensor>& frame_weights,
+                              const std::optional<at::Tensor>& desc_weights, const SolverScalars& scalars,
+                              bool keep_cache) {
+  return od_forward_impl<Gpu>(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, scalars, keep_cache,
+                              kTileElements);
 }
 
 std::tuple<at::Tensor, at::Tensor> od_backward_cuda(const at::Tensor& grad_scores, const at::Tensor& video,
@@ -124,7 +124,7 @@ std::tuple<at::Tensor, at::Tensor> od_backward_cuda(const at::Tensor& grad_score
 }  // namespace
 
 TORCH_LIBRARY_IMPL(ost_kernels, CUDA, m) {
-  m.impl("od_forward", &od_forward_cuda);
+  m.impl("od_forward", &forward_entry<&od_forward_cuda>);
   m.impl("od_backward", &od_backward_cuda);
 }
 

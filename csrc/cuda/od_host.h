@@ -75,11 +75,12 @@ inline std::pair<int64_t, int64_t> tile_shape(int64_t B, int64_t A, int64_t T, i
 inline PairTile make_tile(const at::Tensor& sim, const at::Tensor& inv_v, const at::Tensor& inv_d,
                           const std::optional<at::Tensor>& frame_mask, const std::optional<at::Tensor>& desc_mask,
                           int64_t nb, int64_t na, int64_t b0, int64_t a0, int64_t A, int64_t T, int64_t N,
-                          double eps, int64_t max_iter, double tol) {
+                          const SolverScalars& s) {
   PairTile t{sim.data_ptr<float>(), inv_v.data_ptr<float>(), inv_d.data_ptr<float>(),
              data_or_null(frame_mask), data_or_null(desc_mask), nb, na, b0, a0, A, int(T), int(N),
-             float(kLog2e / eps), float(eps * kLn2), int(std::min<int64_t>(max_iter, INT_MAX)), float(tol)};
-  if (eps > kScalingMaxEps) t.safe_range2 = -1.f;  // every pair in the log domain
+             float(kLog2e / s.eps), float(s.eps * kLn2), int(std::min<int64_t>(s.max_iter, INT_MAX)), float(s.tol), s};
+  if (s.eps > kScalingMaxEps) t.safe_range2 = -1.f;  // every pair in the log domain
+  t.tau_f = float(damping(s.eps, s.reg_frames)), t.tau_d = float(damping(s.eps, s.reg_desc));
   return t;
 }
 
@@ -87,10 +88,11 @@ template <class Device>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> od_forward_impl(
     const at::Tensor& video, const at::Tensor& desc, const std::optional<at::Tensor>& frame_mask_in,
     const std::optional<at::Tensor>& desc_mask_in, const std::optional<at::Tensor>& frame_weights,
-    const std::optional<at::Tensor>& desc_weights, double eps, int64_t max_iter, double tol, double reg_frames,
-    double reg_desc, bool normalize, bool keep_cache, int64_t tile_elements) {
+    const std::optional<at::Tensor>& desc_weights, const SolverScalars& scalars, bool keep_cache,
+    int64_t tile_elements) {
   check_embeddings(video, desc, frame_mask_in, desc_mask_in);
-  check_solver_args(eps, max_iter, tol, reg_frames, reg_desc);
+  check_solver_args(scalars);
+  const bool normalize = scalars.normalize;
   check_weights(frame_weights, video.size(0), video.size(1), video, "frame_weights");
   check_weights(desc_weights, desc.size(0), desc.size(1), video, "desc_weights");
   check_device_inputs<Device>(video, desc, "od_forward");
@@ -104,11 +106,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const auto frame_mask = contiguous_mask(frame_mask_in);
   const auto desc_mask = contiguous_mask(desc_mask_in);
   const at::Tensor inv_v = inverse_norms(video, normalize), inv_d = inverse_norms(desc, normalize);
-  // Weights as float32, contiguous ((B, T) and (A, N)), or none; the relaxed sides' damping.
+  // Weights as float32, contiguous ((B, T) and (A, N)), or none.
   std::optional<at::Tensor> w_frames, w_desc;
   if (frame_weights.has_value()) w_frames = frame_weights->to(at::kFloat).contiguous();
   if (desc_weights.has_value()) w_desc = desc_weights->to(at::kFloat).contiguous();
-  auto damping = [&](double reg) { return std::isinf(reg) ? 1.f : float(reg / (reg + eps)); };
   const at::Tensor v2 = video.reshape({B * T, d}), d2 = desc.reshape({A * N, d});
   const auto [nb_max, na_max] = tile_shape(B, A, T, N, tile_elements, keep_cache);
   // The sims: kept whole for the backward when asked (the caller's memory budget decides),
@@ -125,10 +126,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       const int64_t offset = keep_cache ? b0 * T * A * N : 0;
       at::Tensor sim = sim_buf.narrow(0, offset, nb * T * na * N).view({nb * T, na * N});
       Device::mm_f32_out(sim, v2.narrow(0, b0 * T, nb * T), d_tile);
-      PairTile t = make_tile(sim, inv_v, inv_d, frame_mask, desc_mask, nb, na, b0, a0, A, T, N, eps, max_iter, tol);
+      PairTile t = make_tile(sim, inv_v, inv_d, frame_mask, desc_mask, nb, na, b0, a0, A, T, N, scalars);
       t.frame_w = w_frames ? w_frames->data_ptr<float>() : nullptr;
       t.desc_w = w_desc ? w_desc->data_ptr<float>() : nullptr;
-      t.tau_f = damping(reg_frames), t.tau_d = damping(reg_desc);
       Device::sinkhorn(t, out);
     }
   }
@@ -182,7 +182,8 @@ std::tuple<at::Tensor, at::Tensor> od_backward_impl(const at::Tensor& grad_score
       at::Tensor sim = sim_buf.narrow(0, cached ? b0 * T * A * N : 0, nb * T * na * N).view({nb * T, na * N});
       at::Tensor weights = weight_buf.narrow(0, 0, nb * T * na * N).view({nb * T, na * N});
       if (!cached) Device::mm_f32_out(sim, v2.narrow(0, b0 * T, nb * T), d_tile);
-      const PairTile t = make_tile(sim, inv_v, inv_d, frame_mask, desc_mask, nb, na, b0, a0, A, T, N, eps, 1, 0.0);
+      const PairTile t = make_tile(sim, inv_v, inv_d, frame_mask, desc_mask, nb, na, b0, a0, A, T, N,
+                                   SolverScalars{eps, 1, 0.0, INFINITY, INFINITY, normalize});
       switch (video.scalar_type()) {
         case at::kHalf:
           Device::template weights<at::Half>(t, grad_ptr, f.data_ptr<float>(), g.data_ptr<float>(),

@@ -27,6 +27,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "op_schema.h"
+
 #if defined(__CUDACC__)
 #define OST_HD __host__ __device__ __forceinline__
 #else
@@ -60,6 +62,7 @@ struct PairTile {
   float eps_ln2;  // eps * ln 2
   int max_iter;
   float tol;
+  SolverScalars s;  // the op's solver scalars (csrc/op_schema.h); the fields above derive from them
   float safe_range2 = kSafeRange2;  // the scaling form's largest (hi - lo) * scale2; < 0: none
   const float* frame_w = nullptr;  // (B, T) frame weights, float32, or nullptr (uniform)
   const float* desc_w = nullptr;   // (A, N) descriptor weights, float32, or nullptr

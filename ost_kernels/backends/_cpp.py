@@ -87,14 +87,3 @@ def keeps_sims(video: torch.Tensor, desc: torch.Tensor, budget: int) -> bool:
     A, N, _ = desc.shape
     itemsize = 8 if video.dtype == torch.float64 else 4
     return B * T * A * N * itemsize <= budget
-
-
-def forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, options, keep_cache: bool = False):
-    """The C++ op; the dispatcher picks the CPU or CUDA kernel from the tensors' device."""
-    return torch.ops.ost_kernels.od_forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights,
-                                            options.eps, options.max_iter, options.tol, options.reg_frames,
-                                            options.reg_desc, options.normalize, keep_cache)
-
-
-def backward(*args):
-    return torch.ops.ost_kernels.od_backward(*args)

@@ -6,16 +6,24 @@ A backend module defines BACKEND = Backend(...):
     dtypes    the input dtypes its kernels take
     reason    reason(device, dtype, shape) -> None if it can run this problem here, else why
               not: wrong device, unsupported dtype, not built, failed to load, or a hard limit
-              of its kernels (so that "auto" falls back instead of failing)
-    forward   forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, options)
-              -> (scores, f, g, iterations, error, cache): calls the backend's registered op,
-              differentiable in scores
-    backward  the backward op registered for it (see ost_kernels.contract)
-    scales_huge_rows  whether its kernels divide rows beyond _magnitudes.RESCALE_ABOVE by their
-              largest magnitude themselves (normalize=True); od_solve otherwise does it first
+              of its kernels (so that "auto" falls back instead of failing); called before
+              its ops are used, so it is where a backend loads them
+    ops       the qualified names of its forward and backward ops ("ost_kernels::od_forward"),
+              with ost_kernels.contract's signatures; Backend.forward calls the forward with
+              the solver scalars in the contract's order (SolverOptions.op_args)
+    cache     what its forward's cache output holds for its backward: "none"; "cosines", the
+              (B * T, A * N) sims in the compute dtype (the implicit backward reuses them);
+              "dot products", (B * T, A * N) raw float32 dot products
+    keeps_cache  keeps_cache(video, desc) -> whether a forward on these inputs keeps its cache
+    scales_huge_rows  whether its kernels divide rows beyond _magnitudes.RESCALE_ABOVE (or
+              below RESCALE_BELOW) by their largest magnitude themselves (normalize=True);
+              od_solve otherwise does it first
     features  what its kernels take beyond uniform balanced transport: "weights" (frame /
               descriptor weights), "reg_m" (relaxed marginals); a problem that needs one it
               lacks is refused with that reason, so "auto" passes over it
+
+Adding a backend: its module here (the record, its ops), one register_backend line in
+__init__.py, and its docs (docs/design.md's "Adding a backend" lists the rest).
 """
 from __future__ import annotations
 
@@ -47,15 +55,36 @@ class ProblemShape(NamedTuple):
         return cls(B, T, A, N, d, frozenset(needs))
 
 
+def never(video: torch.Tensor, desc: torch.Tensor) -> bool:
+    """keeps_cache of a backend that keeps nothing for its backward."""
+    return False
+
+
+def op(qualified: str):
+    """The registered op "namespace::name" (it must be registered by now)."""
+    namespace, name = qualified.split("::")
+    return getattr(getattr(torch.ops, namespace), name)
+
+
 @dataclass(frozen=True)
 class Backend:
     name: str
     dtypes: tuple[torch.dtype, ...]
     reason: Callable[[torch.device, torch.dtype, ProblemShape | None], str | None]
-    forward: Callable
-    backward: Callable
+    ops: tuple[str, str]
+    cache: str = "none"
+    keeps_cache: Callable[[torch.Tensor, torch.Tensor], bool] = never
     scales_huge_rows: bool = False
     features: frozenset = frozenset()
+
+    def forward(self, video, desc, frame_mask, desc_mask, frame_weights, desc_weights, options):
+        """Its forward op on these inputs: (scores, f, g, iterations, error, cache)."""
+        return op(self.ops[0])(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, *options.op_args(),
+                               self.keeps_cache(video, desc))
+
+    def backward(self, *args):
+        """Its backward op (ost_kernels.contract.BACKWARD_ARGS)."""
+        return op(self.ops[1])(*args)
 
     def why_not(self, device: torch.device, dtype: torch.dtype, shape: "ProblemShape | None" = None) -> str | None:
         """None if it can run this problem here: its own reason, then the features it needs."""

@@ -28,11 +28,8 @@ def keeps_sims(video: torch.Tensor, desc: torch.Tensor) -> bool:
     return _cpp.keeps_sims(video, desc, _cpp.cache_budget(CACHE_BUDGET_ENV, DEFAULT_CACHE_MB))
 
 
-def _forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, options):
-    return _cpp.forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, options,
-                        keep_cache=keeps_sims(video, desc))
-
-
-# csrc/cpu/rows.h rescales huge rows in the pass that normalizes them (kRescaleAbove).
-BACKEND = Backend(name="cpu", dtypes=DTYPES, reason=reason, forward=_forward, backward=_cpp.backward,
-                  scales_huge_rows=True, features=frozenset({"weights", "reg_m"}))
+# csrc/cpu/rows.h rescales huge and tiny rows in the pass that normalizes them (kRescaleAbove,
+# kRescaleBelow); its cache holds the cosines (B * T, A * N) in the compute dtype.
+BACKEND = Backend(name="cpu", dtypes=DTYPES, reason=reason, ops=("ost_kernels::od_forward", "ost_kernels::od_backward"),
+                  cache="cosines", keeps_cache=keeps_sims, scales_huge_rows=True,
+                  features=frozenset({"weights", "reg_m"}))

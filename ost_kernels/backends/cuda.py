@@ -48,10 +48,5 @@ def keeps_sims(video: torch.Tensor, desc: torch.Tensor) -> bool:
     return _cpp.keeps_sims(video, desc, _cpp.cache_budget(CACHE_BUDGET_ENV, DEFAULT_CACHE_MB))
 
 
-def _forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, options):
-    return _cpp.forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, options,
-                        keep_cache=keeps_sims(video, desc))
-
-
-BACKEND = Backend(name="cuda", dtypes=DTYPES, reason=reason, forward=_forward, backward=_cpp.backward,
-                  features=frozenset({"weights", "reg_m"}))
+BACKEND = Backend(name="cuda", dtypes=DTYPES, reason=reason, ops=("ost_kernels::od_forward", "ost_kernels::od_backward"),
+                  cache="dot products", keeps_cache=keeps_sims, features=frozenset({"weights", "reg_m"}))

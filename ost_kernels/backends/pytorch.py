@@ -21,9 +21,10 @@ import torch
 
 from .._cosine import unit_backward
 from .._plan import class_chunk, damping, pair_masks, scaled_cost, sims, units, valid_entries
-from ..contract import (check_mask_rows, check_op_scalars, empty_backward_outputs, empty_forward_outputs, no_cache,
-                        not_requested, register_autograd)
+from ..contract import (BACKWARD_SCHEMA, FORWARD_SCHEMA, OpScalars, check_forward_args, check_op_scalars,
+                        empty_forward_outputs, fake_backward, no_cache, not_requested, register_autograd)
 from .base import Backend
+
 
 def _log_marginal(valid: torch.Tensor, weights: torch.Tensor | None, dtype) -> torch.Tensor:
     """log of the marginal over the last axis of `valid` (..., n): the weights normalized over
@@ -87,10 +88,10 @@ def _sinkhorn_chunk(sim, frame_mask, desc_mask, eps: float, max_iter: int, tol: 
     return scores, alpha * eps, beta * eps, iterations, error
 
 
-def od_forward(video, desc, frame_mask, desc_mask, eps: float, max_iter: int, tol: float, normalize: bool,
-               frame_weights=None, desc_weights=None, reg=(float("inf"), float("inf"))):
+def od_forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, s):
     """Backend "torch" forward. video (B, T, d), desc (A, N, d), weights (B, T) / (A, N) or None,
-    reg = (rho_frames, rho_descriptors), inf for an exact side.
+    s the solver scalars (contract.OpScalars, or a SolverOptions: eps, max_iter, tol,
+    reg_frames / reg_desc (inf for an exact side), normalize).
 
     Returns scores (B, A), f (B, A, T), g (B, A, N), iterations (B, A) int32, error (B, A);
     float tensors in float64 for float64 inputs, else float32. Potentials of masked entries
@@ -98,15 +99,15 @@ def od_forward(video, desc, frame_mask, desc_mask, eps: float, max_iter: int, to
     """
     B, T, _ = video.shape
     A, N, _ = desc.shape
-    vn, dn = units(video, desc, frame_mask, desc_mask, normalize)
-    tau = (damping(eps, reg[0]), damping(eps, reg[1]))
+    vn, dn = units(video, desc, frame_mask, desc_mask, s.normalize)
+    tau = (damping(s.eps, s.reg_frames), damping(s.eps, s.reg_desc))
     step = class_chunk(B, A, T, N)
     parts = []
     for a0 in range(0, A, step):
         dm = desc_mask[a0 : a0 + step] if desc_mask is not None else None
         dw = desc_weights[a0 : a0 + step] if desc_weights is not None else None
-        parts.append(_sinkhorn_chunk(sims(vn, dn[a0 : a0 + step]), frame_mask, dm, eps, max_iter, tol, frame_weights,
-                                     dw, tau))
+        parts.append(_sinkhorn_chunk(sims(vn, dn[a0 : a0 + step]), frame_mask, dm, s.eps, s.max_iter, s.tol,
+                                     frame_weights, dw, tau))
     return tuple(torch.cat(p, dim=1) for p in zip(*parts))
 
 
@@ -140,42 +141,27 @@ def od_backward(grad_scores, video, desc, frame_mask, desc_mask, f, g, eps: floa
 
 
 # The same math as custom ops, so that every backend goes through one autograd registration
-# (ost_kernels.contract) and torch.compile sees one opaque call.
-@torch.library.custom_op("ost_kernels::od_forward_torch", mutates_args=())
-def od_forward_op(video: torch.Tensor, desc: torch.Tensor, frame_mask: torch.Tensor | None,
-                  desc_mask: torch.Tensor | None, frame_weights: torch.Tensor | None,
-                  desc_weights: torch.Tensor | None, eps: float, max_iter: int, tol: float, reg_frames: float,
-                  reg_desc: float, normalize: bool, keep_cache: bool = False
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    check_op_scalars(eps, max_iter, tol, "ost_kernels::od_forward_torch", (reg_frames, reg_desc))
-    check_mask_rows(frame_mask, "frame_mask", "ost_kernels::od_forward_torch")
-    check_mask_rows(desc_mask, "desc_mask", "ost_kernels::od_forward_torch")
+# (ost_kernels.contract) and torch.compile sees one opaque call. Their schemas are the
+# contract's; the solver scalars arrive in its order and are named by OpScalars.
+@torch.library.custom_op("ost_kernels::od_forward_torch", mutates_args=(), schema=FORWARD_SCHEMA)
+def od_forward_op(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, *scalars):
+    s = OpScalars(*scalars)
+    check_forward_args(s, frame_mask, desc_mask, "ost_kernels::od_forward_torch")
     # The reference keeps no cache: its backward recomputes what it needs.
-    return (*od_forward(video, desc, frame_mask, desc_mask, eps, max_iter, tol, normalize, frame_weights,
-                        desc_weights, (reg_frames, reg_desc)), no_cache(video))
+    return (*od_forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, s), no_cache(video))
 
 
-@torch.library.custom_op("ost_kernels::od_backward_torch", mutates_args=())
-def od_backward_op(grad_scores: torch.Tensor, video: torch.Tensor, desc: torch.Tensor,
-                   frame_mask: torch.Tensor | None, desc_mask: torch.Tensor | None, f: torch.Tensor,
-                   g: torch.Tensor, cache: torch.Tensor, eps: float, normalize: bool, video_grad: bool,
-                   desc_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+@torch.library.custom_op("ost_kernels::od_backward_torch", mutates_args=(), schema=BACKWARD_SCHEMA)
+def od_backward_op(grad_scores, video, desc, frame_mask, desc_mask, f, g, cache, eps, normalize, video_grad,
+                   desc_grad):
     check_op_scalars(eps, None, None, "ost_kernels::od_backward_torch")
     return od_backward(grad_scores, video, desc, frame_mask, desc_mask, f, g, eps, normalize, video_grad,
                        desc_grad)
 
 
-@od_forward_op.register_fake
-def _(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, eps, max_iter, tol, reg_frames, reg_desc,
-      normalize, keep_cache=False):
-    return empty_forward_outputs(video, desc)
-
-
-@od_backward_op.register_fake
-def _(grad_scores, video, desc, frame_mask, desc_mask, f, g, cache, eps, normalize, video_grad, desc_grad):
-    return empty_backward_outputs(video, desc, video_grad, desc_grad)
-
-
+# keep_cache or not, this op keeps nothing: its fake says so too.
+od_forward_op.register_fake(lambda video, desc, *rest: empty_forward_outputs(video, desc))
+od_backward_op.register_fake(fake_backward)
 register_autograd(od_forward_op, od_backward_op)
 
 
@@ -183,16 +169,10 @@ def _reason(device: torch.device, dtype: torch.dtype, shape=None) -> str | None:
     return None  # plain PyTorch: any device, every supported dtype, any size (chunked)
 
 
-def _forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, options):
-    return od_forward_op(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, options.eps,
-                         options.max_iter, options.tol, options.reg_frames, options.reg_desc, options.normalize)
-
-
 BACKEND = Backend(
     name="torch",
     dtypes=(torch.float32, torch.float16, torch.bfloat16, torch.float64),
     reason=_reason,
-    forward=_forward,
-    backward=od_backward_op,
+    ops=("ost_kernels::od_forward_torch", "ost_kernels::od_backward_torch"),
     features=frozenset({"weights", "reg_m"}),
 )

@@ -54,15 +54,6 @@ def _limit_reason(shape: ProblemShape | None) -> str | None:
     return None
 
 
-def _forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, options):
-    return torch.ops.ost_kernels.od_forward_triton(video, desc, frame_mask, desc_mask, frame_weights, desc_weights,
-                                                   options.eps, options.max_iter, options.tol, options.reg_frames,
-                                                   options.reg_desc, options.normalize)
-
-
-def _backward(*args):
-    return torch.ops.ost_kernels.od_backward_triton(*args)
-
-
-BACKEND = Backend(name="triton", dtypes=DTYPES, reason=reason, forward=_forward, backward=_backward,
+BACKEND = Backend(name="triton", dtypes=DTYPES, reason=reason,
+                  ops=("ost_kernels::od_forward_triton", "ost_kernels::od_backward_triton"),
                   features=frozenset({"weights", "reg_m"}))

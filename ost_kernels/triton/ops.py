@@ -29,7 +29,8 @@ from .._cosine import unit, unit_backward
 from .._env import triton_interpreting as interpreting
 from ..constants import LN2, LOG2E, NORM_EPS, SCALING_MAX_EPS
 from .._plan import damping
-from ..contract import check_mask_rows, check_op_scalars, empty_forward_outputs, not_requested, register_autograd
+from ..contract import (BACKWARD_SCHEMA, FORWARD_SCHEMA, OpScalars, check_forward_args, check_op_scalars,
+                        empty_forward_outputs, not_requested, register_autograd)
 from . import configs
 from .kernels import od_forward_kernel, od_weights_kernel
 
@@ -193,34 +194,21 @@ class _NoGuard:
         return False
 
 
-@triton_op("ost_kernels::od_forward_triton", mutates_args=())
-def od_forward_triton(
-    video: torch.Tensor,
-    desc: torch.Tensor,
-    frame_mask: torch.Tensor | None,
-    desc_mask: torch.Tensor | None,
-    frame_weights: torch.Tensor | None,
-    desc_weights: torch.Tensor | None,
-    eps: float,
-    max_iter: int,
-    tol: float,
-    reg_frames: float,
-    reg_desc: float,
-    normalize: bool,
-    keep_cache: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+@triton_op("ost_kernels::od_forward_triton", mutates_args=(), schema=FORWARD_SCHEMA)
+def od_forward_triton(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, *scalars):
     """Same contract as ost_kernels::od_forward: scores (B, A), f (B, A, T), g (B, A, N),
     iterations (B, A) int32, error (B, A), all float32, and an empty cache (the backward
     recomputes the sims inside its weights kernel). frame_weights (B, T) / desc_weights (A, N)
-    or None, with zero-weight entries already folded into the masks (od_solve does); reg_frames
-    / reg_desc: rho of each side, inf = exact."""
-    check_op_scalars(eps, max_iter, tol, "ost_kernels::od_forward_triton", (reg_frames, reg_desc))
-    check_mask_rows(frame_mask, "frame_mask", "ost_kernels::od_forward_triton")
-    check_mask_rows(desc_mask, "desc_mask", "ost_kernels::od_forward_triton")
+    or None, with zero-weight entries already folded into the masks (od_solve does); the
+    solver scalars in the contract's order (reg_frames / reg_desc: rho of each side, inf =
+    exact)."""
+    s = OpScalars(*scalars)
+    check_forward_args(s, frame_mask, desc_mask, "ost_kernels::od_forward_triton")
+    eps, max_iter, tol, normalize = s.eps, s.max_iter, s.tol, s.normalize
     B, T, d = video.shape
     A, N, _ = desc.shape
     scores, f, g, iterations, error, cache = empty_forward_outputs(video, desc)
-    tau_f, tau_d = damping(eps, reg_frames), damping(eps, reg_desc)
+    tau_f, tau_d = damping(eps, s.reg_frames), damping(eps, s.reg_desc)
     flags = specializations(eps, tol, normalize, weighted=frame_weights is not None or desc_weights is not None,
                             relaxed=(tau_f, tau_d) != (1.0, 1.0))
     forward, _ = _kernels()
@@ -247,21 +235,9 @@ def _matmul_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a.float() @ b.float()
 
 
-@triton_op("ost_kernels::od_backward_triton", mutates_args=())
-def od_backward_triton(
-    grad_scores: torch.Tensor,
-    video: torch.Tensor,
-    desc: torch.Tensor,
-    frame_mask: torch.Tensor | None,
-    desc_mask: torch.Tensor | None,
-    f: torch.Tensor,
-    g: torch.Tensor,
-    cache: torch.Tensor,
-    eps: float,
-    normalize: bool,
-    video_grad: bool,
-    desc_grad: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
+@triton_op("ost_kernels::od_backward_triton", mutates_args=(), schema=BACKWARD_SCHEMA)
+def od_backward_triton(grad_scores, video, desc, frame_mask, desc_mask, f, g, cache, eps, normalize, video_grad,
+                       desc_grad):
     """Gradients of video (B, T, d) and desc (A, N, d) with the plan held constant; a side not
     asked for is not computed (zero-size result). See the module doc for the scheme."""
     check_op_scalars(eps, None, None, "ost_kernels::od_backward_triton")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from backends_under_test import require
+from backends_under_test import BACKENDS, require
 from ost_kernels import contract
 
 SCHEMA_H = Path(__file__).resolve().parents[2] / "csrc" / "op_schema.h"
@@ -26,34 +26,49 @@ def _names(schema: torch._C.FunctionSchema):
     return tuple(a.name for a in schema.arguments), tuple(r.name for r in schema.returns)
 
 
-@pytest.mark.parametrize("key, args, outputs", [
-    ("kForwardSchema", contract.FORWARD_ARGS, contract.FORWARD_OUTPUTS),
-    ("kBackwardSchema", contract.BACKWARD_ARGS, contract.BACKWARD_OUTPUTS)])
-def test_op_schema_h_mirrors_the_contract(key, args, outputs):
-    schema = torch._C.parse_schema("ost_kernels::" + _schema_strings()[key])
-    assert _names(schema) == (args, outputs)
+@pytest.mark.parametrize("key, schema", [("kForwardSchema", contract.FORWARD_SCHEMA),
+                                         ("kBackwardSchema", contract.BACKWARD_SCHEMA)])
+def test_op_schema_h_mirrors_the_contract(key, schema):
+    """The C++ schema strings are the contract's, argument for argument, types and defaults
+    included."""
+    mirrored = torch._C.parse_schema("ost_kernels::" + _schema_strings()[key])
+    written = torch._C.parse_schema("ost_kernels::" + key + schema)
+    assert str(mirrored).split("(", 1)[1] == str(written).split("(", 1)[1]
+    assert _names(mirrored)[0][:len(contract.FORWARD_TENSORS)] == (
+        contract.FORWARD_TENSORS if key == "kForwardSchema" else contract.BACKWARD_ARGS[:6])
+
+
+def test_solver_scalars_are_listed_in_cpp_once_more_in_the_same_order():
+    """op_schema.h's SolverScalars and forward_entry list the contract's scalars in its order."""
+    text = SCHEMA_H.read_text()
+    struct = re.search(r"struct SolverScalars \{(.*?)\};", text, re.S).group(1)
+    fields = tuple(re.findall(r"^\s*\w+ (\w+)(?:, (\w+))?;", struct, re.M))
+    assert tuple(n for pair in fields for n in pair if n) == contract.SCALAR_NAMES
+    entry = re.search(r"SolverScalars\{([^}]*)\}", text).group(1)
+    assert tuple(x.strip() for x in entry.split(",")) == contract.SCALAR_NAMES
+
+
+def test_solver_options_give_the_scalars_in_op_order():
+    from ost_kernels import SolverOptions
+
+    options = SolverOptions(eps=0.2, max_iter=7, tol=0.01, normalize=False, reg_m=(0.5, float("inf")))
+    assert options.op_args() == (0.2, 7, 0.01, 0.5, float("inf"), False)
+    assert contract.OpScalars(*options.op_args()) == (*options.op_args(), False)
 
 
 def _registered_ops(backend: str):
-    if backend == "torch":
-        from ost_kernels.backends import pytorch
-        return pytorch.od_forward_op._opoverload, pytorch.od_backward_op._opoverload
-    if backend == "triton":
-        from ost_kernels.triton import ops
-        return torch.ops.ost_kernels.od_forward_triton.default, torch.ops.ost_kernels.od_backward_triton.default
-    from ost_kernels.backends import _cpp
-    assert _cpp.unavailable_reason() is None
-    return torch.ops.ost_kernels.od_forward.default, torch.ops.ost_kernels.od_backward.default
+    from ost_kernels.backends import REGISTRY
+    from ost_kernels.backends.base import op
+
+    require(backend)  # loads its ops
+    return tuple(op(name).default for name in REGISTRY[backend].ops)
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton", "cpu"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_every_backends_ops_take_the_contracts_arguments(backend):
-    require(backend)
     forward, backward = _registered_ops(backend)
-    assert _names(forward._schema)[0] == contract.FORWARD_ARGS
-    assert _names(backward._schema)[0] == contract.BACKWARD_ARGS
-    assert len(forward._schema.returns) == len(contract.FORWARD_OUTPUTS)
-    assert len(backward._schema.returns) == len(contract.BACKWARD_OUTPUTS)
+    assert _names(forward._schema) == (contract.FORWARD_ARGS, contract.FORWARD_OUTPUTS)
+    assert _names(backward._schema) == (contract.BACKWARD_ARGS, contract.BACKWARD_OUTPUTS)
 
 
 def test_cuda_size_limits_mirror_the_kernel():

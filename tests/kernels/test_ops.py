@@ -12,18 +12,20 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from backends_under_test import BACKENDS, require
 from inputs import case
 from ost_kernels import od_solve
+from ost_kernels.backends import REGISTRY
+from ost_kernels.backends.base import op
 
-# The ops each backend registers, as (library, name); "cuda-emulated" is the CUDA fallback's
-# code on the CPU (tests/helpers/cuda_emulation/).
-FORWARD_OPS = {"torch": ("ost_kernels", "od_forward_torch"), "cpu": ("ost_kernels", "od_forward"),
-               "cuda-emulated": ("ost_kernels_emulated", "od_forward")}
-BACKWARD_OPS = {"torch": ("ost_kernels", "od_backward_torch"), "cpu": ("ost_kernels", "od_backward"),
-                "cuda-emulated": ("ost_kernels_emulated", "od_backward")}
+# The ops of every backend that runs on CPU tensors here but Triton (see the module doc), from
+# their Backend records; "cuda-emulated" is the CUDA fallback's code on the CPU
+# (tests/helpers/cuda_emulation/).
+OPCHECKED = [name for name in BACKENDS if name != "triton"]
+FORWARD_OPS = {name: REGISTRY[name].ops[0] for name in OPCHECKED}
+BACKWARD_OPS = {name: REGISTRY[name].ops[1] for name in OPCHECKED}
 
 
 def _op(qualified):
-    library, name = qualified
-    return getattr(getattr(torch.ops, library), name)
+    require(next(name for name, b in REGISTRY.items() if qualified in b.ops))  # loads its ops
+    return op(qualified)
 
 
 def test_cpu_backend_is_built_and_auto_picks_it():
@@ -35,8 +37,6 @@ def test_cpu_backend_is_built_and_auto_picks_it():
 
 
 INF = float("inf")
-# What each backend's forward op takes beyond uniform balanced transport (Backend.features).
-RELAXES = {"torch": True, "cpu": True, "cuda-emulated": True}
 
 
 def _op_args(gen, dtype, masks, requires_grad=False):
@@ -57,8 +57,7 @@ def test_opcheck_forward(backend, dtype, masks, gen):
     dw = torch.rand(5, 3, generator=gen, dtype=torch.float32) + 0.1  # any float dtype
     for keep_cache in (False, True):
         torch.library.opcheck(op, (video, desc, fm, dm, None, None, 0.1, 50, 1e-3, INF, INF, True, keep_cache))
-        if RELAXES[backend]:
-            torch.library.opcheck(op, (video, desc, fm, dm, fw, dw, 0.1, 50, 1e-3, 0.5, INF, True, keep_cache))
+        torch.library.opcheck(op, (video, desc, fm, dm, fw, dw, 0.1, 50, 1e-3, 0.5, INF, True, keep_cache))
 
 
 @pytest.mark.parametrize("keep_cache", [False, True], ids=["recompute", "cache"])

@@ -48,15 +48,6 @@ def reason(device: torch.device, dtype: torch.dtype, shape: ProblemShape | None 
     return why
 
 
-def _forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, options):
-    return torch.ops.ost_kernels_emulated.od_forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights,
-                                                     options.eps, options.max_iter, options.tol, options.reg_frames,
-                                                     options.reg_desc, options.normalize, cuda.keeps_sims(video, desc))
-
-
-def _backward(*args):
-    return torch.ops.ost_kernels_emulated.od_backward(*args)
-
-
-BACKEND = Backend(name=NAME, dtypes=cuda.DTYPES, reason=reason, forward=_forward, backward=_backward,
-                  features=cuda.BACKEND.features)
+BACKEND = Backend(name=NAME, dtypes=cuda.DTYPES, reason=reason,
+                  ops=("ost_kernels_emulated::od_forward", "ost_kernels_emulated::od_backward"),
+                  cache=cuda.BACKEND.cache, keeps_cache=cuda.keeps_sims, features=cuda.BACKEND.features)

@@ -19,6 +19,9 @@
 namespace {
 
 using namespace ost_kernels::cuda;
+using ost_kernels::ForwardResult;
+using ost_kernels::SolverScalars;
+using ost_kernels::forward_entry;
 
 int64_t tile_elements = 512;  // small, so that the tests' problems span several tiles
 
@@ -102,13 +105,14 @@ struct EmulatedDevice {
   }
 };
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> od_forward_emulated(
-    const at::Tensor& video, const at::Tensor& desc, const std::optional<at::Tensor>& frame_mask,
-    const std::optional<at::Tensor>& desc_mask, const std::optional<at::Tensor>& frame_weights,
-    const std::optional<at::Tensor>& desc_weights, double eps, int64_t max_iter, double tol, double reg_frames,
-    double reg_desc, bool normalize, bool keep_cache) {
-  return od_forward_impl<EmulatedDevice>(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, eps,
-                                         max_iter, tol, reg_frames, reg_desc, normalize, keep_cache, tile_elements);
+ForwardResult od_forward_emulated(const at::Tensor& video, const at::Tensor& desc,
+                                  const std::optional<at::Tensor>& frame_mask,
+                                  const std::optional<at::Tensor>& desc_mask,
+                                  const std::optional<at::Tensor>& frame_weights,
+                                  const std::optional<at::Tensor>& desc_weights, const SolverScalars& scalars,
+                                  bool keep_cache) {
+  return od_forward_impl<EmulatedDevice>(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, scalars,
+                                         keep_cache, tile_elements);
 }
 
 std::tuple<at::Tensor, at::Tensor> od_backward_emulated(const at::Tensor& grad_scores, const at::Tensor& video,
@@ -130,7 +134,7 @@ TORCH_LIBRARY(ost_kernels_emulated, m) {
 }
 
 TORCH_LIBRARY_IMPL(ost_kernels_emulated, CPU, m) {
-  m.impl("od_forward", &od_forward_emulated);
+  m.impl("od_forward", &forward_entry<&od_forward_emulated>);
   m.impl("od_backward", &od_backward_emulated);
 }
 
