@@ -12,21 +12,24 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _from_module(node: ast.ImportFrom, path: Path) -> str:
+    """The absolute name of the module a `from ... import` in the file names (relative ones resolved)."""
+    if not node.level:
+        return node.module or ""
+    base = _module_name(path).split(".")
+    base = base[: len(base) - node.level + (1 if path.name == "__init__.py" else 0)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def _imports(path: Path, package: str, modules: set[str]) -> set[str]:
     """Modules of `modules` that the file imports (at any depth of the file, lazily too)."""
     name = _module_name(path)
-    is_pkg = path.name == "__init__.py"
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = name.split(".")
-                base = base[: len(base) - node.level + (1 if is_pkg else 0)]
-                stem = ".".join(base + ([node.module] if node.module else []))
-            else:
-                stem = node.module or ""
+            stem = _from_module(node, path)
             # `from pkg import sub` imports the submodule; `from pkg import name` the package.
             targets = [f"{stem}.{a.name}" if f"{stem}.{a.name}" in modules else stem for a in node.names]
         elif isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "import_module" and node.args \
@@ -67,19 +70,19 @@ def test_no_import_circles(package):
 
 
 def test_names_are_imported_from_the_module_that_defines_them():
-    """ost.model re-exports nothing of ost.logits: every `from ost.model import ...` (in the
-    package, the tests and the benchmarks) takes only names in ost.model.__all__."""
-    import ost.model
+    """ost.model.model re-exports nothing of ost.model.logits: every `from ost.model.model
+    import ...` (in the package, relative or not, the tests and the benchmarks) takes only names
+    in ost.model.model.__all__."""
+    import ost.model.model
 
     bad = []
     for path in sorted(ROOT.glob("ost/**/*.py")) + sorted(ROOT.glob("tests/**/*.py")) + \
             sorted(ROOT.glob("benchmarks/*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module == "ost.model" or
-                                                     (node.level == 1 and node.module == "model"
-                                                      and path.parent.name == "ost")):
-                bad += [f"{path.relative_to(ROOT)}: {a.name}" for a in node.names if a.name not in ost.model.__all__]
-    assert not bad, "imported from ost.model but defined elsewhere: " + ", ".join(bad)
+            if isinstance(node, ast.ImportFrom) and _from_module(node, path) == "ost.model.model":
+                bad += [f"{path.relative_to(ROOT)}: {a.name}" for a in node.names
+                        if a.name not in ost.model.model.__all__]
+    assert not bad, "imported from ost.model.model but defined elsewhere: " + ", ".join(bad)
 
 
 def test_backend_modules_are_imported_only_by_the_registry():

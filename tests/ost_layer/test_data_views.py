@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from ost.annotations import read_annotations
-from ost.data import VideoDataset, collate_skipping, decode_frames, segment_indices
-from ost.transforms import check_views, eval_transform
-from ost.descriptors import DescriptorSet
-from ost.evaluate import Split, evaluate, evaluate_split, view_scores
-from ost.model import OSTModel
-from ost.synthetic import make_synthetic, write_video
+from ost.data.annotations import read_annotations
+from ost.data.data import VideoDataset, collate_skipping, decode_frames, segment_indices
+from ost.data.transforms import check_views, eval_transform
+from ost.descriptors.descriptors import DescriptorSet
+from ost.run.evaluate import Split, evaluate, evaluate_split, view_scores
+from ost.model.model import OSTModel
+from ost.data.synthetic import make_synthetic, write_video
 from tiny_clip import tiny_clip
 
 T, S = 4, 16
@@ -176,7 +176,7 @@ def test_multi_view_evaluation_averages_softmax(setup, monkeypatch):
 
 
 def test_evaluate_passes_views_and_normalization_on(setup, monkeypatch):
-    import ost.evaluate
+    import ost.run.evaluate
 
     model, split = setup
     made = []
@@ -186,7 +186,7 @@ def test_evaluate_passes_views_and_normalization_on(setup, monkeypatch):
             super().__init__(*args, **kwargs)
             made.append((self.views, self.normalization))
 
-    monkeypatch.setattr(ost.evaluate, "VideoDataset", Recording)
+    monkeypatch.setattr(ost.run.evaluate, "VideoDataset", Recording)
     asked = []
 
     def descriptors(s):

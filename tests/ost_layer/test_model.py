@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ost.descriptors import DescriptorSet
-from ost.ensemble import ensemble_models, ensemble_state_dicts
-from ost.loss import cross_entropy_loss, same_class_target, symmetric_kl_loss
-from ost.logits import DescriptorEmbeddings, ODLogitsConfig, od_logits
-from ost.model import OSTModel
+from ost.descriptors.descriptors import DescriptorSet
+from ost.model.ensemble import ensemble_models, ensemble_state_dicts
+from ost.model.loss import cross_entropy_loss, same_class_target, symmetric_kl_loss
+from ost.model.logits import DescriptorEmbeddings, ODLogitsConfig, od_logits
+from ost.model.model import OSTModel
 from ost_kernels import od_solve
 from tiny_clip import tiny_clip
 

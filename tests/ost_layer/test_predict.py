@@ -11,8 +11,8 @@ import torch
 
 import ost
 from ost.cli import main
-from ost.recognizer import CLASS_NAME_BASELINE, Recognizer
-from ost.synthetic import make_synthetic
+from ost.run.recognizer import CLASS_NAME_BASELINE, Recognizer
+from ost.data.synthetic import make_synthetic
 from ost_runs import write_config
 from tiny_clip import TEXT, VISION
 
@@ -81,8 +81,8 @@ def test_predictions_are_evals_scores(config, data):
 
 
 def test_tensor_input_equals_the_decoded_path(recognizer, data):
-    from ost.data import VideoDataset
-    from ost.annotations import VideoRecord
+    from ost.data.data import VideoDataset
+    from ost.data.annotations import VideoRecord
 
     recognizer.set_classes(NAMES, spatio=SPATIO, temporal=TEMPORAL)
     video = sorted(Path(data["labels"]).parent.glob("videos/*.mp4"))[0]
@@ -105,7 +105,7 @@ def test_class_name_baseline_without_descriptors(recognizer, data):
 
 def test_generated_descriptors_are_cached_by_class_name(recognizer, tmp_path, data):
     from fake_llm import FakeLLM
-    from ost.generate import make_client
+    from ost.descriptors.generate import make_client
 
     cache = tmp_path / "cache.json"
     video = sorted(Path(data["labels"]).parent.glob("videos/*.mp4"))[0]
@@ -165,11 +165,11 @@ def test_cli_table_json_plots_and_unreadable_videos(config, data, tmp_path, caps
 def test_plan_figures_default_to_the_readable_scale(config, data, tmp_path, monkeypatch):
     """Plans are near-uniform, so P_ij on 0..max was one flat colour: the difference from the
     uniform plan is the default now (--scale mass for P_ij); predict takes --kind as plot-plan."""
-    import ost.plots
+    import ost.run.plots
 
     seen = []
-    real = ost.plots.plot_video_plans
-    monkeypatch.setattr(ost.plots, "plot_video_plans", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    real = ost.run.plots.plot_video_plans
+    monkeypatch.setattr(ost.run.plots, "plot_video_plans", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
     video = str(sorted(Path(data["labels"]).parent.glob("videos/*.mp4"))[0])
     base = ["predict", video, "--config", str(config), *_descriptor_files(tmp_path), "--quiet"]
     for i, extra in enumerate([[], ["--scale", "mass", "--kind", "spatio"], ["--deviation"]]):
@@ -315,8 +315,8 @@ def test_paper_figure_shares_one_scale_and_numbers_source_frames(tmp_path, monke
     the uniform plan, centred on 0), and the score explained."""
     import matplotlib.figure
 
-    from ost.data import segment_indices
-    from ost.plots import plot_plans, sampled_clip
+    from ost.data.data import segment_indices
+    from ost.run.plots import plot_plans, sampled_clip
 
     video = sample_videos()[0]  # bigbuckbunny.mp4: 132 frames, 1280x720
     clip, numbers = sampled_clip(video, 8, 32)

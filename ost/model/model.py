@@ -1,5 +1,5 @@
 """The OST model on open_clip: per-frame video embeddings, descriptor embeddings, and the OD
-logits of ost.logits (the paper's Eq. 13).
+logits of ost.model.logits (the paper's Eq. 13).
 
 Prompts default to the paper's code: Spatio descriptors as "This is a video about {descriptor}",
 Temporal ones conditioned on the class name, "A video of {class_name} usually includes
@@ -11,10 +11,10 @@ import torch
 from torch import nn
 from tqdm import tqdm  # tqdm.auto's iterates its iterable twice (tests/ost_layer/test_user_errors.py)
 
-from .descriptors import KINDS, DescriptorSet
+from ..descriptors.descriptors import KINDS, DescriptorSet
 from .logits import DescriptorEmbeddings, ODLogitsConfig, od_logits
 
-# The logits' own names (DescriptorEmbeddings, ODLogitsConfig, od_logits) are ost.logits's.
+# The logits' own names (DescriptorEmbeddings, ODLogitsConfig, od_logits) are ost.model.logits's.
 __all__ = ["OSTModel", "SPATIO_PROMPT", "TEMPORAL_PROMPT", "CLASS_PROMPT"]
 
 SPATIO_PROMPT = "This is a video about {descriptor}"

@@ -21,22 +21,22 @@ import torch
 # and a second DataLoader iterator decodes the first batches twice with a second worker set.
 from tqdm import tqdm
 
-from .annotations import read_annotations
-from .augment import finish_batch
+from ..data.annotations import read_annotations
+from ..data.augment import finish_batch
 from .distributed import loader_workers
-from .data import VideoDataset, collate_skipping
-from .augment import check_normalization
-from .transforms import check_views
-from .descriptors import DescriptorSet
-from .files import atomic_write
-from .large_classes import chunk_for_budget, chunked_topk
-from .logits import DescriptorEmbeddings
-from .model import OSTModel
+from ..data.data import VideoDataset, collate_skipping
+from ..data.augment import check_normalization
+from ..data.transforms import check_views
+from ..descriptors.descriptors import DescriptorSet
+from ..files import atomic_write
+from ..model.large_classes import chunk_for_budget, chunked_topk
+from ..model.logits import DescriptorEmbeddings
+from ..model.model import OSTModel
 
 
 @dataclass
 class EvalConfig:
-    """`ost eval`'s settings: the `eval` group of a run config (ost.config), in YAML
+    """`ost eval`'s settings: the `eval` group of a run config (ost.run.config), in YAML
     `eval: {ensemble_alpha: 0.2}`, on the command line `--set eval.batch_size=16`."""
 
     val_list: str = ""  # the videos scored when no --list / --split / splits is given
@@ -97,10 +97,10 @@ def evaluate_split(model: OSTModel, split: Split, frames: int, size: int, batch_
     or for an unreadable video its error.
 
     With class_chunk (classes at a time) or memory_budget (bytes), logits are computed a chunk
-    of classes at a time with a running top-5 (ost.large_classes.chunked_topk): same results,
+    of classes at a time with a running top-5 (ost.model.large_classes.chunked_topk): same results,
     memory bounded whatever the number of classes.
 
-    views=(clips, crops): test views per video (ost.data.VideoDataset); with more than one, a
+    views=(clips, crops): test views per video (ost.data.data.VideoDataset); with more than one, a
     video's score is softmax(logits over all classes) averaged over its views, the official
     multi-view test. The softmax needs every class's logit, so chunking then bounds the
     solver's memory chunk by chunk but keeps the (batch_size * views, A) logits. A batch
