@@ -1,10 +1,23 @@
-"""The package's shape: no import circles between the modules of ost_kernels or ost."""
+"""The package's shape: no import circles between the modules of ost_kernels or ost, and ost's
+wings (descriptors, data, model, run) depending one way, under its command line."""
 import ast
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The wings of ost and what each may import besides itself: ost.files is the base every wing
+# shares; data and model both stand on descriptors but not on each other; run puts them together.
+OST_WINGS = {
+    "ost.files": set(),
+    "ost.descriptors": {"ost.files"},
+    "ost.data": {"ost.files", "ost.descriptors"},
+    "ost.model": {"ost.files", "ost.descriptors"},
+    "ost.run": {"ost.files", "ost.descriptors", "ost.data", "ost.model"},
+}
+# Above the wings: the package's own names, `python -m ost`, the parser and its handlers.
+OST_TOP = {"ost", "ost.__main__", "ost.cli", "ost.commands"}
 
 
 def _module_name(path: Path) -> str:
@@ -96,3 +109,38 @@ def test_backend_modules_are_imported_only_by_the_registry():
            for f in files if not _module_name(f).startswith("ost_kernels.backends")
            and _imports(f, "ost_kernels", modules) & backend_modules]
     assert not bad, "; ".join(bad)
+
+
+def _ost_graph() -> dict[str, set[str]]:
+    files = sorted((ROOT / "ost").rglob("*.py"))
+    modules = {_module_name(f) for f in files}
+    return {_module_name(f): _imports(f, "ost", modules) for f in files}
+
+
+def _wing(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def test_ost_wings_depend_one_way():
+    """Every module of ost is in a wing or on top, and a wing imports only the wings below it
+    (OST_WINGS): descriptors and data nothing of model or run, model nothing of data or run,
+    none of them ost itself, ost.cli or ost.commands."""
+    graph = _ost_graph()
+    loose = sorted(m for m in graph if m not in OST_TOP and _wing(m) not in OST_WINGS)
+    assert not loose, f"modules of ost in no wing: {loose} (put them in one, or name a new wing in OST_WINGS)"
+    bad = [f"{m} imports {t}" for m in sorted(graph) if m not in OST_TOP for t in sorted(graph[m])
+           if _wing(t) != _wing(m) and _wing(t) not in OST_WINGS[_wing(m)]]
+    assert not bad, "imports against the wings' direction: " + "; ".join(bad)
+
+
+def test_only_the_entry_points_import_the_command_line():
+    """ost.cli is imported only by `python -m ost` (and named by the `ost` script), ost.commands
+    only by ost.cli: the command line is the top, nothing in the library calls it."""
+    import tomllib
+
+    graph = _ost_graph()
+    importers = {top: sorted(m for m, targets in graph.items() if top in targets)
+                 for top in ("ost.cli", "ost.commands")}
+    assert importers == {"ost.cli": ["ost.__main__"], "ost.commands": ["ost.cli"]}, importers
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"ost": "ost.cli:main"}
