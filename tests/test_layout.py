@@ -144,3 +144,14 @@ def test_only_the_entry_points_import_the_command_line():
     assert importers == {"ost.cli": ["ost.__main__"], "ost.commands": ["ost.cli"]}, importers
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {"ost": "ost.cli:main"}
+
+
+def test_only_the_model_touches_its_descriptor_cache():
+    """OSTModel's cached descriptor embeddings (_cache) are the model's own: evaluation and the
+    recognizer change the classes through set_descriptors, which drops the cache, instead of
+    writing it from outside (a stale cache scores the old classes)."""
+    bad = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in sorted((ROOT / "ost").rglob("*.py"))
+           if path != ROOT / "ost" / "model" / "model.py"
+           for node in ast.walk(ast.parse(path.read_text()))
+           if isinstance(node, ast.Attribute) and node.attr == "_cache"]
+    assert not bad, "OSTModel._cache used outside ost/model/model.py: " + ", ".join(bad)

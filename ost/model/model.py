@@ -108,6 +108,18 @@ class OSTModel(nn.Module):
                 self._cache = self.encode_descriptors(progress=progress)
         return self._cache
 
+    def set_descriptors(self, descriptors: DescriptorSet, *, spatio_prompt: str | None = None,
+                        temporal_prompt: str | None = None) -> None:
+        """Score against `descriptors` from now on, with these prompts where given (the texts
+        encoded are the prompts filled with the descriptors). The cached embeddings of the old
+        ones are dropped: the next descriptor_embeddings() encodes the new ones, once."""
+        self.descriptors = descriptors
+        if spatio_prompt is not None:
+            self.spatio_prompt = spatio_prompt
+        if temporal_prompt is not None:
+            self.temporal_prompt = temporal_prompt
+        self._cache = None
+
     def set_descriptor_embeddings(self, emb: DescriptorEmbeddings) -> None:
         """Use precomputed descriptor embeddings (e.g. DescriptorEmbeddings.load) as the cache."""
         d = self.embed_dim

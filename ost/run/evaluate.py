@@ -116,9 +116,8 @@ def evaluate_split(model: OSTModel, split: Split, frames: int, size: int, batch_
         descriptors = DescriptorSet.from_files(split.labels, split.spatio, split.temporal)
     elif callable(descriptors):
         descriptors = descriptors(split)
-    model.descriptors = descriptors
+    model.set_descriptors(descriptors)  # encoded once for this split
     model.eval()
-    model._cache = None  # descriptors changed: encode them once for this split
     device = next(model.parameters()).device
     records = read_annotations(split.video_list, split.root, model.descriptors.num_classes)
     # Loader workers crop uint8 clips; the normalization runs on the model's device.

@@ -210,9 +210,9 @@ class Recognizer:
             od = dataclasses.replace(od, use_ot=False, use_pooled=True)
             sp = tp = self.config.class_prompt
             source = CLASS_NAME_BASELINE
-        self.model.descriptors = DescriptorSet(names, *lists)
-        self.model.config, self.model.spatio_prompt, self.model.temporal_prompt = od, sp, tp
-        self.model._cache = None  # encoded on the next predict, once
+        # Their embeddings are encoded on the next predict, once.
+        self.model.set_descriptors(DescriptorSet(names, *lists), spatio_prompt=sp, temporal_prompt=tp)
+        self.model.config = od
         self.classes_from = source
         return source
 
