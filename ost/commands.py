@@ -163,10 +163,9 @@ def evaluate(args) -> int:
 
 def _check_predict_flags(args) -> None:
     """The flags that need no file: checked first."""
-    if (args.spatio is None) != (args.temporal is None):
-        raise ValueError("--spatio and --temporal go together")
-    if args.generate and args.spatio:
-        raise ValueError("--generate asks the LLM for descriptors: give it or --spatio / --temporal, not both")
+    from .run.recognizer import check_descriptor_source
+
+    check_descriptor_source(args.spatio, args.temporal, args.generate, flags=True)
     if args.top < 1:
         raise ValueError(f"--top must be >= 1, got {args.top}")
     if args.generate:
@@ -177,7 +176,7 @@ def _predict_classes(args, cfg) -> list[str] | None:
     """The class names to rank (None: the config's own class files, read here to check them)."""
     from .run.build import descriptor_set
     from .descriptors.descriptors import load_class_names
-    from .run.recognizer import check_names
+    from .run.recognizer import check_names, config_class_files
 
     if args.classes is not None:
         names = [n.strip() for n in args.classes.split(",")]
@@ -190,13 +189,12 @@ def _predict_classes(args, cfg) -> list[str] | None:
         if not cfg.labels:
             raise ValueError("descriptors need classes: pass --classes or --labels")
         return load_class_names(cfg.data_path(cfg.labels))
-    named = [cfg.labels] + ([] if cfg.class_name_baseline else [cfg.spatio, cfg.temporal])
-    if not all(named):
+    named, missing = config_class_files(cfg)
+    if not named:
         raise ValueError("no classes: pass --classes \"a,b,c\" or --labels CSV (the config names no label and "
                          "descriptor files)")
-    missing = [cfg.data_path(f) for f in named if not Path(cfg.data_path(f)).is_file()]
     if missing:
-        raise ValueError(f"no classes: the config's class file {missing[0]} is not there: pass --classes or "
+        raise ValueError(f"no classes: the config's class file {missing} is not there: pass --classes or "
                          "--labels (the presets' files: ost data download --dest ost-data)")
     descriptor_set(cfg)
     return None

@@ -78,6 +78,28 @@ def check_names(names) -> list[str]:
     return out
 
 
+def check_descriptor_source(spatio, temporal, generate: bool, *, flags: bool = False) -> None:
+    """Descriptors come as spatio and temporal together, or from the LLM (generate), or not at
+    all (the class-name baseline): one of spatio / temporal alone, or descriptors given and
+    generate, is refused. flags: name them as `ost predict`'s flags, else as set_classes's
+    arguments."""
+    sp, tp, gen = ("--spatio", "--temporal", "--generate") if flags else ("spatio", "temporal", "generate=True")
+    if (spatio is None) != (temporal is None):
+        raise ValueError(f"{sp} and {tp} go together: give both {sp} and {tp} descriptors, or neither")
+    if generate and spatio is not None:
+        raise ValueError(f"{gen} asks the LLM for descriptors: give it or {sp} / {tp}, not both")
+
+
+def config_class_files(cfg: RunConfig) -> tuple[bool, str | None]:
+    """Whether the config names its class files (labels; spatio and temporal too unless
+    class_name_baseline) and, when it names them all, the first that is not a file (None: all
+    are there)."""
+    named = [cfg.labels] + ([] if cfg.class_name_baseline else [cfg.spatio, cfg.temporal])
+    if not all(named):
+        return False, None
+    return True, next((str(cfg.data_path(f)) for f in named if not Path(cfg.data_path(f)).is_file()), None)
+
+
 def descriptor_lists(value, names: list[str], kind: str, order: str = "the order of the names") -> list[list[str]]:
     """Per-class descriptor lists (in names' order) from lists, a {name: list} mapping or a
     JSON file keyed by class name or, in the paper's format, by class id (0..N-1 in names'
@@ -161,10 +183,8 @@ class Recognizer:
         cfg = self.config
         # The config's classes when its files are there (a preset names the paper's, which
         # `ost data download` fetches); else set_classes names them.
-        named = [cfg.labels] + ([] if cfg.class_name_baseline else [cfg.spatio, cfg.temporal])
-        has_files = all(named) and all(Path(cfg.data_path(f)).is_file() for f in named)
-        self._missing = None if has_files or not all(named) else next(
-            str(cfg.data_path(f)) for f in named if not Path(cfg.data_path(f)).is_file())
+        named, self._missing = config_class_files(cfg)
+        has_files = named and self._missing is None
         # Without files the model is built with a placeholder class, never scored: predict
         # refuses to run until set_classes names the classes.
         descriptors = descriptor_set(cfg) if has_files else DescriptorSet(["(no classes)"], [["-"]], [["-"]])
@@ -191,10 +211,7 @@ class Recognizer:
         ./ost_descriptor_cache.json). Neither: the class-name prompt baseline. Returns where
         the classes' texts come from (also in each Prediction's classes_from)."""
         names = check_names(names)
-        if (spatio is None) != (temporal is None):
-            raise ValueError("give both spatio and temporal descriptors, or neither")
-        if generate and spatio is not None:
-            raise ValueError("give descriptors or generate=True, not both")
+        check_descriptor_source(spatio, temporal, generate)
         od, (sp, tp) = self._od, self._prompts
         if spatio is not None:
             lists = (descriptor_lists(spatio, names, "spatio"), descriptor_lists(temporal, names, "temporal"))

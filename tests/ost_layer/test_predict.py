@@ -292,6 +292,53 @@ def test_recognizer_bad_input(recognizer, tmp_path):
         recognizer.predict(torch.zeros(2, 0, 3, 32, 32, dtype=torch.uint8))
 
 
+def test_the_cli_and_the_recognizer_check_the_descriptor_source_alike(recognizer, config, data, capsys):
+    """One check (check_descriptor_source) for `ost predict`'s flags and set_classes's arguments:
+    spatio and temporal go together, and given descriptors exclude generating them."""
+    for kwargs, said in [
+        (dict(temporal={"a": ["z"]}), "spatio and temporal go together: give both spatio and temporal descriptors, "
+                                      "or neither"),
+        (dict(spatio={"a": ["x"]}, temporal={"a": ["z"]}, generate=True),
+         "generate=True asks the LLM for descriptors: give it or spatio / temporal, not both"),
+    ]:
+        with pytest.raises(ValueError) as exc:
+            recognizer.set_classes(["a"], **kwargs)
+        assert str(exc.value) == said
+    video = str(sorted(Path(data["labels"]).parent.glob("videos/*.mp4"))[0])
+    for flags, said in [
+        (["--temporal", "t.json"], "--spatio and --temporal go together: give both --spatio and --temporal "
+                                   "descriptors, or neither"),
+        (["--spatio", "s.json", "--temporal", "t.json", "--generate"],
+         "--generate asks the LLM for descriptors: give it or --spatio / --temporal, not both"),
+    ]:
+        assert main(["predict", video, "--config", str(config), "--classes", "a,b", *flags]) == 2
+        assert capsys.readouterr().err.strip() == f"ost: error: {said}"
+
+
+def test_the_cli_and_the_recognizer_find_the_configs_class_files_alike(data, tmp_path, capsys):
+    """Without --classes / set_classes the classes are the config's files (config_class_files):
+    both say which one is not there, or that the config names none."""
+    video = str(sorted(Path(data["labels"]).parent.glob("videos/*.mp4"))[0])
+    gone = tmp_path / "gone.csv"
+    for overrides, cli_said, rec_said in [
+        (dict(labels=str(gone)),
+         f"no classes: the config's class file {gone} is not there: pass --classes or --labels (the presets' "
+         "files: ost data download --dest ost-data)",
+         f"no classes: the config's class file {gone} is not there, so call set_classes(...) first"),
+        (dict(labels=None, spatio=None, temporal=None),
+         "no classes: pass --classes \"a,b,c\" or --labels CSV (the config names no label and descriptor files)",
+         "no classes: the config names no label / descriptor files, so call set_classes(...) first"),
+    ]:
+        config = write_config(tmp_path, data, **overrides)
+        assert main(["predict", video, "--config", str(config), "--quiet"]) == 2
+        assert capsys.readouterr().err.strip() == f"ost: error: {cli_said}"
+        rec = Recognizer(str(config))
+        assert rec.classes == [] and rec.classes_from is None
+        with pytest.raises(ValueError) as exc:
+            rec.predict(torch.zeros(1, 4, 3, 32, 32))
+        assert str(exc.value).startswith(rec_said)
+
+
 def test_fresh_recognizer_without_classes_refuses_to_predict():
     overrides = [MODEL[i + 1] for i in range(0, len(MODEL), 2)]
     rec = Recognizer("k400_zero_shot", overrides=overrides)
