@@ -7,7 +7,7 @@
                      weights, the ensemble eval scores with
     train.py         the training loop and the official lr schedule
     distributed.py   torchrun: ranks, gathering, gradient averaging, the epoch sampler
-    evaluate.py      top-1 / top-5, splits, multi-view, chunked class scoring,
+    evaluate.py      top-1 / top-5, splits, multi-view (view_average), chunked class scoring,
                      per-video predictions
     recognizer.py    ost.Recognizer (`ost predict`): one's own videos and classes
     plots.py         the plan figure (Fig. 6 / 7)

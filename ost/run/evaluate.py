@@ -57,13 +57,23 @@ class Split:
     root: str | None = None
 
 
-def view_scores(logits: torch.Tensor, num_views: int) -> torch.Tensor:
-    """Scores (B, A) of logits (B * num_views, A) whose rows are the views of each video in turn:
-    softmax over classes, averaged over a video's views (the official test sums them: same
-    ranking). Averaging probabilities, not logits, lets a confident view outvote unsure ones."""
+def view_average(logits: torch.Tensor, num_views: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and probabilities (B, A) of logits (B * num_views, A) whose rows are the views of
+    each video in turn, each averaged over a video's views: the logits as they are, the
+    probabilities as softmax over classes per view (the official test sums them: same ranking).
+    Averaging probabilities, not logits, lets a confident view outvote unsure ones; `ost eval`
+    ranks by them, `ost predict` (ost.Recognizer) reports both."""
     if logits.shape[0] % num_views:
         raise ValueError(f"{logits.shape[0]} rows of logits are not a whole number of {num_views} views")
-    return logits.float().softmax(dim=-1).view(-1, num_views, logits.shape[-1]).mean(1)
+    logits = logits.float()
+    A = logits.shape[-1]
+    return logits.view(-1, num_views, A).mean(1), logits.softmax(dim=-1).view(-1, num_views, A).mean(1)
+
+
+def view_scores(logits: torch.Tensor, num_views: int) -> torch.Tensor:
+    """Scores (B, A) of logits (B * num_views, A) whose rows are the views of each video in turn:
+    the probabilities of view_average, what `ost eval` ranks a video by."""
+    return view_average(logits, num_views)[1]
 
 
 def _all_class_logits(model: OSTModel, emb: torch.Tensor, desc: DescriptorEmbeddings, class_chunk: int | None,

@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from .config import RunConfig, load_config
+from .evaluate import view_average
 from ..descriptors.descriptors import KINDS, DescriptorError, DescriptorSet, load_class_descriptors
 from ..files import atomic_write_json, load_json
 
@@ -247,10 +248,7 @@ class Recognizer:
         """Logits and probabilities (B, A) of finished clips (B, T, 3, S, S) or (B, V, T, 3, S, S)."""
         desc = self.model.descriptor_embeddings()
         if x.dim() == 6:
-            V = x.shape[1]
-            logits = self.model.logits(self.model.encode_video(x.flatten(0, 1)), desc).float()
-            probs = logits.softmax(-1).view(-1, V, logits.shape[-1]).mean(1)
-            return logits.view(-1, V, logits.shape[-1]).mean(1), probs
+            return view_average(self.model.logits(self.model.encode_video(x.flatten(0, 1)), desc), x.shape[1])
         logits = self.model.logits(self.model.encode_video(x), desc).float()
         return logits, logits.softmax(-1)
 

@@ -10,7 +10,7 @@ from ost.data.annotations import read_annotations
 from ost.data.data import VideoDataset, collate_skipping, decode_frames, segment_indices
 from ost.data.transforms import check_views, eval_transform
 from ost.descriptors.descriptors import DescriptorSet
-from ost.run.evaluate import Split, evaluate, evaluate_split, view_scores
+from ost.run.evaluate import Split, evaluate, evaluate_split, view_average, view_scores
 from ost.model.model import OSTModel
 from ost.data.synthetic import make_synthetic, write_video
 from tiny_clip import tiny_clip
@@ -103,6 +103,21 @@ def test_view_scores_average_softmax_not_logits():
     torch.testing.assert_close(scores.sum(-1), torch.ones(2))
     with pytest.raises(ValueError, match="3 views"):
         view_scores(logits, 3)
+
+
+def test_view_average_gives_the_views_mean_logits_and_mean_probabilities():
+    """What `ost predict` reports with several views (the mean logits beside the mean
+    probabilities), and what `ost eval` ranks by (view_scores: the probabilities)."""
+    logits = torch.tensor([[10.0, 9.0, -10.0], [-10.0, 9.5, 10.0], [0.0, 1.0, 2.0], [0.0, 3.0, 2.0]])
+    mean_logits, probs = view_average(logits, 2)
+    torch.testing.assert_close(mean_logits, torch.tensor([[0.0, 9.25, 0.0], [0.0, 2.0, 2.0]]))
+    torch.testing.assert_close(probs, torch.stack([logits[:2].softmax(-1).mean(0), logits[2:].softmax(-1).mean(0)]))
+    assert torch.equal(probs, view_scores(logits, 2))
+    one_logits, one_probs = view_average(logits.double(), 1)  # one view: the logits (as float32) and their softmax
+    assert one_logits.dtype == torch.float32 and torch.equal(one_logits, logits)
+    torch.testing.assert_close(one_probs, logits.softmax(-1))
+    with pytest.raises(ValueError, match="4 rows of logits are not a whole number of 3 views"):
+        view_average(logits, 3)
 
 
 @pytest.fixture(scope="module")

@@ -80,6 +80,22 @@ def test_predictions_are_evals_scores(config, data):
         assert r["label"] in rec.classes and r["correct"] == (r["top"][0] == r["label"])
 
 
+def test_multi_view_predictions_are_evals_scores(config, data):
+    """With several test views the recognizer averages them as `ost eval` does (one function,
+    view_average): its top-5 and probabilities equal the eval's per-video predictions."""
+    out = Path(config).parent / "preds_views.jsonl"
+    assert main(["eval", "--config", str(config), "--list", str(data["val"]), "--predictions", str(out),
+                 "--set", "eval.views=[2,3]", "--untrained", "--quiet"]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    rec = Recognizer(str(config), overrides=["eval.views=[2,3]"])
+    preds = {p.video: p for p in rec.predict([r["video"] for r in records], top=5)}
+    assert len(records) == len(preds) > 0
+    for r in records:
+        p = preds[r["video"]]
+        assert r["top"] == p.classes and r["score"] == "probability"
+        torch.testing.assert_close(torch.tensor(r["scores"]), torch.tensor(p.probs), rtol=1e-5, atol=1e-6)
+
+
 def test_tensor_input_equals_the_decoded_path(recognizer, data):
     from ost.data.data import VideoDataset
     from ost.data.annotations import VideoRecord
