@@ -43,6 +43,24 @@ def test_training_really_trains(data, tmp_path):
     assert saved["max_steps"] == 30 and saved["lr"] == 1e-3
 
 
+def test_checkpoints_name_no_module_of_ost(data, tmp_path):
+    """A checkpoint holds tensors and plain values only, no pickled class of ost: moving ost's
+    modules (as issue 33 did, ost/checkpoint.py -> ost/model/checkpoint.py, ...) cannot break
+    loading a checkpoint written before. Every global its pickle names is torch's or an
+    OrderedDict, all of which torch.load(weights_only=True) takes."""
+    import io
+    import pickletools
+    import zipfile
+
+    config = write_config(tmp_path, data, max_steps=1, save_every=1)
+    assert main(["train", "--config", str(config), "--quiet"]) == 0
+    with zipfile.ZipFile(tmp_path / "run" / "checkpoint.pt") as archive:
+        pickled = archive.read(next(n for n in archive.namelist() if n.endswith("/data.pkl")))
+    names = {arg for op, arg, _ in pickletools.genops(io.BytesIO(pickled)) if op.name == "GLOBAL"}
+    assert "collections OrderedDict" in names
+    assert all(n.split()[0] in ("torch", "torch._utils", "collections") for n in names), names
+
+
 def test_killed_run_resumes_without_lost_or_repeated_steps(data, tmp_path):
     (tmp_path / "ref").mkdir()
     # The reference loads in the main process, the killed and resumed runs with two loader
