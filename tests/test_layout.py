@@ -155,3 +155,22 @@ def test_only_the_model_touches_its_descriptor_cache():
            for node in ast.walk(ast.parse(path.read_text()))
            if isinstance(node, ast.Attribute) and node.attr == "_cache"]
     assert not bad, "OSTModel._cache used outside ost/model/model.py: " + ", ".join(bad)
+
+
+def test_every_file_of_ost_ships_in_a_non_editable_install():
+    """A wheel holds the packages setuptools finds (folders with an __init__.py) and, besides
+    their .py files, only the package-data pyproject.toml names: every folder of ost is a
+    package, and every other file (the presets' YAML, the published data's manifest) matches a
+    package-data pattern of its own package."""
+    import fnmatch
+    import tomllib
+
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    folders = [d for d in [ROOT / "ost", *(ROOT / "ost").rglob("*")] if d.is_dir() and d.name != "__pycache__"]
+    not_packages = [str(d.relative_to(ROOT)) for d in folders if not (d / "__init__.py").is_file()]
+    assert not not_packages, f"folders of ost a wheel would leave out (no __init__.py): {not_packages}"
+    unshipped = [str(f.relative_to(ROOT)) for d in folders for f in sorted(d.iterdir())
+                 if f.is_file() and f.suffix != ".py" and not f.name.startswith(".") and not any(
+                     fnmatch.fnmatch(f.name, pattern)
+                     for pattern in package_data.get(".".join(d.relative_to(ROOT).parts), []))]
+    assert not unshipped, f"files of ost no package-data pattern ships: {unshipped}"
