@@ -174,3 +174,20 @@ def test_every_file_of_ost_ships_in_a_non_editable_install():
                      fnmatch.fnmatch(f.name, pattern)
                      for pattern in package_data.get(".".join(d.relative_to(ROOT).parts), []))]
     assert not unshipped, f"files of ost no package-data pattern ships: {unshipped}"
+
+
+def test_ost_uses_only_the_public_api_of_ost_kernels():
+    """What docs/design.md says of ost: it takes from ost_kernels only names of
+    ost_kernels.__all__, as `from ost_kernels import ...` (no submodule, no backend)."""
+    import ost_kernels
+
+    bad = []
+    for path in sorted((ROOT / "ost").rglob("*.py")):
+        where = path.relative_to(ROOT)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                bad += [f"{where}: import {a.name}" for a in node.names if a.name.split(".")[0] == "ost_kernels"]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module.split(".")[0] == "ost_kernels":
+                bad += [f"{where}: from {node.module} import {a.name}" for a in node.names
+                        if node.module != "ost_kernels" or a.name not in ost_kernels.__all__]
+    assert not bad, "ost reaches past ost_kernels' public API: " + "; ".join(bad)
