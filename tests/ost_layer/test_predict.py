@@ -217,7 +217,7 @@ def test_one_row_plans_are_said_to_say_nothing(config, data, tmp_path, capsys):
 
 
 def test_descriptor_files_keyed_by_class_name(config, data, tmp_path, capsys):
-    """The README's {class: [...]} files: accepted where the classes are given by name (they
+    """docs/ost.md's {class: [...]} files: accepted where the classes are given by name (they
     were refused: "key 'riding a bike' is not a class id"), the same predictions as the
     paper's id-keyed files; where ids are required, the error says which ids."""
     video = str(sorted(Path(data["labels"]).parent.glob("videos/*.mp4"))[0])
