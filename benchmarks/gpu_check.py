@@ -411,10 +411,10 @@ def train_step_overhead(report, batch=32, frames=8, classes=400):
     import open_clip
     from triton.testing import do_bench
 
-    from ost.descriptors import DescriptorSet
-    from ost.loss import symmetric_kl_loss
-    from ost.logits import ODLogitsConfig
-    from ost.model import OSTModel
+    from ost.descriptors.descriptors import DescriptorSet
+    from ost.model.loss import symmetric_kl_loss
+    from ost.model.logits import ODLogitsConfig
+    from ost.model.model import OSTModel
 
     names = [f"action {a}" for a in range(classes)]
     descs = DescriptorSet(names, [[f"object {a}.{k}" for k in range(4)] for a in range(classes)],

@@ -1,9 +1,9 @@
 """Evaluation and a training step against the class count (A up to 20,000 on the CPU,
 100,000 on a GPU), time and peak extra memory.
 
-* eval: top-5 over all classes with class-chunked OD logits (ost.large_classes.chunked_topk,
+* eval: top-5 over all classes with class-chunked OD logits (ost.model.large_classes.chunked_topk,
   1024 classes a chunk): memory stays flat as A grows.
-* train-step: cross-entropy over all classes (ost.large_classes.sharded_cross_entropy on one
+* train-step: cross-entropy over all classes (ost.model.large_classes.sharded_cross_entropy on one
   rank) with backward to the frame embeddings: memory grows with B * A (the logits and the
   potentials kept for backward).
 B = 8 videos, T = 8 frames, N = 4 descriptors, d = 512; descriptor embeddings precomputed.
@@ -13,8 +13,8 @@ import torch
 
 from conftest import record
 from memory import peak_extra_bytes
-from ost.large_classes import chunked_topk, sharded_cross_entropy
-from ost.logits import DescriptorEmbeddings, od_logits
+from ost.model.large_classes import chunked_topk, sharded_cross_entropy
+from ost.model.logits import DescriptorEmbeddings, od_logits
 
 B, T, N, D = 8, 8, 4, 512
 

@@ -2,12 +2,12 @@
 was before it was reworked (the `old` provider, the code of commit BEFORE, taken from git), in
 the same run.
 
-Clips are Kinetics-like (ost.synthetic.write_kinetics_like_clip: 10 s, 30 fps, 340 x 256,
+Clips are Kinetics-like (ost.data.synthetic.write_kinetics_like_clip: 10 s, 30 fps, 340 x 256,
 H.264 with B-frames), with the encoder's default keyframe interval and a short one (12).
 Grid: T in {8, 32}, training and evaluation transforms (size 224, one view), 1 and 2 loader
 workers. `new` is what `ost train` / `ost eval` run: the loader decodes what the clip needs and
 crops uint8 frames, the photometric half (colour jitter, grayscale, normalization) runs on the
-training device (ost.augment.finish_batch), so it is not part of the loader's work; `new+cpu`
+training device (ost.data.augment.finish_batch), so it is not part of the loader's work; `new+cpu`
 adds that half on this CPU, for CPU-only training. The table reports clips/s and clips/s per
 loader worker (per core).
 """
@@ -20,10 +20,10 @@ import pytest
 import torch
 
 from conftest import record
-from ost.annotations import VideoRecord
-from ost.augment import finish_batch
-from ost.data import VideoDataset, collate_skipping
-from ost.synthetic import write_kinetics_like_clip
+from ost.data.annotations import VideoRecord
+from ost.data.augment import finish_batch
+from ost.data.data import VideoDataset, collate_skipping
+from ost.data.synthetic import write_kinetics_like_clip
 
 BEFORE = "fa23a97"  # the last commit with the pipeline as the issue measured it
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@
     ost make-synthetic --out demo                      # a small synthetic video data set
 
 `train`, `eval` and `plot-plan` read one run config: `--config` takes a YAML file or a preset
-name, repeatable (later ones win); `--set` any setting of ost.config.RunConfig, e.g.
+name, repeatable (later ones win); `--set` any setting of ost.run.config.RunConfig, e.g.
 `--set od.eps=0.05 --set eval.batch_size=16`. A setting is reached that one way only.
 """
 from __future__ import annotations

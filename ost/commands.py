@@ -19,9 +19,9 @@ def _check_llm_flags(args) -> None:
 
 
 def generate(args) -> int:
-    from .descriptors import load_class_names
+    from .descriptors.descriptors import load_class_names
     from .files import check_output_file
-    from .generate import PROMPTS, Prompt, generate_descriptors, make_client
+    from .descriptors.generate import PROMPTS, Prompt, generate_descriptors, make_client
 
     _check_llm_flags(args)
     check_output_file(args.out, "--out")
@@ -41,7 +41,7 @@ def generate(args) -> int:
 
 def reindex(args) -> int:
     from .files import check_output_file
-    from .reindex import reindex_descriptors
+    from .descriptors.reindex import reindex_descriptors
 
     check_output_file(args.out, "--out")
     reindex_descriptors(args.full_labels, args.subset_labels, args.descriptors, args.out)
@@ -50,8 +50,8 @@ def reindex(args) -> int:
 
 
 def ensemble(args) -> int:
-    from .checkpoint import load_state_dict_file, save_checkpoint
-    from .ensemble import ensemble_state_dicts
+    from .model.checkpoint import load_state_dict_file, save_checkpoint
+    from .model.ensemble import ensemble_state_dicts
     from .files import check_output_file
 
     check_output_file(args.out, "--out")  # before two checkpoints are read
@@ -63,8 +63,8 @@ def ensemble(args) -> int:
 
 
 def train(args) -> int:
-    from .config import load_config
-    from .train import train as run
+    from .run.config import load_config
+    from .run.train import train as run
 
     cfg = load_config(args.config, args.set or [])
     print(json.dumps(run(cfg, resume=args.resume, progress=not args.quiet)))
@@ -72,7 +72,7 @@ def train(args) -> int:
 
 
 def _parse_split(spec: str):
-    from .evaluate import Split
+    from .run.evaluate import Split
 
     parts = spec.split(",")
     if len(parts) not in (4, 5):
@@ -82,7 +82,7 @@ def _parse_split(spec: str):
 
 
 def _splits(cfg, args):
-    from .evaluate import Split
+    from .run.evaluate import Split
 
     if args.split:
         return [_parse_split(spec) for spec in args.split]
@@ -102,7 +102,7 @@ def _splits(cfg, args):
 def _split_classes(cfg, splits) -> list:
     """Each split's classes and descriptors, its video list checked against them: every file
     eval reads, read before the model is built."""
-    from .annotations import read_annotations
+    from .data.annotations import read_annotations
 
     sets = []
     for split in splits:
@@ -126,9 +126,9 @@ def _scored_weights(cfg, args) -> None:
 
 
 def evaluate(args) -> int:
-    from .build import scoring_model
-    from .config import load_config
-    from .evaluate import evaluate as run
+    from .run.build import scoring_model
+    from .run.config import load_config
+    from .run.evaluate import evaluate as run
     from .files import check_output_file
 
     cfg = load_config(args.config, args.set or [])
@@ -163,10 +163,9 @@ def evaluate(args) -> int:
 
 def _check_predict_flags(args) -> None:
     """The flags that need no file: checked first."""
-    if (args.spatio is None) != (args.temporal is None):
-        raise ValueError("--spatio and --temporal go together")
-    if args.generate and args.spatio:
-        raise ValueError("--generate asks the LLM for descriptors: give it or --spatio / --temporal, not both")
+    from .run.recognizer import check_descriptor_source
+
+    check_descriptor_source(args.spatio, args.temporal, args.generate, flags=True)
     if args.top < 1:
         raise ValueError(f"--top must be >= 1, got {args.top}")
     if args.generate:
@@ -175,9 +174,9 @@ def _check_predict_flags(args) -> None:
 
 def _predict_classes(args, cfg) -> list[str] | None:
     """The class names to rank (None: the config's own class files, read here to check them)."""
-    from .build import descriptor_set
-    from .descriptors import load_class_names
-    from .recognizer import check_names
+    from .run.build import descriptor_set
+    from .descriptors.descriptors import load_class_names
+    from .run.recognizer import check_names, config_class_files
 
     if args.classes is not None:
         names = [n.strip() for n in args.classes.split(",")]
@@ -190,13 +189,12 @@ def _predict_classes(args, cfg) -> list[str] | None:
         if not cfg.labels:
             raise ValueError("descriptors need classes: pass --classes or --labels")
         return load_class_names(cfg.data_path(cfg.labels))
-    named = [cfg.labels] + ([] if cfg.class_name_baseline else [cfg.spatio, cfg.temporal])
-    if not all(named):
+    named, missing = config_class_files(cfg)
+    if not named:
         raise ValueError("no classes: pass --classes \"a,b,c\" or --labels CSV (the config names no label and "
                          "descriptor files)")
-    missing = [cfg.data_path(f) for f in named if not Path(cfg.data_path(f)).is_file()]
     if missing:
-        raise ValueError(f"no classes: the config's class file {missing[0]} is not there: pass --classes or "
+        raise ValueError(f"no classes: the config's class file {missing} is not there: pass --classes or "
                          "--labels (the presets' files: ost data download --dest ost-data)")
     descriptor_set(cfg)
     return None
@@ -210,9 +208,9 @@ def _present_videos(videos: list[str]) -> None:
 
 
 def predict(args) -> int:
-    from .config import load_config
+    from .run.config import load_config
     from .files import atomic_write_json, check_output_file, check_output_folder
-    from .recognizer import Recognizer, descriptor_lists, read_descriptor_cache
+    from .run.recognizer import Recognizer, descriptor_lists, read_descriptor_cache
 
     # What is cheap to check is checked before the model is built (seconds, or a minute of
     # download retries offline): flags, classes, descriptor files, videos, outputs, and (in
@@ -226,7 +224,7 @@ def predict(args) -> int:
         given = tuple(descriptor_lists(path, names, kind, order)
                       for path, kind in ((args.spatio, "spatio"), (args.temporal, "temporal")))
     if args.generate:
-        from .generate import make_client
+        from .descriptors.generate import make_client
 
         read_descriptor_cache(args.cache)
         client = make_client(args.base_url, args.api_key)
@@ -264,8 +262,8 @@ def predict(args) -> int:
 def _plan_figures(args, cfg, rec, preds) -> None:
     """predict --plot-dir: each readable video's plan figure, or why there is none to draw."""
     from .files import output_folder
-    from .plots import nothing_to_plot, plot_video_plans
-    from .recognizer import CLASS_NAME_BASELINE
+    from .run.plots import nothing_to_plot, plot_video_plans
+    from .run.recognizer import CLASS_NAME_BASELINE
 
     baseline = rec.classes_from == CLASS_NAME_BASELINE
     why = nothing_to_plot(rec.model.descriptors, args.kind, "class-name prompts" if baseline else None)
@@ -281,14 +279,14 @@ def _plan_figures(args, cfg, rec, preds) -> None:
 
 
 def _descriptor_set(cfg, split):
-    from .build import descriptor_set
+    from .run.build import descriptor_set
 
     return descriptor_set(cfg, split.labels, split.spatio, split.temporal)
 
 
 def make_synthetic(args) -> int:
     from .files import check_output_folder
-    from .synthetic import check_arguments, make_synthetic as make
+    from .data.synthetic import check_arguments, make_synthetic as make
 
     check_arguments(args.classes, args.videos_per_class, args.frames, args.size,
                     names=dict(num_classes="--classes", videos_per_class="--videos-per-class", frames="--frames",
@@ -300,10 +298,10 @@ def make_synthetic(args) -> int:
 
 
 def plot_plan(args) -> int:
-    from .build import descriptor_set, scoring_model
-    from .config import load_config
+    from .run.build import descriptor_set, scoring_model
+    from .run.config import load_config
     from .files import check_output_file
-    from .plots import nothing_to_plot, plot_video_plans, sampled_clip
+    from .run.plots import nothing_to_plot, plot_video_plans, sampled_clip
 
     cfg = load_config(args.config, args.set or [])
     # The cheap checks (flags, output, classes, the video decoding) before the model is built.
@@ -324,7 +322,7 @@ def plot_plan(args) -> int:
 
 
 def presets(args) -> int:
-    from .presets import PRESETS_DIR, list_presets
+    from .run.presets import PRESETS_DIR, list_presets
 
     for name, about in list_presets().items():
         print(f"{name:34s} {about}")
@@ -335,7 +333,7 @@ def presets(args) -> int:
 
 def download(args) -> int:
     from .files import check_output_folder
-    from .published import download_published
+    from .data.published import download_published
 
     check_output_folder(args.dest, "--dest")
     summary = download_published(args.dest, only=args.only or None, progress=not args.quiet,
@@ -345,10 +343,10 @@ def download(args) -> int:
 
 
 def convert(args) -> int:
-    from .convert import convert_official_checkpoint
+    from .model.convert import convert_official_checkpoint
     from .files import check_output_file
 
     check_output_file(args.out, "--out")  # before the checkpoint is read and converted
     convert_official_checkpoint(args.checkpoint, args.out, model_name=args.model)
-    print(f"{args.out}: {args.checkpoint} as a state dict of ost.model.OSTModel ({args.model})")
+    print(f"{args.out}: {args.checkpoint} as a state dict of ost.model.model.OSTModel ({args.model})")
     return 0

@@ -6,11 +6,11 @@ import re
 import pytest
 import torch
 
-from ost.checkpoint import load_checkpoint, load_state_dict_file, rng_state, save_checkpoint, set_rng_state
+from ost.model.checkpoint import load_checkpoint, load_state_dict_file, rng_state, save_checkpoint, set_rng_state
 from ost.cli import main
-from ost.build import load_model as _load_model
-from ost.config import load_config
-from ost.synthetic import make_synthetic
+from ost.run.build import load_model as _load_model
+from ost.run.config import load_config
+from ost.data.synthetic import make_synthetic
 from ost_runs import write_config
 
 
@@ -68,10 +68,10 @@ def test_bad_od_settings_are_refused_by_every_command(data, tmp_path, override, 
 def test_eval_reads_the_od_settings(data, tmp_path, monkeypatch):
     path = write(tmp_path, data)
     seen = []
-    import ost.logits
+    import ost.model.logits
 
-    real = ost.logits.od_solve
-    monkeypatch.setattr(ost.logits, "od_solve", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    real = ost.model.logits.od_solve
+    monkeypatch.setattr(ost.model.logits, "od_solve", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
     assert main(["eval", "--config", str(path), "--list", str(data["val"]), "--untrained", "--quiet", "--set",
                  "od.backend=torch",
                  "--set", "od.eps=0.2"]) == 0

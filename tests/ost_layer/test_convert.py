@@ -1,4 +1,4 @@
-"""ost.convert: official OST checkpoints (their key layout, rebuilt here on a tiny random
+"""ost.model.convert: official OST checkpoints (their key layout, rebuilt here on a tiny random
 open_clip CLIP) convert into an OSTModel state dict; anything that does not fit is refused."""
 import sys
 import types
@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from ost.checkpoint import load_state_dict_file
-from ost.convert import convert_official_checkpoint, convert_official_state_dict, load_official_checkpoint
-from ost.descriptors import DescriptorSet
-from ost.model import OSTModel
+from ost.model.checkpoint import load_state_dict_file
+from ost.model.convert import convert_official_checkpoint, convert_official_state_dict, load_official_checkpoint
+from ost.descriptors.descriptors import DescriptorSet
+from ost.model.model import OSTModel
 from tiny_clip import tiny_clip
 
 

@@ -4,10 +4,10 @@ import random
 import pytest
 import torch
 
-from ost.annotations import few_shot, read_annotations
-from ost.data import VideoDataset, collate_skipping, decode_frames, segment_indices
-from ost.descriptors import DescriptorSet
-from ost.synthetic import make_synthetic
+from ost.data.annotations import few_shot, read_annotations
+from ost.data.data import VideoDataset, collate_skipping, decode_frames, segment_indices
+from ost.descriptors.descriptors import DescriptorSet
+from ost.data.synthetic import make_synthetic
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def test_synthetic_set_is_complete(synthetic):
 
 
 def test_synthetic_videos_are_encoded_reproducibly(synthetic, tmp_path):
-    """The encoder settings that make the bytes the same under CPU load (ost/synthetic.py:
+    """The encoder settings that make the bytes the same under CPU load (ost/data/synthetic.py:
     one thread, no macroblock tree; with mbtree a few of 40 concurrent runs differed), read
     back from the options libx264 writes into each file, and a second run's identical bytes."""
     video = synthetic["train"].parent / "videos" / "class00_02.mp4"
@@ -107,7 +107,7 @@ def test_bad_videos_in_loader_workers_are_skipped_and_counted(synthetic, tmp_pat
 
 def test_deferred_items_finish_to_the_same_clips(synthetic):
     """Deferring the photometric half to the batch gives the clips the dataset makes itself."""
-    from ost.augment import finish_batch
+    from ost.data.augment import finish_batch
 
     recs = read_annotations(synthetic["train"])
     for train in (True, False):

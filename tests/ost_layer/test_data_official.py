@@ -9,10 +9,10 @@ import torch
 import torchvision
 from torchvision.transforms.v2 import functional as F
 
-from ost.annotations import read_annotations
-from ost.data import VideoDataset
-from ost.augment import NORMALIZATIONS, apply_photometric, photometric_params
-from ost.transforms import (ClipAugmentation, EvalTransform, TrainTransform, draw_jitter, eval_transform,
+from ost.data.annotations import read_annotations
+from ost.data.data import VideoDataset
+from ost.data.augment import NORMALIZATIONS, apply_photometric, photometric_params
+from ost.data.transforms import (ClipAugmentation, EvalTransform, TrainTransform, draw_jitter, eval_transform,
                             fixed_crop_offsets, multiscale_crop_box, multiscale_crop_sizes, short_side_shape,
                             three_crop_boxes, train_transform)
 
@@ -169,7 +169,7 @@ def test_jitter_parameters_are_drawn_per_frame_and_applied_per_clip_with_p():
 
 def test_one_jitter_draw_is_torchvisions_colorjitter(monkeypatch):
     """The official ColorJitter calls torchvision.transforms.ColorJitter(0.4, 0.4, 0.2, 0.1) on each
-    frame: with the same parameters, ost.augment's batched adjustments give what torchvision
+    frame: with the same parameters, ost.data.augment's batched adjustments give what torchvision
     gives on float frames (to float rounding), and on uint8 frames to a few grey levels
     (torchvision truncates to uint8 after each of the four adjustments; the batched ones stay in
     float, so up to one level a step)."""

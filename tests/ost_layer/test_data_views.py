@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from ost.annotations import read_annotations
-from ost.data import VideoDataset, collate_skipping, decode_frames, segment_indices
-from ost.transforms import check_views, eval_transform
-from ost.descriptors import DescriptorSet
-from ost.evaluate import Split, evaluate, evaluate_split, view_scores
-from ost.model import OSTModel
-from ost.synthetic import make_synthetic, write_video
+from ost.data.annotations import read_annotations
+from ost.data.data import VideoDataset, collate_skipping, decode_frames, segment_indices
+from ost.data.transforms import check_views, eval_transform
+from ost.descriptors.descriptors import DescriptorSet
+from ost.run.evaluate import Split, evaluate, evaluate_split, view_average, view_scores
+from ost.model.model import OSTModel
+from ost.data.synthetic import make_synthetic, write_video
 from tiny_clip import tiny_clip
 
 T, S = 4, 16
@@ -105,6 +105,21 @@ def test_view_scores_average_softmax_not_logits():
         view_scores(logits, 3)
 
 
+def test_view_average_gives_the_views_mean_logits_and_mean_probabilities():
+    """What `ost predict` reports with several views (the mean logits beside the mean
+    probabilities), and what `ost eval` ranks by (view_scores: the probabilities)."""
+    logits = torch.tensor([[10.0, 9.0, -10.0], [-10.0, 9.5, 10.0], [0.0, 1.0, 2.0], [0.0, 3.0, 2.0]])
+    mean_logits, probs = view_average(logits, 2)
+    torch.testing.assert_close(mean_logits, torch.tensor([[0.0, 9.25, 0.0], [0.0, 2.0, 2.0]]))
+    torch.testing.assert_close(probs, torch.stack([logits[:2].softmax(-1).mean(0), logits[2:].softmax(-1).mean(0)]))
+    assert torch.equal(probs, view_scores(logits, 2))
+    one_logits, one_probs = view_average(logits.double(), 1)  # one view: the logits (as float32) and their softmax
+    assert one_logits.dtype == torch.float32 and torch.equal(one_logits, logits)
+    torch.testing.assert_close(one_probs, logits.softmax(-1))
+    with pytest.raises(ValueError, match="4 rows of logits are not a whole number of 3 views"):
+        view_average(logits, 3)
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     syn = make_synthetic(tmp_path_factory.mktemp("syn"), num_classes=3, videos_per_class=3, frames=12, size=32)
@@ -176,7 +191,7 @@ def test_multi_view_evaluation_averages_softmax(setup, monkeypatch):
 
 
 def test_evaluate_passes_views_and_normalization_on(setup, monkeypatch):
-    import ost.evaluate
+    import ost.run.evaluate
 
     model, split = setup
     made = []
@@ -186,7 +201,7 @@ def test_evaluate_passes_views_and_normalization_on(setup, monkeypatch):
             super().__init__(*args, **kwargs)
             made.append((self.views, self.normalization))
 
-    monkeypatch.setattr(ost.evaluate, "VideoDataset", Recording)
+    monkeypatch.setattr(ost.run.evaluate, "VideoDataset", Recording)
     asked = []
 
     def descriptors(s):

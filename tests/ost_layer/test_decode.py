@@ -1,4 +1,4 @@
-"""Decoding only what a clip needs (ost.decode): the same frames as decoding every frame in
+"""Decoding only what a clip needs (ost.data.decode): the same frames as decoding every frame in
 order, fewer frames decoded, containers without a frame count, truncated and missing files."""
 import random
 
@@ -6,8 +6,8 @@ import av
 import numpy as np
 import pytest
 
-from ost.data import segment_indices
-from ost.decode import DecodeStats, read_frames
+from ost.data.data import segment_indices
+from ost.data.decode import DecodeStats, read_frames
 
 
 def _write(path, frames: int, gop: int | None = None, codec_options=None):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ost.descriptors import (DescriptorError, DescriptorSet, load_class_names, load_descriptors,
+from ost.descriptors.descriptors import (DescriptorError, DescriptorSet, load_class_names, load_descriptors,
                              parse_descriptor_object, save_descriptors)
 
 from paper_data import PAPER_DATA as DATA

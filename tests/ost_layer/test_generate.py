@@ -12,8 +12,8 @@ import pytest
 
 from fake_llm import FakeLLM
 from ost.cli import main
-from ost.descriptors import load_descriptors
-from ost.generate import GenerationError, MalformedReply, generate_descriptors, make_client, parse_reply
+from ost.descriptors.descriptors import load_descriptors
+from ost.descriptors.generate import GenerationError, MalformedReply, generate_descriptors, make_client, parse_reply
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["archery", "juggling balls", "surfing", "knitting", "rock climbing"]
@@ -144,7 +144,7 @@ PAPER_PROMPTS = PAPER_DATA / "paper_prompts.json"
 
 
 def test_default_prompts_are_the_papers_verbatim():
-    from ost.generate import MODEL, PROMPTS, TEMPERATURE
+    from ost.descriptors.generate import MODEL, PROMPTS, TEMPERATURE
 
     if not PAPER_PROMPTS.exists():
         pytest.skip(f"{PAPER_PROMPTS} (the paper's prompts) is not here")
@@ -159,7 +159,7 @@ def test_default_prompts_are_the_papers_verbatim():
 
 
 def test_the_paper_prompts_reach_the_endpoint(tmp_path):
-    from ost.generate import PROMPTS
+    from ost.descriptors.generate import PROMPTS
 
     with FakeLLM() as server:
         out = tmp_path / "t.json"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ost.checkpoint import load_checkpoint
+from ost.model.checkpoint import load_checkpoint
 from ost.cli import main
-from ost.synthetic import make_synthetic
+from ost.data.synthetic import make_synthetic
 from ost_runs import write_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,9 +42,9 @@ def only_line(capsys) -> str:
 
 
 def test_interrupted_eval_writes_nothing(data, tmp_path, capsys, monkeypatch):
-    import ost.evaluate
+    import ost.run.evaluate
 
-    monkeypatch.setattr(ost.evaluate, "evaluate_split", interrupt)
+    monkeypatch.setattr(ost.run.evaluate, "evaluate_split", interrupt)
     config = write_config(tmp_path, data)
     out, preds = tmp_path / "out" / "res.json", tmp_path / "out" / "preds.jsonl"
     assert run(["eval", "--config", str(config), "--list", str(data["val"]), "--untrained", "--out", str(out),

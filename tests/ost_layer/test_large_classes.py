@@ -8,8 +8,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from ost.large_classes import chunk_for_budget, chunked_topk, shard_range, sharded_cross_entropy
-from ost.logits import DescriptorEmbeddings, ODLogitsConfig, od_logits
+from ost.model.large_classes import chunk_for_budget, chunked_topk, shard_range, sharded_cross_entropy
+from ost.model.logits import DescriptorEmbeddings, ODLogitsConfig, od_logits
 
 
 def _embeddings(seed=0, B=6, T=5, A=23, N=4, d=16):
@@ -91,7 +91,7 @@ def test_two_process_class_sharding_matches_one_process(tmp_path):
         torch.testing.assert_close(got["logits"], logits.detach()[:, c0:c1], rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(got["loss"], loss.detach(), rtol=1e-6, atol=1e-7)
         # Every rank backpropagates the same loss, so each local gradient is world x the true
-        # one; ost.train's gradient averaging divides it back out.
+        # one; ost.run.train's gradient averaging divides it back out.
         torch.testing.assert_close(got["grad_frames"] / world, frames.grad[r0:r1], rtol=1e-5, atol=1e-7)
         torch.testing.assert_close(got["grad_spatio"] / world, desc.spatio.grad[c0:c1], rtol=1e-5, atol=1e-7)
         torch.testing.assert_close(got["grad_temporal"] / world, desc.temporal.grad[c0:c1], rtol=1e-5, atol=1e-7)

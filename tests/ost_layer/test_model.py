@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ost.descriptors import DescriptorSet
-from ost.ensemble import ensemble_models, ensemble_state_dicts
-from ost.loss import cross_entropy_loss, same_class_target, symmetric_kl_loss
-from ost.logits import DescriptorEmbeddings, ODLogitsConfig, od_logits
-from ost.model import OSTModel
+from ost.descriptors.descriptors import DescriptorSet
+from ost.model.ensemble import ensemble_models, ensemble_state_dicts
+from ost.model.loss import cross_entropy_loss, same_class_target, symmetric_kl_loss
+from ost.model.logits import DescriptorEmbeddings, ODLogitsConfig, od_logits
+from ost.model.model import OSTModel
 from ost_kernels import od_solve
 from tiny_clip import tiny_clip
 
@@ -116,6 +116,28 @@ def test_descriptor_embeddings_save_and_load(model, tmp_path):
     torch.testing.assert_close(again.temporal, emb.temporal)
     model.set_descriptor_embeddings(again)
     assert model.descriptor_embeddings() is again
+
+
+def test_set_descriptors_drops_the_cached_embeddings(model):
+    """Evaluation and the recognizer change a model's classes and prompts: the embeddings cached
+    for the old ones must not score the new ones."""
+    model.eval()
+    before = model.descriptor_embeddings()
+    assert model.descriptor_embeddings() is before  # cached
+    two = DescriptorSet(["archery", "rowing"], [["bow"], ["oar", "boat"]], [["draw the bow"], ["pull the oar"]])
+    model.set_descriptors(two)
+    after = model.descriptor_embeddings()
+    assert after is not before and after.num_classes == 2
+    torch.testing.assert_close(after.spatio[1, :2], model.encode_text(["This is a video about oar",
+                                                                        "This is a video about boat"]))
+    model.set_descriptors(two, spatio_prompt="{descriptor} ({class_name})", temporal_prompt="{class_name}")
+    assert model.prompts("spatio")[1] == ["oar (rowing)", "boat (rowing)"]
+    assert model.prompts("temporal")[0] == ["archery"]
+    torch.testing.assert_close(model.descriptor_embeddings().spatio[1, :2],
+                               model.encode_text(["oar (rowing)", "boat (rowing)"]))
+    model.set_descriptors(DESCS)  # the prompts stay as last set
+    assert model.descriptor_embeddings().num_classes == 3
+    assert model.prompts("spatio")[2] == ["board (surfing)", "wave (surfing)"]
 
 
 def test_loss_equals_a_hand_computation():

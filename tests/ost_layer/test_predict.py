@@ -11,8 +11,8 @@ import torch
 
 import ost
 from ost.cli import main
-from ost.recognizer import CLASS_NAME_BASELINE, Recognizer
-from ost.synthetic import make_synthetic
+from ost.run.recognizer import CLASS_NAME_BASELINE, Recognizer
+from ost.data.synthetic import make_synthetic
 from ost_runs import write_config
 from tiny_clip import TEXT, VISION
 
@@ -80,9 +80,25 @@ def test_predictions_are_evals_scores(config, data):
         assert r["label"] in rec.classes and r["correct"] == (r["top"][0] == r["label"])
 
 
+def test_multi_view_predictions_are_evals_scores(config, data):
+    """With several test views the recognizer averages them as `ost eval` does (one function,
+    view_average): its top-5 and probabilities equal the eval's per-video predictions."""
+    out = Path(config).parent / "preds_views.jsonl"
+    assert main(["eval", "--config", str(config), "--list", str(data["val"]), "--predictions", str(out),
+                 "--set", "eval.views=[2,3]", "--untrained", "--quiet"]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    rec = Recognizer(str(config), overrides=["eval.views=[2,3]"])
+    preds = {p.video: p for p in rec.predict([r["video"] for r in records], top=5)}
+    assert len(records) == len(preds) > 0
+    for r in records:
+        p = preds[r["video"]]
+        assert r["top"] == p.classes and r["score"] == "probability"
+        torch.testing.assert_close(torch.tensor(r["scores"]), torch.tensor(p.probs), rtol=1e-5, atol=1e-6)
+
+
 def test_tensor_input_equals_the_decoded_path(recognizer, data):
-    from ost.data import VideoDataset
-    from ost.annotations import VideoRecord
+    from ost.data.data import VideoDataset
+    from ost.data.annotations import VideoRecord
 
     recognizer.set_classes(NAMES, spatio=SPATIO, temporal=TEMPORAL)
     video = sorted(Path(data["labels"]).parent.glob("videos/*.mp4"))[0]
@@ -105,7 +121,7 @@ def test_class_name_baseline_without_descriptors(recognizer, data):
 
 def test_generated_descriptors_are_cached_by_class_name(recognizer, tmp_path, data):
     from fake_llm import FakeLLM
-    from ost.generate import make_client
+    from ost.descriptors.generate import make_client
 
     cache = tmp_path / "cache.json"
     video = sorted(Path(data["labels"]).parent.glob("videos/*.mp4"))[0]
@@ -165,11 +181,11 @@ def test_cli_table_json_plots_and_unreadable_videos(config, data, tmp_path, caps
 def test_plan_figures_default_to_the_readable_scale(config, data, tmp_path, monkeypatch):
     """Plans are near-uniform, so P_ij on 0..max was one flat colour: the difference from the
     uniform plan is the default now (--scale mass for P_ij); predict takes --kind as plot-plan."""
-    import ost.plots
+    import ost.run.plots
 
     seen = []
-    real = ost.plots.plot_video_plans
-    monkeypatch.setattr(ost.plots, "plot_video_plans", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    real = ost.run.plots.plot_video_plans
+    monkeypatch.setattr(ost.run.plots, "plot_video_plans", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
     video = str(sorted(Path(data["labels"]).parent.glob("videos/*.mp4"))[0])
     base = ["predict", video, "--config", str(config), *_descriptor_files(tmp_path), "--quiet"]
     for i, extra in enumerate([[], ["--scale", "mass", "--kind", "spatio"], ["--deviation"]]):
@@ -201,7 +217,7 @@ def test_one_row_plans_are_said_to_say_nothing(config, data, tmp_path, capsys):
 
 
 def test_descriptor_files_keyed_by_class_name(config, data, tmp_path, capsys):
-    """The README's {class: [...]} files: accepted where the classes are given by name (they
+    """docs/ost.md's {class: [...]} files: accepted where the classes are given by name (they
     were refused: "key 'riding a bike' is not a class id"), the same predictions as the
     paper's id-keyed files; where ids are required, the error says which ids."""
     video = str(sorted(Path(data["labels"]).parent.glob("videos/*.mp4"))[0])
@@ -292,6 +308,53 @@ def test_recognizer_bad_input(recognizer, tmp_path):
         recognizer.predict(torch.zeros(2, 0, 3, 32, 32, dtype=torch.uint8))
 
 
+def test_the_cli_and_the_recognizer_check_the_descriptor_source_alike(recognizer, config, data, capsys):
+    """One check (check_descriptor_source) for `ost predict`'s flags and set_classes's arguments:
+    spatio and temporal go together, and given descriptors exclude generating them."""
+    for kwargs, said in [
+        (dict(temporal={"a": ["z"]}), "spatio and temporal go together: give both spatio and temporal descriptors, "
+                                      "or neither"),
+        (dict(spatio={"a": ["x"]}, temporal={"a": ["z"]}, generate=True),
+         "generate=True asks the LLM for descriptors: give it or spatio / temporal, not both"),
+    ]:
+        with pytest.raises(ValueError) as exc:
+            recognizer.set_classes(["a"], **kwargs)
+        assert str(exc.value) == said
+    video = str(sorted(Path(data["labels"]).parent.glob("videos/*.mp4"))[0])
+    for flags, said in [
+        (["--temporal", "t.json"], "--spatio and --temporal go together: give both --spatio and --temporal "
+                                   "descriptors, or neither"),
+        (["--spatio", "s.json", "--temporal", "t.json", "--generate"],
+         "--generate asks the LLM for descriptors: give it or --spatio / --temporal, not both"),
+    ]:
+        assert main(["predict", video, "--config", str(config), "--classes", "a,b", *flags]) == 2
+        assert capsys.readouterr().err.strip() == f"ost: error: {said}"
+
+
+def test_the_cli_and_the_recognizer_find_the_configs_class_files_alike(data, tmp_path, capsys):
+    """Without --classes / set_classes the classes are the config's files (config_class_files):
+    both say which one is not there, or that the config names none."""
+    video = str(sorted(Path(data["labels"]).parent.glob("videos/*.mp4"))[0])
+    gone = tmp_path / "gone.csv"
+    for overrides, cli_said, rec_said in [
+        (dict(labels=str(gone)),
+         f"no classes: the config's class file {gone} is not there: pass --classes or --labels (the presets' "
+         "files: ost data download --dest ost-data)",
+         f"no classes: the config's class file {gone} is not there, so call set_classes(...) first"),
+        (dict(labels=None, spatio=None, temporal=None),
+         "no classes: pass --classes \"a,b,c\" or --labels CSV (the config names no label and descriptor files)",
+         "no classes: the config names no label / descriptor files, so call set_classes(...) first"),
+    ]:
+        config = write_config(tmp_path, data, **overrides)
+        assert main(["predict", video, "--config", str(config), "--quiet"]) == 2
+        assert capsys.readouterr().err.strip() == f"ost: error: {cli_said}"
+        rec = Recognizer(str(config))
+        assert rec.classes == [] and rec.classes_from is None
+        with pytest.raises(ValueError) as exc:
+            rec.predict(torch.zeros(1, 4, 3, 32, 32))
+        assert str(exc.value).startswith(rec_said)
+
+
 def test_fresh_recognizer_without_classes_refuses_to_predict():
     overrides = [MODEL[i + 1] for i in range(0, len(MODEL), 2)]
     rec = Recognizer("k400_zero_shot", overrides=overrides)
@@ -315,8 +378,8 @@ def test_paper_figure_shares_one_scale_and_numbers_source_frames(tmp_path, monke
     the uniform plan, centred on 0), and the score explained."""
     import matplotlib.figure
 
-    from ost.data import segment_indices
-    from ost.plots import plot_plans, sampled_clip
+    from ost.data.data import segment_indices
+    from ost.run.plots import plot_plans, sampled_clip
 
     video = sample_videos()[0]  # bigbuckbunny.mp4: 132 frames, 1280x720
     clip, numbers = sampled_clip(video, 8, 32)

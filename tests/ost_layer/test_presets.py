@@ -12,11 +12,11 @@ import torch
 import yaml
 
 from ost.cli import main
-from ost.build import load_model
-from ost.config import load_config
-from ost.presets import PRESETS_DIR, list_presets
-from ost.synthetic import make_synthetic
-from ost.train import lr_lambda
+from ost.run.build import load_model
+from ost.run.config import load_config
+from ost.run.presets import PRESETS_DIR, list_presets
+from ost.data.synthetic import make_synthetic
+from ost.run.train import lr_lambda
 from ost_runs import steps
 from tiny_clip import TEXT, VISION
 
@@ -180,7 +180,7 @@ def test_class_name_baseline_needs_the_solver_off():
 def test_openai_weights_without_quickgelu_warn(caplog, stand_in, tmp_path, monkeypatch):
     import open_clip
 
-    from ost.build import build_model
+    from ost.run.build import build_model
 
     built = []
     real = open_clip.create_model

@@ -1,4 +1,4 @@
-"""ost.published: the manifest matches the paper's files, and download_published fetches,
+"""ost.data.published: the manifest matches the paper's files, and download_published fetches,
 verifies, skips, re-fetches and retries, against a local HTTP server (no internet)."""
 import hashlib
 import threading
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ost.published import (DEFAULT_BASE_URL, MANIFEST_PATH, OFFICIAL_COMMIT, build_manifest, download_published,
+from ost.data.published import (DEFAULT_BASE_URL, MANIFEST_PATH, OFFICIAL_COMMIT, build_manifest, download_published,
                            load_manifest)
 
 from paper_data import PAPER_DATA as DATA
@@ -215,12 +215,12 @@ def test_offline_download_is_one_error_line_and_leaves_nothing(tmp_path, capsys,
     empty folders left behind."""
     import socket
 
-    import ost.published
+    import ost.data.published
 
     with socket.socket() as s:  # a free port, closed again: connections are refused
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    monkeypatch.setattr(ost.published.time, "sleep", lambda _s: None)  # the back-off, not the test's time
+    monkeypatch.setattr(ost.data.published.time, "sleep", lambda _s: None)  # the back-off, not the test's time
     dest = tmp_path / "ost-data"
     from ost.cli import main
 

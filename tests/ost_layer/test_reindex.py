@@ -1,11 +1,11 @@
-"""ost.reindex: descriptor files keyed by the full data set's ids, re-keyed to a base or novel
+"""ost.descriptors.reindex: descriptor files keyed by the full data set's ids, re-keyed to a base or novel
 subset's ids by class name; on the paper's files and on small synthetic ones."""
 import json
 
 import pytest
 
-from ost.descriptors import DescriptorError, DescriptorSet, load_class_names, load_descriptors
-from ost.reindex import reindex_descriptors, subset_to_full_ids
+from ost.descriptors.descriptors import DescriptorError, DescriptorSet, load_class_names, load_descriptors
+from ost.descriptors.reindex import reindex_descriptors, subset_to_full_ids
 
 from paper_data import PAPER_DATA as DATA
 

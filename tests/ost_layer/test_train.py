@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ost.cli import main
-from ost.synthetic import make_synthetic
+from ost.data.synthetic import make_synthetic
 from ost_runs import steps, write_config
 from torchrun import needs_torchrun, torchrun_ost
 
@@ -41,6 +41,24 @@ def test_training_really_trains(data, tmp_path):
     assert after >= 0.75 and after > before + 0.25, (before, after)  # chance is 0.25
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["max_steps"] == 30 and saved["lr"] == 1e-3
+
+
+def test_checkpoints_name_no_module_of_ost(data, tmp_path):
+    """A checkpoint holds tensors and plain values only, no pickled class of ost: moving ost's
+    modules (as issue 33 did, ost/checkpoint.py -> ost/model/checkpoint.py, ...) cannot break
+    loading a checkpoint written before. Every global its pickle names is torch's or an
+    OrderedDict, all of which torch.load(weights_only=True) takes."""
+    import io
+    import pickletools
+    import zipfile
+
+    config = write_config(tmp_path, data, max_steps=1, save_every=1)
+    assert main(["train", "--config", str(config), "--quiet"]) == 0
+    with zipfile.ZipFile(tmp_path / "run" / "checkpoint.pt") as archive:
+        pickled = archive.read(next(n for n in archive.namelist() if n.endswith("/data.pkl")))
+    names = {arg for op, arg, _ in pickletools.genops(io.BytesIO(pickled)) if op.name == "GLOBAL"}
+    assert "collections OrderedDict" in names
+    assert all(n.split()[0] in ("torch", "torch._utils", "collections") for n in names), names
 
 
 def test_killed_run_resumes_without_lost_or_repeated_steps(data, tmp_path):
@@ -79,20 +97,20 @@ def test_resume_from_a_checkpoint_at_an_epoch_end(data, tmp_path, monkeypatch):
     """24 training videos in batches of 8 make 3 steps an epoch: with save_every=3 every
     checkpoint falls on an epoch's end. The resumed loader used to start past the epoch's last
     batch, yield nothing, and stop with "no video could be decoded in a whole epoch"."""
-    import ost.train
+    import ost.run.train
 
     (tmp_path / "ref").mkdir()
     reference = write_config(tmp_path / "ref", data, out_dir=str(tmp_path / "ref" / "run"), max_steps=6,
                              save_every=3, num_workers=0)
     assert main(["train", "--config", str(reference), "--quiet"]) == 0
     config = write_config(tmp_path, data, max_steps=6, save_every=3, num_workers=0)
-    real_save = ost.train.save_checkpoint
+    real_save = ost.run.train.save_checkpoint
 
     def save_then_die(obj, path):
         real_save(obj, path)
         raise _Killed
 
-    monkeypatch.setattr(ost.train, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(ost.run.train, "save_checkpoint", save_then_die)
     with pytest.raises(_Killed):
         main(["train", "--config", str(config), "--quiet"])
     monkeypatch.undo()
@@ -135,9 +153,9 @@ def test_training_stops_when_no_video_can_be_read(data, tmp_path, capsys, monkey
     """A wrong root makes every video unreadable: one `ost: error:` line and exit 2, after a
     bounded number of batches (a whole epoch, or MAX_EMPTY_BATCHES in a row, whichever comes
     first), not a loop that skips forever."""
-    import ost.train
+    import ost.run.train
 
-    monkeypatch.setattr(ost.train, "MAX_EMPTY_BATCHES", 10 if batch_size == 1 else 1000)
+    monkeypatch.setattr(ost.run.train, "MAX_EMPTY_BATCHES", 10 if batch_size == 1 else 1000)
     config = write_config(tmp_path, data, root=str(tmp_path / "nonexistent"), max_steps=1000,
                           batch_size=batch_size, num_workers=0)
     start = time.time()
@@ -151,19 +169,19 @@ def test_training_stops_when_no_video_can_be_read(data, tmp_path, capsys, monkey
 def test_plot_plan_scores_as_eval_does(data, tmp_path, monkeypatch):
     """plot-plan builds its model and clip the way eval does: the normalization and the
     ensembling change what it plots (they used to be ignored: identical PNGs)."""
-    import ost.plots
+    import ost.run.plots
 
     seen = []
-    real = ost.plots.plot_plans
-    monkeypatch.setattr(ost.plots, "plot_plans", lambda plans, names, texts, scores, out, **kw:
+    real = ost.run.plots.plot_plans
+    monkeypatch.setattr(ost.run.plots, "plot_plans", lambda plans, names, texts, scores, out, **kw:
                         seen.append(scores) or real(plans, names, texts, scores, out, **kw))
     config = write_config(tmp_path, data)
     video = str(data["train"].parent / data["train"].read_text().split()[0])
     zero_shot = tmp_path / "zs.pt"
     import torch
 
-    from ost.build import load_model
-    from ost.config import load_config
+    from ost.run.build import load_model
+    from ost.run.config import load_config
 
     torch.manual_seed(1)
     torch.save({k: torch.randn_like(v) if v.is_floating_point() else v
@@ -196,8 +214,8 @@ def test_accumulation_frozen_text_and_evaluation_options(data, tmp_path):
     assert main(["train", "--config", str(config), "--quiet"]) == 0
     assert [s["step"] for s in steps(tmp_path / "run")] == [1, 2]
     trained = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
-    from ost.build import load_model as _load_model
-    from ost.config import load_config
+    from ost.run.build import load_model as _load_model
+    from ost.run.config import load_config
 
     torch.manual_seed(0)  # the training run's seed: the same initial weights
     fresh = _load_model(load_config(str(config)), None).state_dict()

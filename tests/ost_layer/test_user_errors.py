@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from ost.annotations import read_annotations
+from ost.data.annotations import read_annotations
 from ost.cli import main
-from ost.descriptors import DescriptorError, load_class_names, load_descriptors
-from ost.synthetic import make_synthetic
+from ost.descriptors.descriptors import DescriptorError, load_class_names, load_descriptors
+from ost.data.synthetic import make_synthetic
 from ost_runs import write_config
 
 
@@ -106,8 +106,8 @@ def test_version(capsys):
 def test_no_random_init_warning_when_a_checkpoint_is_loaded(data, tmp_path, caplog):
     import torch
 
-    from ost.build import load_model
-    from ost.config import load_config
+    from ost.run.build import load_model
+    from ost.run.config import load_config
 
     cfg = load_config(str(write_config(tmp_path, data)))
     with caplog.at_level("WARNING"):
@@ -123,8 +123,8 @@ def test_no_random_init_warning_when_a_checkpoint_is_loaded(data, tmp_path, capl
 
 def test_evaluation_iterates_its_loader_once():
     """tqdm.auto's bar starts an iterator of its own: a DataLoader would decode twice."""
-    import ost.evaluate
-    import ost.model
+    import ost.run.evaluate
+    import ost.model.model
 
     class Counted:
         iterators = 0
@@ -136,7 +136,7 @@ def test_evaluation_iterates_its_loader_once():
         def __len__(self):
             return 3
 
-    for module in (ost.evaluate, ost.model):
+    for module in (ost.run.evaluate, ost.model.model):
         Counted.iterators = 0
         assert list(module.tqdm(Counted(), disable=True)) == [0, 1, 2] and Counted.iterators == 1
 
@@ -246,8 +246,8 @@ def test_a_checkpoint_replaces_the_pretrained_weights_so_none_are_fetched(data, 
     import open_clip
     import torch
 
-    from ost.build import load_model
-    from ost.config import load_config
+    from ost.run.build import load_model
+    from ost.run.config import load_config
 
     config = write_config(tmp_path, data, pretrained="openai")
     ckpt = tmp_path / "w.pt"
@@ -270,7 +270,7 @@ def test_a_checkpoint_replaces_the_pretrained_weights_so_none_are_fetched(data, 
 
 
 def test_an_error_line_needs_neither_torchvision_nor_open_clip(tmp_path):
-    """Before its first check a command imported torchvision (through ost.config), a second
+    """Before its first check a command imported torchvision (through ost.run.config), a second
     on the 2-core machine: half the time to a mistake's error line."""
     import os
     import subprocess

@@ -10,7 +10,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .descriptors import save_descriptors
+from ..descriptors.descriptors import save_descriptors
 
 COLOURS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (50, 70, 210), "yellow": (220, 200, 40),
            "magenta": (190, 50, 190), "cyan": (40, 190, 200), "orange": (230, 130, 30), "grey": (120, 120, 120)}

@@ -21,22 +21,22 @@ import torch
 # and a second DataLoader iterator decodes the first batches twice with a second worker set.
 from tqdm import tqdm
 
-from .annotations import read_annotations
-from .augment import finish_batch
+from ..data.annotations import read_annotations
+from ..data.augment import finish_batch
 from .distributed import loader_workers
-from .data import VideoDataset, collate_skipping
-from .augment import check_normalization
-from .transforms import check_views
-from .descriptors import DescriptorSet
-from .files import atomic_write
-from .large_classes import chunk_for_budget, chunked_topk
-from .logits import DescriptorEmbeddings
-from .model import OSTModel
+from ..data.data import VideoDataset, collate_skipping
+from ..data.augment import check_normalization
+from ..data.transforms import check_views
+from ..descriptors.descriptors import DescriptorSet
+from ..files import atomic_write
+from ..model.large_classes import chunk_for_budget, chunked_topk
+from ..model.logits import DescriptorEmbeddings
+from ..model.model import OSTModel
 
 
 @dataclass
 class EvalConfig:
-    """`ost eval`'s settings: the `eval` group of a run config (ost.config), in YAML
+    """`ost eval`'s settings: the `eval` group of a run config (ost.run.config), in YAML
     `eval: {ensemble_alpha: 0.2}`, on the command line `--set eval.batch_size=16`."""
 
     val_list: str = ""  # the videos scored when no --list / --split / splits is given
@@ -57,13 +57,23 @@ class Split:
     root: str | None = None
 
 
-def view_scores(logits: torch.Tensor, num_views: int) -> torch.Tensor:
-    """Scores (B, A) of logits (B * num_views, A) whose rows are the views of each video in turn:
-    softmax over classes, averaged over a video's views (the official test sums them: same
-    ranking). Averaging probabilities, not logits, lets a confident view outvote unsure ones."""
+def view_average(logits: torch.Tensor, num_views: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and probabilities (B, A) of logits (B * num_views, A) whose rows are the views of
+    each video in turn, each averaged over a video's views: the logits as they are, the
+    probabilities as softmax over classes per view (the official test sums them: same ranking).
+    Averaging probabilities, not logits, lets a confident view outvote unsure ones; `ost eval`
+    ranks by them, `ost predict` (ost.Recognizer) reports both."""
     if logits.shape[0] % num_views:
         raise ValueError(f"{logits.shape[0]} rows of logits are not a whole number of {num_views} views")
-    return logits.float().softmax(dim=-1).view(-1, num_views, logits.shape[-1]).mean(1)
+    logits = logits.float()
+    A = logits.shape[-1]
+    return logits.view(-1, num_views, A).mean(1), logits.softmax(dim=-1).view(-1, num_views, A).mean(1)
+
+
+def view_scores(logits: torch.Tensor, num_views: int) -> torch.Tensor:
+    """Scores (B, A) of logits (B * num_views, A) whose rows are the views of each video in turn:
+    the probabilities of view_average, what `ost eval` ranks a video by."""
+    return view_average(logits, num_views)[1]
 
 
 def _all_class_logits(model: OSTModel, emb: torch.Tensor, desc: DescriptorEmbeddings, class_chunk: int | None,
@@ -97,10 +107,10 @@ def evaluate_split(model: OSTModel, split: Split, frames: int, size: int, batch_
     or for an unreadable video its error.
 
     With class_chunk (classes at a time) or memory_budget (bytes), logits are computed a chunk
-    of classes at a time with a running top-5 (ost.large_classes.chunked_topk): same results,
+    of classes at a time with a running top-5 (ost.model.large_classes.chunked_topk): same results,
     memory bounded whatever the number of classes.
 
-    views=(clips, crops): test views per video (ost.data.VideoDataset); with more than one, a
+    views=(clips, crops): test views per video (ost.data.data.VideoDataset); with more than one, a
     video's score is softmax(logits over all classes) averaged over its views, the official
     multi-view test. The softmax needs every class's logit, so chunking then bounds the
     solver's memory chunk by chunk but keeps the (batch_size * views, A) logits. A batch
@@ -116,9 +126,8 @@ def evaluate_split(model: OSTModel, split: Split, frames: int, size: int, batch_
         descriptors = DescriptorSet.from_files(split.labels, split.spatio, split.temporal)
     elif callable(descriptors):
         descriptors = descriptors(split)
-    model.descriptors = descriptors
+    model.set_descriptors(descriptors)  # encoded once for this split
     model.eval()
-    model._cache = None  # descriptors changed: encode them once for this split
     device = next(model.parameters()).device
     records = read_annotations(split.video_list, split.root, model.descriptors.num_classes)
     # Loader workers crop uint8 clips; the normalization runs on the model's device.

@@ -1,5 +1,5 @@
 """The OST model on open_clip: per-frame video embeddings, descriptor embeddings, and the OD
-logits of ost.logits (the paper's Eq. 13).
+logits of ost.model.logits (the paper's Eq. 13).
 
 Prompts default to the paper's code: Spatio descriptors as "This is a video about {descriptor}",
 Temporal ones conditioned on the class name, "A video of {class_name} usually includes
@@ -11,10 +11,10 @@ import torch
 from torch import nn
 from tqdm import tqdm  # tqdm.auto's iterates its iterable twice (tests/ost_layer/test_user_errors.py)
 
-from .descriptors import KINDS, DescriptorSet
+from ..descriptors.descriptors import KINDS, DescriptorSet
 from .logits import DescriptorEmbeddings, ODLogitsConfig, od_logits
 
-# The logits' own names (DescriptorEmbeddings, ODLogitsConfig, od_logits) are ost.logits's.
+# The logits' own names (DescriptorEmbeddings, ODLogitsConfig, od_logits) are ost.model.logits's.
 __all__ = ["OSTModel", "SPATIO_PROMPT", "TEMPORAL_PROMPT", "CLASS_PROMPT"]
 
 SPATIO_PROMPT = "This is a video about {descriptor}"
@@ -107,6 +107,18 @@ class OSTModel(nn.Module):
             with torch.no_grad():
                 self._cache = self.encode_descriptors(progress=progress)
         return self._cache
+
+    def set_descriptors(self, descriptors: DescriptorSet, *, spatio_prompt: str | None = None,
+                        temporal_prompt: str | None = None) -> None:
+        """Score against `descriptors` from now on, with these prompts where given (the texts
+        encoded are the prompts filled with the descriptors). The cached embeddings of the old
+        ones are dropped: the next descriptor_embeddings() encodes the new ones, once."""
+        self.descriptors = descriptors
+        if spatio_prompt is not None:
+            self.spatio_prompt = spatio_prompt
+        if temporal_prompt is not None:
+            self.temporal_prompt = temporal_prompt
+        self._cache = None
 
     def set_descriptor_embeddings(self, emb: DescriptorEmbeddings) -> None:
         """Use precomputed descriptor embeddings (e.g. DescriptorEmbeddings.load) as the cache."""

@@ -7,7 +7,7 @@
   its own shard of classes only (the way large-scale classification shards its classifier):
   the softmax is normalized across ranks with an all-reduce of the max and of the sum of
   exponentials, differentiably, so the gradients equal those of one process holding every
-  class (with the gradient averaging of ost.train).
+  class (with the gradient averaging of ost.run.train).
 """
 from __future__ import annotations
 

@@ -1,13 +1,13 @@
 """Run configuration: YAML + `--set key=value` overrides, one RunConfig for every command.
 
 Every setting is a field of RunConfig or of one of its groups: the OD logits and solver
-settings under `od` (ost.logits.ODLogitsConfig), `ost eval`'s under `eval`
-(ost.evaluate.EvalConfig): in YAML `od: {eps: 0.05, backend: cpu}`, on the command line
+settings under `od` (ost.model.logits.ODLogitsConfig), `ost eval`'s under `eval`
+(ost.run.evaluate.EvalConfig): in YAML `od: {eps: 0.05, backend: cpu}`, on the command line
 `--set od.eps=0.05`. `ost train`, `ost eval` and `ost plot-plan` read the same file; only
 training needs a `train_list`.
 
 A config may name a `base` file (or list of files, relative to itself) whose settings it
-extends, and `--config` also takes the name of a bundled preset (ost/presets/, `ost presets`
+extends, and `--config` also takes the name of a bundled preset (ost/run/presets/, `ost presets`
 lists them). Relative data paths (labels, lists, descriptor files, evaluation splits) are
 resolved against `data_dir`, the folder `ost data download` fills. In a user's config file,
 relative folders (data_dir, root, init_checkpoint, out_dir) are relative to that file, and
@@ -23,12 +23,12 @@ from pathlib import Path
 
 import yaml
 
-from .augment import check_normalization
+from ..data.augment import check_normalization
 from .evaluate import EvalConfig
-from .transforms import check_views
-from .files import read_text
-from .logits import ODLogitsConfig
-from .model import CLASS_PROMPT, SPATIO_PROMPT, TEMPORAL_PROMPT
+from ..data.transforms import check_views
+from ..files import read_text
+from ..model.logits import ODLogitsConfig
+from ..model.model import CLASS_PROMPT, SPATIO_PROMPT, TEMPORAL_PROMPT
 from .presets import preset_path
 
 REQUIRED = "REQUIRED"
@@ -179,7 +179,7 @@ def _typed(values: dict, cls, prefix: str, sources: dict) -> dict:
 
 
 # The settings that name a data set, which predicting for one's own videos and classes
-# (ost.recognizer, `ost predict`) does without.
+# (ost.run.recognizer, `ost predict`) does without.
 DATA_SETTINGS = ("labels", "train_list", "spatio", "temporal", "root")
 
 

@@ -8,10 +8,10 @@ import logging
 
 import torch
 
-from .checkpoint import load_state_dict_file
+from ..model.checkpoint import load_state_dict_file
 from .config import RunConfig
-from .descriptors import DescriptorSet
-from .model import OSTModel
+from ..descriptors.descriptors import DescriptorSet
+from ..model.model import OSTModel
 
 log = logging.getLogger("ost.build")
 
@@ -21,7 +21,7 @@ def descriptor_set(cfg: RunConfig, labels=None, spatio=None, temporal=None) -> D
     split); with class_name_baseline, each class's one "descriptor" is its name."""
     labels = cfg.data_path(labels or cfg.labels)
     if cfg.class_name_baseline:
-        from .descriptors import load_class_names
+        from ..descriptors.descriptors import load_class_names
 
         names = load_class_names(labels)
         return DescriptorSet(names, [[n] for n in names], [[n] for n in names])
@@ -107,7 +107,7 @@ def scoring_model(cfg: RunConfig, checkpoint: str | None = None, zero_shot: str 
     the pretrained model as created) when ensemble_alpha (default: the config's) says so. One
     path, so both commands (and ost.Recognizer) score alike. descriptors: the classes (default:
     the config's files). Every file is read before the first model is built."""
-    from .ensemble import ensemble_models
+    from ..model.ensemble import ensemble_models
 
     alpha = ensemble_alpha if ensemble_alpha is not None else cfg.eval.ensemble_alpha
     if alpha is not None and not (cfg.pretrained or zero_shot):

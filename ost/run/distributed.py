@@ -92,7 +92,7 @@ class EpochSampler(torch.utils.data.Sampler):
 
 def loader_workers(requested: int | None, world: int) -> int:
     """Loader processes per rank: as asked, or by default this machine's cores shared among the
-    ranks on it, at most 8 (decoding and cropping a clip takes a core; see the README)."""
+    ranks on it, at most 8 (decoding and cropping a clip takes a core; see docs/ost.md)."""
     if requested is not None:
         if requested < 0:
             raise ValueError(f"num_workers must be >= 0, got {requested}")

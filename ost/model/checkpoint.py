@@ -15,7 +15,7 @@ import zipfile
 import numpy as np
 import torch
 
-from .files import atomic_write
+from ..files import atomic_write
 
 
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:

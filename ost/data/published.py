@@ -2,7 +2,7 @@
 from the official repository at a pinned commit and checked against SHA-256 hashes.
 
 The files are not part of this package (they belong to the paper's repository, MIT licence);
-`ost/published_manifest.json` lists each one with its path in the official repository, its
+`ost/data/published_manifest.json` lists each one with its path in the official repository, its
 path under the destination folder, its size and its SHA-256. The two differ only for the split
 lists, which upstream keeps under `datasets_splits/` and which land under `splits/` here:
 
@@ -13,7 +13,7 @@ lists, which upstream keeps under `datasets_splits/` and which land under `split
 To regenerate the manifest from a folder holding the files in the local layout:
 
     from ost.files import atomic_write_json
-    from ost.published import MANIFEST_PATH, OFFICIAL_COMMIT, build_manifest
+    from ost.data.published import MANIFEST_PATH, OFFICIAL_COMMIT, build_manifest
     atomic_write_json(MANIFEST_PATH, build_manifest("/path/to/ost-data", OFFICIAL_COMMIT))
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
-from .files import atomic_write
+from ..files import atomic_write
 
 REPOSITORY = "tomchen-ctj/OST"
 # `git log` of the official repository: 1810ae6 "Modify link bug", 2024-04-27 (its HEAD).

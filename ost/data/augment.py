@@ -1,6 +1,6 @@
 """The photometric half of the training augmentation, on whole batches, on the training device.
 
-The loader does the geometric half per clip (crop, resize, flip: ost.transforms) and returns
+The loader does the geometric half per clip (crop, resize, flip: ost.data.transforms) and returns
 uint8 clips with the random parameters of the rest; `finish_batch` then applies colour jitter
 (per frame: factors and order, as the official code draws them), grayscale and the pixel
 normalization to the batch (B, T, 3, S, S) as float tensor operations wherever the batch is
@@ -36,8 +36,9 @@ def check_normalization(normalization) -> tuple[tuple[float, ...], tuple[float, 
 
 
 def photometric_params(aug, num_frames: int) -> dict[str, torch.Tensor]:
-    """One clip's photometric draw (an ost.transforms.ClipAugmentation) as tensors (collate stacks them): jitter () bool, order
-    (T, 4) int64, factors (T, 4) float32 (brightness, contrast, saturation, hue), gray () bool."""
+    """One clip's photometric draw (an ost.data.transforms.ClipAugmentation) as tensors (collate
+    stacks them): jitter () bool, order (T, 4) int64, factors (T, 4) float32 (brightness,
+    contrast, saturation, hue), gray () bool."""
     if aug.jitter is None:
         order = torch.zeros(num_frames, 4, dtype=torch.int64)
         factors = torch.zeros(num_frames, 4)

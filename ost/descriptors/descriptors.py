@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import atomic_write_json, load_json, read_text
+from ..files import atomic_write_json, load_json, read_text
 
 KINDS = ("spatio", "temporal")
 ASCII_INT = re.compile(r"-?[0-9]+")

@@ -1,6 +1,6 @@
 """Video data for OST: PyAV decoding, TSN frame sampling, and the dataset of clips with the
-paper's augmentations (ost.transforms) and test-time views. Annotation lists and few-shot
-subsets live in ost.annotations.
+paper's augmentations (ost.data.transforms) and test-time views. Annotation lists and few-shot
+subsets live in ost.data.annotations.
 
 A video that cannot be decoded is logged, counted and skipped (never a crash): the dataset
 returns a placeholder the collate function drops, and every batch reports how many it dropped.
@@ -52,12 +52,12 @@ class VideoDataset(torch.utils.data.Dataset):
     3 (three crops along the long side). Views are ordered crop-major (view = crop * clips +
     clip), as the official pipeline concatenates them.
 
-    normalization: "imagenet" (the official pipeline's) or "clip" (ost.augment.NORMALIZATIONS).
+    normalization: "imagenet" (the official pipeline's) or "clip" (ost.data.augment.NORMALIZATIONS).
 
     deferred=True (what training and evaluation use): items are (uint8 frames, label, index,
     photometric parameters or None) with the geometric transforms done; the colour jitter,
     grayscale and normalization run on the whole batch on the training device
-    (ost.augment.finish_batch). deferred=False gives finished float32 clips, as above."""
+    (ost.data.augment.finish_batch). deferred=False gives finished float32 clips, as above."""
 
     def __init__(self, records: list[VideoRecord], num_frames: int, size: int, train: bool, seed: int = 0, *,
                  normalization: str = "imagenet", views=(1, 1), deferred: bool = False):
@@ -120,7 +120,7 @@ def collate_skipping(items):
     """Stack the decodable clips of a batch; returns dict(frames (B, T, 3, H, W), or
     (B, V, T, 3, H, W) for multi-view items, labels (B,), indices (B,), skipped: int,
     skipped_indices: list, and for deferred training items photometric: dict of (B, ...)
-    parameters for ost.augment.finish_batch)."""
+    parameters for ost.data.augment.finish_batch)."""
     ok = [it for it in items if it[0] is not None]
     bad = [it[2] for it in items if it[0] is None]
     if not ok:

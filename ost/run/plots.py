@@ -22,10 +22,10 @@ import torch
 
 from ost_kernels import od_plan
 
-from .annotations import VideoRecord
-from .augment import check_normalization
-from .data import VideoDataset
-from .files import atomic_write
+from ..data.annotations import VideoRecord
+from ..data.augment import check_normalization
+from ..data.data import VideoDataset
+from ..files import atomic_write
 
 
 def _thumbnails(frames: torch.Tensor) -> torch.Tensor:

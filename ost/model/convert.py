@@ -1,5 +1,5 @@
 """Converting the official OST checkpoints (tomchen-ctj/OST, released on its HuggingFace Space)
-into a state dict for ost.model.OSTModel on open_clip.
+into a state dict for ost.model.model.OSTModel on open_clip.
 
 The official model (trainers/OST.py, class OST) holds parts of an OpenAI CLIP (clip/model.py):
   image_encoder = clip.visual                         -> visual.*
@@ -207,7 +207,7 @@ def convert_official_checkpoint(path: str | os.PathLike, out_path: str | os.Path
 
     The target layout comes from `open_clip.create_model(model_name)` (randomly initialized;
     no weights are downloaded), or from `clip_model` if given (an open_clip CLIP). The output
-    is written atomically and loads with ost.checkpoint.load_state_dict_file and
+    is written atomically and loads with ost.model.checkpoint.load_state_dict_file and
     OSTModel.load_state_dict(strict=True).
 
     Returns {"out": str, "tensors": n, "ignored": [official keys dropped on purpose]}.

@@ -6,11 +6,11 @@ fine-tuning or a frozen text encoder; the paper's in-batch symmetric KL loss (or
 cross-entropy over all classes). Under torchrun each rank takes its share of every global
 batch, frame and descriptor embeddings are all-gathered (with gradients) for the in-batch
 loss, and gradients are all-reduced, so a step equals the single-process step on the same
-global batch (ost.distributed). Checkpoints (model, optimizer, scheduler, scaler, step, data
-position, RNG state) are written atomically (ost.checkpoint); `--resume` continues exactly
+global batch (ost.run.distributed). Checkpoints (model, optimizer, scheduler, scaler, step, data
+position, RNG state) are written atomically (ost.model.checkpoint); `--resume` continues exactly
 where the last one stopped, and metrics.jsonl keeps each step once.
 
-The settings are ost.config.RunConfig.
+The settings are ost.run.config.RunConfig.
 """
 from __future__ import annotations
 
@@ -27,16 +27,16 @@ import yaml
 from tqdm.auto import tqdm
 
 from .build import descriptor_set, load_model, model_with_weights
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..model.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import RunConfig, config_dict
-from .annotations import few_shot, read_annotations
-from .data import VideoDataset, collate_skipping
-from .augment import finish_batch
+from ..data.annotations import few_shot, read_annotations
+from ..data.data import VideoDataset, collate_skipping
+from ..data.augment import finish_batch
 from .distributed import Distributed, EpochSampler, loader_workers
-from .files import atomic_write, check_output_folder
-from .large_classes import shard_range, sharded_cross_entropy
-from .loss import cross_entropy_loss, symmetric_kl_loss
-from .logits import DescriptorEmbeddings
+from ..files import atomic_write, check_output_folder
+from ..model.large_classes import shard_range, sharded_cross_entropy
+from ..model.loss import cross_entropy_loss, symmetric_kl_loss
+from ..model.logits import DescriptorEmbeddings
 
 
 # Consecutive batches without one decodable video (on any rank) after which training stops:

@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import read_text
+from ..files import read_text
 
 @dataclass(frozen=True)
 class VideoRecord:

@@ -25,7 +25,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .descriptors import KINDS, DescriptorError, parse_descriptor_object
-from .files import atomic_write_json
+from ..files import atomic_write_json
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ datasets/pipeline.py), re-implemented on torchvision v2, on (T, 3, H, W) uint8 c
   1 / .875 / .75 / .66 of the short side for width and height, at most one scale step apart,
   at one of 5 fixed offsets), resize to size x size, flip 0.5, colour jitter (0.4, 0.4, 0.2,
   0.1) with p 0.8, its parameters drawn per frame, grayscale p 0.2, normalization (the
-  photometric half is ost.augment: batched, on the training device when the loader defers it);
+  photometric half is ost.data.augment: batched, on the training device when the loader defers it);
 * evaluation: short side to int(256 / 224 * size), centre crop; or, with 3 crops, short side
   to size and the three crops along the long side.
 
@@ -34,7 +34,7 @@ BRIGHTNESS, CONTRAST, SATURATION, HUE = 0.4, 0.4, 0.2, 0.1
 def _tv():
     """torchvision's v2 functional ops, imported on first use: importing torchvision takes a
     second (it loads torch._dynamo), which every `ost` command would otherwise pay before its
-    first check (ost.config imports this module for check_views)."""
+    first check (ost.run.config imports this module for check_views)."""
     from torchvision.transforms.v2 import functional
 
     return functional
@@ -182,7 +182,7 @@ class TrainTransform:
 
     def geometric(self, clip: torch.Tensor, aug: ClipAugmentation) -> torch.Tensor:
         """uint8 (T, 3, H, W) -> uint8 (T, 3, size, size): short-side resize, the box, resize to
-        size, flip. What the loader does; the photometric rest runs batched (ost.augment)."""
+        size, flip. What the loader does; the photometric rest runs batched (ost.data.augment)."""
         tv = _tv()
         clip = tv.resize(clip, list(aug.resized), antialias=True)
         clip = tv.resize(_crop(clip, aug.box), [self.size, self.size], antialias=True)
