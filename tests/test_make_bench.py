@@ -2,6 +2,7 @@
 benchmark cases, hours on 2 cores, without progress); `make bench-full` is the whole sweep.
 Only collected here, never timed."""
 import re
+from collections import Counter
 import shlex
 import shutil
 import subprocess
@@ -28,8 +29,11 @@ def collected(target: str) -> list[str]:
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_bench_is_the_headline_and_bench_full_the_sweep():
     headline, full = collected("bench"), collected("bench-full")
-    assert 0 < len(headline) <= 64, len(headline)
     cases = [re.search(r"\[(.*)\]", case).group(1) for case in headline]
+    # A = 51 and 400, T = 8 and 32, forward and forward + backward: 8 cases a provider at most
+    # (how many providers are collected depends on what runs here: Triton under its interpreter).
+    per_provider = Counter(c.rsplit("-", 1)[1] for c in cases)
+    assert headline and max(per_provider.values()) <= 8, per_provider
     assert all(case.startswith("benchmarks/test_bench_od_solve.py::test_od_solve[") for case in headline)
     assert {c.split("-")[0] for c in cases} == {"A51", "A400"} and all("-tol-" in c for c in cases)
     assert {c.rsplit("-", 1)[1] for c in cases} >= {"einops", "matmul", "torch", "cpu"}
