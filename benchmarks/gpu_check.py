@@ -151,7 +151,7 @@ def fast_math_check(report, dry):
 
 
 def _with_tile(name, fn):
-    from ost_kernels.triton.ops import TILE_ENV
+    from ost_kernels.triton.fused import TILE_ENV
 
     if DEVICE == "cpu":  # dry run: the key shape's tiles do not apply to its tiny shapes
         return fn()
@@ -180,12 +180,12 @@ def gemm_part_and_tiles(report, B, A, T, N, d, budget):
             report(f"- tile budget of {budget:.0f} s spent: remaining tiles skipped")
             return
         try:
-            one, _ = _with_tile(name, lambda: bench(lambda a, b: od_solve(a, b, backend="triton", max_iter=1, tol=0),
-                                                    False, (v, w)))
-            tol, _ = _with_tile(name, lambda: bench(lambda a, b: od_solve(a, b, backend="triton", **STOPS["tol"][0]),
-                                                    False, (v, w)))
+            one, _ = _with_tile(name, lambda: bench(
+                lambda a, b: od_solve(a, b, backend="triton-fused", max_iter=1, tol=0), False, (v, w)))
+            tol, _ = _with_tile(name, lambda: bench(
+                lambda a, b: od_solve(a, b, backend="triton-fused", **STOPS["tol"][0]), False, (v, w)))
             fixed, _ = _with_tile(name, lambda: bench(
-                lambda a, b: od_solve(a, b, backend="triton", **STOPS["fixed100"][0]), False, (v, w)))
+                lambda a, b: od_solve(a, b, backend="triton-fused", **STOPS["fixed100"][0]), False, (v, w)))
         except Exception as exc:  # report and go on
             report.check(False, f"tile {name}: {type(exc).__name__}: {exc}")
             continue

@@ -1,8 +1,10 @@
-"""A static cost model of the Triton kernels on an H200, from what the GPU executes: the SASS
-of the compiled cubins. An ESTIMATE, not a measurement: it is there to compare designs while
+"""A static cost model of the Triton kernels (and the CUDA fallback's) on an H200, from what the
+GPU executes: the SASS of the compiled cubins. An ESTIMATE, not a measurement: it is there to compare designs while
 no GPU is at hand, and benchmarks/gpu_check.sh prints it beside the measured times.
 
     python benchmarks/triton_cost.py [--out benchmarks/out/triton_cost.md]
+    python benchmarks/triton_cost.py --two-phase-only   # backend "triton" and the CUDA fallback only
+    PYTHONPATH=<a Triton 3.6 installed with pip --target> python benchmarks/triton_cost.py --two-phase-only
 
 For each forward tile the autotuner keeps at the key shape (B = 256, T = 32, N = 4, d = 512,
 A = 10,000, bfloat16, sm_90; configs.usable_configs), the variants that run there are compiled
@@ -240,6 +242,183 @@ def relaxed_estimate(cfg: configs.TileConfig) -> dict:
                 once=relaxed["once"]["total"] * per_pair, balanced_once=balanced["once"]["total"] * per_pair)
 
 
+# The two-phase path (backend "triton"): cuBLAS's bf16 GEMM at the rate measured on an H200 for
+# a large product (issue 34: 790 TFLOP/s) and at the datasheet peak.
+GEMM_MEASURED = 790e12
+
+
+def executed_profile(v: aot.Variant) -> dict:
+    """Per-thread SASS of a two-phase kernel's fast path: the instructions up to its first
+    EXIT (after it lie the divergent-warp fallbacks of the shuffles, which a converged warp
+    never runs), split into its one loop (the scaling form's; the two-phase kernel's dense
+    launch has no other) and the rest."""
+    res = aot.run([v], jobs=1, progress=False)[v]
+    if "error" in res:
+        raise RuntimeError(f"{v.label}: {res['error']}")
+    instrs, labels = disassemble(res["cubin"])
+    end = next((k for k, i in enumerate(instrs) if i.op == "EXIT"), len(instrs) - 1) + 1
+    spans = [(a, b) for a, b in loops(instrs[:end], labels) if b < end]
+    inside = {k for a, b in spans for k in range(a, b + 1)}
+    loop = counts([i for k, i in enumerate(instrs[:end]) if k in inside])
+    once = counts([i for k, i in enumerate(instrs[:end]) if k not in inside])
+    return dict(loop=loop, once=once, loops=len(spans), registers=res["registers"], spill_bytes=res["spill_bytes"],
+                shared_bytes=res["shared_bytes"])
+
+
+@functools.cache
+def _program_iterations(ba: int, B: int = 64, A: int = 2048) -> float:
+    """Mean over programs (one video, BA consecutive classes) of their largest iteration count
+    at the default tol: a program's loop runs until its slowest pair stops."""
+    it = _iterations(B, A)
+    ba = min(ba, A)
+    return it[:, : A // ba * ba].reshape(B, A // ba, ba).amax(-1).mean().item()
+
+
+def two_phase_estimate(A: int, chunk_mb: float = 24.0) -> dict:
+    """The two-phase forward and forward + backward at the key shape with A classes: per chunk,
+    the sims GEMM (float32 output) then the Sinkhorn kernel over them (counted from its SASS),
+    one after the other on the stream; the chunk's sims written and read once through L2
+    (they fit: chunk_mb of a 50 MB L2), or through HBM where they do not."""
+    from ost_kernels.triton.ops import NUM_WARPS, WEIGHTS_ENTRIES, chunk_classes, program_tile
+
+    B, T, N, d = (KEY[k] for k in ("B", "T", "N", "d"))
+    TP, NP = configs.pow2(T), configs.pow2(N)
+    out = dict(A=A, chunk_mb=chunk_mb, chunk_classes=chunk_classes(B, T, N, A, chunk_mb))
+    pairs, entries = B * A, B * T * A * N
+    flops = 2 * entries * d
+    floor = flops / TENSOR_BF16
+    sims_bytes = entries * 4
+    through = L2_BW if chunk_mb * 2**20 <= 25e6 else HBM
+    for label, potentials in (("scores", False), ("potentials", True)):
+        t_lo, ba = program_tile(TP, NP, 1 << 16, lean=True, interpreted=False)
+        v = aot.Variant(90, "sinkhorn", "fp32", TP, NP, configs.TileConfig(1, ba, NUM_WARPS, 1), log_domain=False,
+                        dense=True, potentials=potentials, t_lo=t_lo)
+        prof = executed_profile(v)
+        per_pair = 32 * NUM_WARPS / ba
+        iters = _program_iterations(ba)
+        sass = (prof["once"]["total"] + iters * prof["loop"]["total"]) * per_pair
+        mufu = (prof["once"]["mufu"] + iters * prof["loop"]["mufu"]) * per_pair
+        issue_s = pairs * sass / (SMS * ISSUE * CLOCK)
+        sfu_s = pairs * mufu / (SMS * SFU_LANES * CLOCK)
+        kernel_s = max(issue_s, sfu_s, sims_bytes / through)
+        out[label] = dict(tile=f"T_LO{t_lo} BA{ba} w{NUM_WARPS}", registers=prof["registers"],
+                          spill=prof["spill_bytes"], iterations=iters, once=prof["once"]["total"] * per_pair,
+                          loop=prof["loop"]["total"] * per_pair, sass=sass, mufu=mufu, issue_s=issue_s, sfu_s=sfu_s,
+                          kernel_s=kernel_s)
+        for rate_name, rate in (("measured", GEMM_MEASURED), ("peak", TENSOR_BF16)):
+            gemm_s = max(flops / rate, sims_bytes / through)
+            out[label][f"fwd_{rate_name}_s"] = gemm_s + kernel_s
+    # Backward (plan gradient): per chunk the sims GEMM again, the weights kernel (reads the
+    # sims, writes W = grad_scores * P in bf16), then W @ unit(desc) and W^T @ unit(video).
+    bc = max(16, WEIGHTS_ENTRIES // TP)
+    w = executed_profile(aot.Variant(90, "chunk-weights", "bf16", TP, NP, configs.TileConfig(1, bc, NUM_WARPS, 1)))
+    per_entry = 32 * NUM_WARPS / (TP * bc)
+    weights_s = max(entries * w["once"]["total"] * per_entry / (SMS * ISSUE * CLOCK),
+                    entries * w["once"]["mufu"] * per_entry / (SMS * SFU_LANES * CLOCK),
+                    entries * (4 + 2) / through)
+    for rate_name, rate in (("measured", GEMM_MEASURED), ("peak", TENSOR_BF16)):
+        gemm_s = max(flops / rate, sims_bytes / through)
+        grads_s = 2 * max(flops / rate, entries * 2 / HBM)
+        out[f"bwd_{rate_name}_s"] = gemm_s + weights_s + grads_s
+        out[f"fwd_bwd_{rate_name}_s"] = out["potentials"][f"fwd_{rate_name}_s"] + out[f"bwd_{rate_name}_s"]
+    out.update(floor_s=floor, weights_s=weights_s, weights_sass_per_entry=w["once"]["total"] * per_entry,
+               weights_registers=w["registers"], weights_spill=w["spill_bytes"],
+               extra_mib_forward=chunk_mb, extra_mib_backward=chunk_mb * 1.5)
+    return out
+
+
+def two_phase_section() -> str:
+    rows = []
+    for A in (10_000, 100_000):
+        e = two_phase_estimate(A)
+        for label in ("scores", "potentials"):
+            p = e[label]
+            rows.append(
+                f"| {A:,} | {label} | {p['tile']} | {p['registers']} / {p['spill']} | {p['iterations']:.1f} | "
+                f"{p['once']:.0f} | {p['loop']:.0f} | {p['sass']:.0f} | {p['mufu']:.0f} | {_ms(p['issue_s'])} | "
+                f"{_ms(p['sfu_s'])} | {_ms(p['kernel_s'])} | {_ms(p['fwd_measured_s'])} | "
+                f"{p['fwd_measured_s'] / e['floor_s']:.2f}x | {_ms(p['fwd_peak_s'])} | {p['fwd_peak_s'] / e['floor_s']:.2f}x |")
+        rows.append(f"| {A:,} | fwd + bwd | weights kernel {e['weights_sass_per_entry']:.1f} SASS / entry, "
+                    f"{e['weights_registers']} regs | | | | | | | | | {_ms(e['weights_s'])} | "
+                    f"{_ms(e['fwd_bwd_measured_s'])} | {e['fwd_bwd_measured_s'] / (3 * e['floor_s']):.2f}x of 3 GEMMs | "
+                    f"{_ms(e['fwd_bwd_peak_s'])} | {e['fwd_bwd_peak_s'] / (3 * e['floor_s']):.2f}x of 3 GEMMs |")
+    e10 = two_phase_estimate(10_000)
+    return (
+        "\nTwo-phase path (backend \"triton\"), ESTIMATE at the key shape: per chunk of classes (24 MiB of float32 "
+        f"sims, {e10['chunk_classes']} classes, kept in L2) the bf16 GEMM of the sims with float32 output, then the "
+        "Sinkhorn kernel over them (its SASS fast path per pair: once + the measured iterations x the loop; "
+        "MUFU likewise); the chunk's sims written and read once through L2. 'scores' is the launch without "
+        "potentials (no gradient needed), 'potentials' the training forward. GEMM at the measured H200 rate "
+        f"(790 TFLOP/s) and at the datasheet peak; ratios against the bf16 GEMM at peak ({_ms(e10['floor_s'])} ms "
+        "at A = 10,000). Extra memory: the chunk buffer (24 MiB) forward, plus a bf16 weights chunk (12 MiB) "
+        "backward, whatever A is.\n\n"
+        "| A | launch | tile | regs / spill B | iters | once / pair | loop / pair / it | SASS / pair | MUFU / pair | "
+        "issue ms | SFU ms | kernel ms | fwd ms (790) | vs GEMM | fwd ms (peak) | vs GEMM |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+
+
+def cuda_estimate(A: int = 10_000) -> dict:
+    """The CUDA fallback's forward at the key shape, counted as the two-phase path: per tile of
+    chunk_mb (24 MiB) the cuBLAS GEMM of the sims with float32 output, then
+    sinkhorn_groups_kernel<4, 8> (N <= 4 descriptors, groups of 8 lanes for T = 32) from the
+    SASS nvcc compiles for sm_90 (its fast path: up to EXIT), once per pair plus the measured
+    iterations (a warp runs while any of its 4 pairs is active) times the scaling loop."""
+    from ost_kernels import cuda_resources
+
+    B, T, N, d = (KEY[k] for k in ("B", "T", "N", "d"))
+    G, pairs_per_warp = 8, 4
+    instrs, labels, end = [], {}, None
+    for line in cuda_resources.sass(90, "void sinkhorn_groups_kernel<4, 8>").splitlines():
+        m = _LABEL.match(line)
+        if m:
+            labels[m.group(1)] = len(instrs)
+            continue
+        m = _INSTR.match(line)
+        if m:
+            t = _TARGET.search(line)
+            instrs.append(Instr(m.group(2), m.group(2) + (m.group(3) or ""), t.group(1) if t else None))
+            # The main path ends at the first unconditional EXIT (an early @P EXIT drops the
+            # threads past the tile; after the last lie the shuffles' divergent fallbacks).
+            if end is None and m.group(2) == "EXIT" and not re.search(r"@!?P\w+\s+EXIT", line):
+                end = len(instrs)
+    end = end or len(instrs)
+    spans = [(a, b) for a, b in loops(instrs[:end], labels) if b < end]
+    # The scaling loop: the one with MUFU.RCP; the log loop's MUFU are EX2.
+    scaling = [sp for sp in spans if any(i.full.startswith("MUFU.RCP") for i in instrs[sp[0]:sp[1] + 1])]
+    inside = {k for a, b in spans for k in range(a, b + 1)}
+    once = counts([i for k, i in enumerate(instrs[:end]) if k not in inside])
+    loop = counts(instrs[scaling[0][0]:scaling[0][1] + 1]) if scaling else dict(total=0, mufu=0)
+    it = _iterations(64, 2048)
+    iters = it.reshape(64, -1, pairs_per_warp).amax(-1).mean().item()
+    per_pair = 32 / pairs_per_warp  # the lanes of a pair (G = 8), each running the whole stream
+    sass_pair = (once["total"] + iters * loop["total"]) * per_pair
+    mufu_pair = (once["mufu"] + iters * loop["mufu"]) * per_pair
+    pairs, entries = B * A, B * T * A * N
+    flops = 2 * entries * d
+    issue_s = pairs * sass_pair / (SMS * ISSUE * CLOCK)
+    sfu_s = pairs * mufu_pair / (SMS * SFU_LANES * CLOCK)
+    kernel_s = max(issue_s, sfu_s, entries * 4 / L2_BW)
+    return dict(once=once["total"] * per_pair, loop=loop["total"] * per_pair, iterations=iters, sass=sass_pair,
+                mufu=mufu_pair, issue_s=issue_s, sfu_s=sfu_s, kernel_s=kernel_s,
+                fwd_measured_s=max(flops / GEMM_MEASURED, entries * 4 / L2_BW) + kernel_s,
+                fwd_peak_s=max(flops / TENSOR_BF16, entries * 4 / L2_BW) + kernel_s, floor_s=flops / TENSOR_BF16)
+
+
+def cuda_section() -> str:
+    try:
+        e = cuda_estimate()
+    except (RuntimeError, KeyError, FileNotFoundError) as exc:  # no nvcc here
+        return f"\nCUDA fallback: not counted ({exc}).\n"
+    return ("\nCUDA fallback (backend \"cuda\"), ESTIMATE at the key shape, A = 10,000, counted the same way from "
+            "nvcc's sm_90 cubin of sinkhorn_groups_kernel<4, 8> (a pair in a group of 8 lanes): tiles of 24 MiB of "
+            "float32 sims, each the cuBLAS GEMM then the kernel.\n\n"
+            "| once / pair | loop / pair / it | iters | SASS / pair | MUFU / pair | issue ms | SFU ms | kernel ms | "
+            "fwd ms (790) | vs GEMM | fwd ms (peak) | vs GEMM |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+            f"| {e['once']:.0f} | {e['loop']:.0f} | {e['iterations']:.1f} | {e['sass']:.0f} | {e['mufu']:.0f} | "
+            f"{_ms(e['issue_s'])} | {_ms(e['sfu_s'])} | {_ms(e['kernel_s'])} | {_ms(e['fwd_measured_s'])} | "
+            f"{e['fwd_measured_s'] / e['floor_s']:.2f}x | {_ms(e['fwd_peak_s'])} | {e['fwd_peak_s'] / e['floor_s']:.2f}x |\n")
+
+
 def _ms(s: float) -> str:
     return f"{s * 1e3:.2f}"
 
@@ -248,8 +427,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "out", "triton_cost.md"))
     parser.add_argument("--configs", default="", help="comma-separated tile names (default: every kept tile)")
+    parser.add_argument("--two-phase-only", action="store_true",
+                        help="only the two-phase path and the CUDA fallback (no fused tiles: seconds, not minutes)")
     args = parser.parse_args(argv)
     os.environ.pop("TRITON_INTERPRET", None)
+    if args.two_phase_only:
+        import triton
+
+        text = f"Triton {triton.__version__}\n" + two_phase_section() + cuda_section()
+        print(text)
+        return 0
     TP, NP = configs.pow2(KEY["T"]), configs.pow2(KEY["N"])
     cfgs = configs.usable_configs(90, "forward", "bf16", TP, NP)
     if args.configs:
@@ -302,6 +489,7 @@ def main(argv=None) -> int:
         text += (f"| {r['config']} | {r['registers']} / {r['spill']} | {r['balanced_loop']:.0f} | {r['loop_tol']:.0f} | "
                  f"{r['loop_fixed']:.0f} | {r['balanced_mufu']:.0f}, {r['mufu']:.0f} | {r['balanced_log']:.0f}, "
                  f"{r['log']:.0f} | {r['balanced_once']:.0f}, {r['once']:.0f} |\n")
+    text += two_phase_section() + cuda_section()
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
         fh.write(text)

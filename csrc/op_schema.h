@@ -31,7 +31,7 @@ namespace ost_kernels {
 constexpr const char* kForwardSchema =
     "od_forward(Tensor video, Tensor desc, Tensor? frame_mask, Tensor? desc_mask, Tensor? frame_weights, "
     "Tensor? desc_weights, float eps, int max_iter, float tol, float reg_frames, float reg_desc, bool normalize, "
-    "bool keep_cache=False) "
+    "float chunk_mb=0., bool keep_cache=False) "
     "-> (Tensor scores, Tensor f, Tensor g, Tensor iterations, Tensor error, Tensor cache)";
 constexpr const char* kBackwardSchema =
     "od_backward(Tensor grad_scores, Tensor video, Tensor desc, Tensor? frame_mask, "
@@ -47,6 +47,7 @@ struct SolverScalars {
   double reg_frames;   // KL penalty rho of the frame side; inf = exact
   double reg_desc;     // ... of the descriptor side
   bool normalize;      // cosines (true) or plain dot products
+  double chunk_mb;     // MiB of float32 sims a GPU tile holds; 0 = the backend's default
 };
 
 using ForwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
@@ -61,9 +62,9 @@ ForwardResult forward_entry(const at::Tensor& video, const at::Tensor& desc,
                             const std::optional<at::Tensor>& frame_mask, const std::optional<at::Tensor>& desc_mask,
                             const std::optional<at::Tensor>& frame_weights,
                             const std::optional<at::Tensor>& desc_weights, double eps, int64_t max_iter, double tol,
-                            double reg_frames, double reg_desc, bool normalize, bool keep_cache) {
+                            double reg_frames, double reg_desc, bool normalize, double chunk_mb, bool keep_cache) {
   return Impl(video, desc, frame_mask, desc_mask, frame_weights, desc_weights,
-              SolverScalars{eps, max_iter, tol, reg_frames, reg_desc, normalize}, keep_cache);
+              SolverScalars{eps, max_iter, tol, reg_frames, reg_desc, normalize, chunk_mb}, keep_cache);
 }
 
 }  // namespace ost_kernels

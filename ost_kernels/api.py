@@ -79,11 +79,11 @@ def _run(video, desc, m: _Marginals, options: SolverOptions, backend: str, *, re
 
 
 def _checked(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, eps, max_iter, tol, normalize,
-             reg_m, backend, grad: str = "plan") -> tuple[SolverOptions, _Marginals]:
+             reg_m, backend, grad: str = "plan", chunk_mb=None) -> tuple[SolverOptions, _Marginals]:
     check_grad(grad)
     check_inputs(video, desc, frame_mask, desc_mask, backend)
     check_weights(frame_weights, desc_weights, video, desc, frame_mask, desc_mask, differentiable=grad == "implicit")
-    options = SolverOptions(eps=eps, max_iter=max_iter, tol=tol, normalize=normalize, reg_m=reg_m)
+    options = SolverOptions(eps=eps, max_iter=max_iter, tol=tol, normalize=normalize, reg_m=reg_m, chunk_mb=chunk_mb)
     check_ranges(video, desc, frame_mask, desc_mask, options.eps, options.normalize)
     return options, _Marginals.of(frame_mask, desc_mask, frame_weights, desc_weights, compute_dtype(video.dtype))
 
@@ -187,6 +187,7 @@ def od_solve(
     backend: str = "auto",
     return_info: bool = False,
     grad: str = "plan",
+    chunk_mb: float | None = None,
 ):
     """Optimal-transport score of every (video, class) pair: the OST "Optimal Descriptor Solver".
 
@@ -220,6 +221,9 @@ def od_solve(
             (implicit function theorem at the solved fixed point, ost_kernels.implicit), also
             with respect to frame_weights / desc_weights that require grad; rebuilt from the
             saved potentials a chunk of classes at a time in PyTorch, whichever backend solved.
+        chunk_mb: MiB of float32 sims the GPU paths ("triton", "cuda") compute per chunk of
+            classes (their extra memory); None = OST_KERNELS_CHUNK_MB, else 24 MiB (half an
+            H100 / H200 L2). Results do not depend on it beyond a GEMM's float32 rounding.
 
     Returns:
         (B, A) scores, float64 for float64 inputs and float32 otherwise; differentiable with
@@ -229,7 +233,7 @@ def od_solve(
         materialized plans. Second derivatives raise. With return_info=True, (scores, ODInfo).
     """
     options, m = _checked(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, eps, max_iter, tol,
-                          normalize, reg_m, backend, grad)
+                          normalize, reg_m, backend, grad, chunk_mb)
     if grad == "implicit":
         return _implicit(video, desc, m, options, backend, return_info)
     forward_mode = _forward_mode(video, desc)
@@ -280,6 +284,7 @@ def od_plan(
     normalize: bool = True,
     backend: str = "auto",
     return_info: bool = False,
+    chunk_mb: float | None = None,
 ):
     """The transport plans (B, A, T, N) that od_solve uses, for inspection and plots.
 
@@ -288,7 +293,7 @@ def od_plan(
     OST_KERNELS_PLAN_MAX_MB (default 4096) before any work. Not differentiable.
     """
     options, m = _checked(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, eps, max_iter, tol,
-                          normalize, reg_m, backend)
+                          normalize, reg_m, backend, chunk_mb=chunk_mb)
     _check_plan_budget(video, desc)
     video, desc = _in_range(video, desc, options)  # the plans are rebuilt in PyTorch from them
     with torch.no_grad():

@@ -9,8 +9,8 @@ Every backend registers a forward op
     od_forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, <SOLVER_SCALARS>,
                keep_cache) -> (scores, f, g, iterations, error, cache)
 
-(the solver scalars eps, max_iter, tol, reg_frames, reg_desc, normalize: SOLVER_SCALARS below
-is their one definition)
+(the solver scalars eps, max_iter, tol, reg_frames, reg_desc, normalize, chunk_mb:
+SOLVER_SCALARS below is their one definition)
 
 with video (B, T, d), desc (A, N, d), frame_mask (B, T) / desc_mask (A, N) bool or None;
 frame_weights (B, T) / desc_weights (A, N) or None (uniform), finite, >= 0, float; reg_frames /
@@ -60,7 +60,7 @@ from ._cosine import compute_dtype
 # FORWARD_SCHEMA spells them for torch.library, and csrc/op_schema.h mirrors that schema (its
 # SolverScalars struct and forward_entry are the one C++ place that lists them; tests check it).
 SOLVER_SCALARS = (("eps", "float"), ("max_iter", "int"), ("tol", "float"), ("reg_frames", "float"),
-                  ("reg_desc", "float"), ("normalize", "bool"))
+                  ("reg_desc", "float"), ("normalize", "bool"), ("chunk_mb", "float"))
 SCALAR_NAMES = tuple(name for name, _ in SOLVER_SCALARS)
 FORWARD_TENSORS = ("video", "desc", "frame_mask", "desc_mask", "frame_weights", "desc_weights")
 FORWARD_ARGS = FORWARD_TENSORS + SCALAR_NAMES + ("keep_cache",)
@@ -70,7 +70,9 @@ BACKWARD_ARGS = ("grad_scores", "video", "desc", "frame_mask", "desc_mask", "f",
 BACKWARD_OUTPUTS = ("grad_video", "grad_desc")
 _OPTIONAL = {"frame_mask", "desc_mask", "frame_weights", "desc_weights"}
 _TYPES = {**dict(SOLVER_SCALARS), "keep_cache": "bool", "video_grad": "bool", "desc_grad": "bool"}
-_DEFAULTS = {"keep_cache": "False"}
+# chunk_mb: MiB of float32 sims a GPU path computes per chunk of classes; 0 = the backend's
+# default (what results do not depend on beyond a GEMM's rounding; the CPU paths tile their own).
+_DEFAULTS = {"chunk_mb": "0.", "keep_cache": "False"}
 
 
 def _schema(args, outputs) -> str:
@@ -85,9 +87,9 @@ FORWARD_SCHEMA = _schema(FORWARD_ARGS, FORWARD_OUTPUTS)
 BACKWARD_SCHEMA = _schema(BACKWARD_ARGS, BACKWARD_OUTPUTS)
 
 # An op's scalar arguments by name: OpScalars(*scalars) inside an op whose Python function
-# takes (video, desc, frame_mask, desc_mask, frame_weights, desc_weights, *scalars); keep_cache
-# may be left out (its default).
-OpScalars = collections.namedtuple("OpScalars", SCALAR_NAMES + ("keep_cache",), defaults=(False,))
+# takes (video, desc, frame_mask, desc_mask, frame_weights, desc_weights, *scalars); chunk_mb
+# and keep_cache may be left out (their defaults).
+OpScalars = collections.namedtuple("OpScalars", SCALAR_NAMES + ("keep_cache",), defaults=(0.0, False))
 
 
 # ---- input rules ------------------------------------------------------------------------
@@ -128,6 +130,8 @@ def check_op_scalars(eps: float, max_iter: int | None, tol: float | None, caller
 def check_forward_args(s: "OpScalars", frame_mask, desc_mask, caller: str) -> None:
     """What every forward op checks first: its scalars and its masks' rows."""
     check_op_scalars(s.eps, s.max_iter, s.tol, caller, (s.reg_frames, s.reg_desc))
+    if not 0 <= s.chunk_mb < float("inf"):
+        raise ValueError(f"{caller}: chunk_mb must be finite and >= 0 (0 = the backend's default), got {s.chunk_mb}")
     check_mask_rows(frame_mask, "frame_mask", caller)
     check_mask_rows(desc_mask, "desc_mask", caller)
 

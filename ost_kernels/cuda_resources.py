@@ -106,6 +106,38 @@ def resource_usage(arch: int) -> tuple[list[KernelUsage], str]:
     return parse_ptxas(report, arch, home), report
 
 
+def _nvdisasm(home: str) -> str:
+    """The toolkit's nvdisasm, else the one Triton ships."""
+    tool = os.path.join(home, "bin", "nvdisasm")
+    if os.path.exists(tool):
+        return tool
+    import triton
+
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
+
+
+def sass(arch: int, kernel: str) -> str:
+    """nvdisasm's SASS of one kernel of the device code compiled for sm_<arch>; `kernel` is the
+    start of its demangled name, e.g. "void sinkhorn_groups_kernel<4, 8>" (for the cost model,
+    benchmarks/triton_cost.py)."""
+    home = cuda_home()
+    if home is None:
+        raise RuntimeError("nvcc not found (set CUDA_HOME to the CUDA toolkit)")
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = os.path.join(tmp, "od_cuda.cubin")
+        done = subprocess.run(_nvcc_command(home, arch, cubin), capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"nvcc failed for sm_{arch}:\n{done.stderr[-4000:]}")
+        text = subprocess.run([_nvdisasm(home), "-c", cubin], capture_output=True, text=True, check=True).stdout
+    # One section a kernel: ".text.<mangled name>:" up to the next section.
+    sections = re.split(r"^\s*\.section\s+\.text\.", text, flags=re.M)
+    names = [sec.split(",", 1)[0].strip() for sec in sections[1:]]
+    for name, pretty, body in zip(names, _demangle(names, home), sections[1:]):
+        if pretty.startswith(kernel):
+            return body
+    raise KeyError(f"no kernel {kernel!r} in the sm_{arch} cubin (has: {', '.join(_demangle(names, home))})")
+
+
 def local_memory_users(rows: list[KernelUsage]) -> list[KernelUsage]:
     """Kernels that spill registers or keep a stack frame: either puts per-thread data (a pair's
     T x N block) in local memory, which the register-resident design exists to avoid."""

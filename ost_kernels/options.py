@@ -7,10 +7,32 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from dataclasses import dataclass
 
 
 MAX_ITER_LIMIT = 2**31 - 1
+CHUNK_ENV = "OST_KERNELS_CHUNK_MB"
+# Half of an H100 / H200's 50 MB L2, in MiB: a chunk's sims stay in L2 between the GEMM that
+# writes them and the kernel that reads them (ost_kernels/triton/ops.py).
+DEFAULT_CHUNK_MB = 24.0
+
+
+def resolve_chunk_mb(requested: float = 0.0) -> float:
+    """MiB of float32 sims a GPU path computes per chunk of classes: `requested` when > 0, else
+    OST_KERNELS_CHUNK_MB, else DEFAULT_CHUNK_MB."""
+    if requested > 0:
+        return requested
+    text = os.environ.get(CHUNK_ENV)
+    if text is None:
+        return DEFAULT_CHUNK_MB
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < math.inf:
+        raise ValueError(f"{CHUNK_ENV} must be a number of MiB > 0, got {text!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -25,6 +47,9 @@ class SolverOptions:
     reg_m: None (balanced), rho > 0 for both sides, or (rho_frames, rho_descriptors), inf keeping
         that side exact: the marginal constraints become rho * KL penalties (docs/design.md).
         Stored as the pair `reg_frames`, `reg_desc` (inf = exact).
+    chunk_mb: MiB of float32 sims the GPU paths ("triton", "cuda") compute per chunk of classes;
+        None or 0 = their default (OST_KERNELS_CHUNK_MB, else 24 MiB: half an H100 / H200 L2).
+        Results do not depend on it beyond a GEMM's float32 rounding.
     """
 
     eps: float = 0.1
@@ -32,6 +57,7 @@ class SolverOptions:
     tol: float = 1e-3
     normalize: bool = True
     reg_m: object = None
+    chunk_mb: float = 0.0
 
     @property
     def reg_frames(self) -> float:
@@ -46,10 +72,13 @@ class SolverOptions:
         return self._pair == (math.inf, math.inf)
 
     def op_args(self) -> tuple:
-        """The solver scalars in the ops' order (contract.SOLVER_SCALARS), for an op call."""
+        """The solver scalars in the ops' order (contract.SOLVER_SCALARS), for an op call; the
+        chunk size resolved (resolve_chunk_mb), so every backend gets the same one."""
         from .contract import SCALAR_NAMES
 
-        return tuple(getattr(self, name) for name in SCALAR_NAMES)
+        values = {name: getattr(self, name) for name in SCALAR_NAMES}
+        values["chunk_mb"] = resolve_chunk_mb(self.chunk_mb)
+        return tuple(values.values())
 
     def __post_init__(self):
         eps, max_iter, tol, normalize = self.eps, self.max_iter, self.tol, self.normalize
@@ -75,6 +104,13 @@ class SolverOptions:
         if not isinstance(normalize, bool):
             raise TypeError(f"od_solve: `normalize` must be True or False, got "
                             f"{type(normalize).__module__}.{type(normalize).__qualname__} {normalize!r}")
+        chunk_mb = 0.0 if self.chunk_mb is None else self.chunk_mb
+        if isinstance(chunk_mb, bool) or not isinstance(chunk_mb, numbers.Real):
+            raise TypeError(f"od_solve: `chunk_mb` must be a number of MiB > 0 or None, got {type(chunk_mb).__name__}")
+        if not (0 <= chunk_mb < math.inf):
+            raise ValueError(f"od_solve: `chunk_mb` must be a finite number of MiB > 0 (None = the default), "
+                             f"got {chunk_mb}")
+        object.__setattr__(self, "chunk_mb", float(chunk_mb))
         pair = _reg_pair(self.reg_m)
         object.__setattr__(self, "_pair", pair)
         object.__setattr__(self, "reg_m", None if pair == (math.inf, math.inf) else pair)  # one spelling each

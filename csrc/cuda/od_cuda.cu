@@ -29,11 +29,11 @@ struct WarpExchange {
 
 // Min. 2 blocks an SM: without a floor, ptxas's occupancy heuristic held some instances at 96
 // registers and spilled a few bytes (make cuda-resources); with it none spills on sm_80 / sm_90.
-template <int NMAX>
-__global__ void __launch_bounds__(kSinkhornThreads, 2) sinkhorn_groups_kernel(PairTile t, PairOutputs out, int G) {
+template <int NMAX, int G>
+__global__ void __launch_bounds__(kSinkhornThreads, 2) sinkhorn_groups_kernel(PairTile t, PairOutputs out) {
   WarpExchange exchange;
   const int lane32 = threadIdx.x % 32;
-  GroupLanes<WarpExchange> lanes{exchange, lane32, G};
+  GroupLanes<WarpExchange, G> lanes{exchange, lane32};
   const int64_t warp = (int64_t(blockIdx.x) * kSinkhornThreads + threadIdx.x) / 32;
   // Whole warps past the tile leave together; a partly filled warp runs with empty groups.
   if (warp * (32 / G) >= t.nb * t.na) return;
@@ -75,21 +75,31 @@ struct Gpu {
   }
 
   static void sinkhorn(const PairTile& t, const PairOutputs& out) {
-    const int G = group_size_for(t.T);
+    switch (nmax_for(t.N)) {
+      case 4: return sinkhorn_nmax<4>(t, out);
+      case 8: return sinkhorn_nmax<8>(t, out);
+      default: return sinkhorn_nmax<16>(t, out);
+    }
+  }
+
+  template <int NMAX>
+  static void sinkhorn_nmax(const PairTile& t, const PairOutputs& out) {
+    switch (group_size_for(t.T)) {
+      case 1: return launch<NMAX, 1>(t, out);
+      case 2: return launch<NMAX, 2>(t, out);
+      case 4: return launch<NMAX, 4>(t, out);
+      case 8: return launch<NMAX, 8>(t, out);
+      case 16: return launch<NMAX, 16>(t, out);
+      default: return launch<NMAX, 32>(t, out);
+    }
+  }
+
+  template <int NMAX, int G>
+  static void launch(const PairTile& t, const PairOutputs& out) {
     const int64_t pairs_per_block = int64_t(kSinkhornThreads / 32) * (32 / G);
     const int64_t blocks = (t.nb * t.na + pairs_per_block - 1) / pairs_per_block;
     TORCH_CHECK(blocks <= INT_MAX, "ost_kernels::od_forward (CUDA): tile of ", t.nb * t.na, " pairs is too large");
-    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-    switch (nmax_for(t.N)) {
-      case 4:
-        sinkhorn_groups_kernel<4><<<unsigned(blocks), kSinkhornThreads, 0, stream>>>(t, out, G);
-        break;
-      case 8:
-        sinkhorn_groups_kernel<8><<<unsigned(blocks), kSinkhornThreads, 0, stream>>>(t, out, G);
-        break;
-      default:
-        sinkhorn_groups_kernel<16><<<unsigned(blocks), kSinkhornThreads, 0, stream>>>(t, out, G);
-    }
+    sinkhorn_groups_kernel<NMAX, G><<<unsigned(blocks), kSinkhornThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(t, out);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 
@@ -108,7 +118,7 @@ ForwardResult od_forward_cuda(const at::Tensor& video, const at::Tensor& desc,
                               const std::optional<at::Tensor>& desc_weights, const SolverScalars& scalars,
                               bool keep_cache) {
   return od_forward_impl<Gpu>(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, scalars, keep_cache,
-                              kTileElements);
+                              tile_elements_for(scalars));
 }
 
 std::tuple<at::Tensor, at::Tensor> od_backward_cuda(const at::Tensor& grad_scores, const at::Tensor& video,

@@ -38,7 +38,15 @@
 
 namespace ost_kernels::cuda {
 
-constexpr int64_t kTileElements = int64_t(1) << 24;  // sims per tile: 64 MiB in float32
+// Sims per tile without a chunk size (the backward's; od_solve passes chunk_mb to the forward):
+// 24 MiB of float32, half an H100 / H200 L2, as ost_kernels/options.py's DEFAULT_CHUNK_MB, so
+// the GEMM's output is still in L2 when the Sinkhorn kernel reads it.
+constexpr int64_t kTileElements = int64_t(24) << 18;
+
+// Sims per tile for a forward: chunk_mb MiB of float32, or kTileElements without one.
+inline int64_t tile_elements_for(const SolverScalars& s) {
+  return s.chunk_mb > 0 ? std::max<int64_t>(1, int64_t(s.chunk_mb * double(1 << 20) / 4)) : kTileElements;
+}
 
 template <class Device>
 void check_device_inputs(const at::Tensor& video, const at::Tensor& desc, const char* op) {

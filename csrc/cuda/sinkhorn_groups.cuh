@@ -83,13 +83,12 @@ OST_HD int nmax_for(int N) { return N <= 4 ? 4 : N <= 8 ? 8 : 16; }
 // The group operations solve_pair needs, from an Exchange giving xor_shuffle(v, offset) among
 // the 32 lanes of a warp and any(p) over them. Butterfly sums give every lane of the group
 // the same bits (a + b == b + a), so group-uniform decisions stay uniform.
-template <class Exchange>
+template <class Exchange, int G>
 struct GroupLanes {
   Exchange& x;
   int lane32;  // 0..31
-  int G;
 
-  OST_HD int group_size() const { return G; }
+  static constexpr int group_size() { return G; }  // a template parameter: the butterflies unroll
   OST_HD int lane() const { return lane32 % G; }
   OST_HD float group_sum(float v) {
     for (int o = G / 2; o > 0; o /= 2) v += x.xor_shuffle(v, o);
@@ -114,16 +113,34 @@ struct PairOutputs {
   float* error;
 };
 
-OST_HD float ost_exp2(float x) { return exp2f(x); }
-OST_HD float ost_log2(float x) { return log2f(x); }
-
-// x / y over the full float range (as Triton's fdiv): __fdividef would return 0 for
-// |y| > 2^126, and an IEEE division costs several times more in the loop.
-OST_HD float full_div(float x, float y) {
+// The special functions on the GPU's approximate instructions (one MUFU each, as the Triton
+// kernels: ex2.approx, lg2.approx ~2^-22 relative, flushing denormals, which the scaling
+// form's K >= 2^-92 never is); exact functions in the host emulation. A GPU run confirms the
+// float32 tolerances (benchmarks/gpu_check.py compares every backend with "torch").
+OST_HD float ost_exp2(float x) {
 #if defined(__CUDA_ARCH__)
-  float q;
-  asm("div.full.f32 %0, %1, %2;" : "=f"(q) : "f"(x), "f"(y));
-  return q;
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#else
+  return exp2f(x);
+#endif
+}
+OST_HD float ost_log2(float x) {
+#if defined(__CUDA_ARCH__)
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#else
+  return log2f(x);
+#endif
+}
+
+// x / y as a reciprocal and a multiply (__fdividef: 0 for |y| > 2^126, which the scaling
+// form's bounded K c and K^T r never reach), ~2 ulp; an IEEE division in the emulation.
+OST_HD float fast_div(float x, float y) {
+#if defined(__CUDA_ARCH__)
+  return __fdividef(x, y);
 #else
   return x / y;
 #endif
@@ -134,7 +151,7 @@ OST_HD float lse2_finish(float m, float s) { return m == -INFINITY ? -INFINITY :
 
 // Solves the pair `pair` of the tile (pair >= nb * na: no pair; its lanes still take part in
 // the shuffles). Lanes: group_sum / group_max / group_min over the G lanes of the pair's
-// group, warp_any over all 32 lanes, lane() in [0, G), and G.
+// group, warp_any over all 32 lanes, lane() in [0, G), and G (a compile-time constant).
 template <int NMAX, class Lanes>
 OST_HD void solve_pair(const PairTile& t, const PairOutputs& out, Lanes& lanes, int64_t pair) {
   constexpr int R = kRowsPerLane;
@@ -247,7 +264,7 @@ OST_HD void solve_pair(const PairTile& t, const PairOutputs& out, Lanes& lanes, 
     float r_new[R];
 #pragma unroll
     for (int k = 0; k < R; ++k) {
-      r_new[k] = row_ok[k] ? full_div(mu_of(k), rowv[k]) : 0.f;
+      r_new[k] = row_ok[k] ? fast_div(mu_of(k), rowv[k]) : 0.f;
     }
 #pragma unroll
     for (int j = 0; j < NMAX; ++j) {
@@ -256,7 +273,7 @@ OST_HD void solve_pair(const PairTile& t, const PairOutputs& out, Lanes& lanes, 
 #pragma unroll
       for (int k = 0; k < R; ++k) s += X[k][j] * r_new[k];
       s = lanes.group_sum(s);
-      if (active) v[j] = col_ok[j] ? full_div(nu_of(j), s) : 1.f;
+      if (active) v[j] = col_ok[j] ? fast_div(nu_of(j), s) : 1.f;
     }
     if (active) {
 #pragma unroll
@@ -348,7 +365,7 @@ OST_HD void solve_pair(const PairTile& t, const PairOutputs& out, Lanes& lanes, 
     for (int j = 0; j < NMAX; ++j) {
       const float z = safe ? ost_log2(X[k][j]) : X[k][j];
       const float p = safe ? u[k] * X[k][j] * v[j] : ost_exp2(z + u[k] + v[j]);
-      score += (row_ok[k] && col_ok[j]) ? p * (hi + z / t.scale2) : 0.f;
+      score += (row_ok[k] && col_ok[j]) ? p * (hi + z * t.eps_ln2) : 0.f;  // 1 / scale2 = eps ln 2
     }
   score = lanes.group_sum(score);
   // From here on u, v are base-2 log potentials for every pair.

@@ -1,7 +1,7 @@
 """The backend registry and the "auto" choice.
 
 A backend is a Backend record (base.py says what it is), added with register_backend; this
-package registers its four. A backend is available or it is not, with a reason; asking for one
+package registers its five ("triton-fused" for calibration only: "auto" never picks it). A backend is available or it is not, with a reason; asking for one
 that is not is an error that gives the reason. "auto" tries, in registration order, the
 backends registered for the tensors' device type: Triton then the CUDA extension for CUDA
 tensors, the C++ CPU kernel for CPU tensors, and the pure-PyTorch path everywhere; a backend
@@ -38,6 +38,7 @@ def register_backend(backend: Backend, *, auto: tuple[str, ...] = ()) -> Backend
 # Under TRITON_INTERPRET=1 "auto" still picks the C++ kernel for CPU tensors: the
 # interpreter is for testing the Triton code, not for speed.
 register_backend(triton.BACKEND, auto=("cuda",))
+register_backend(triton.FUSED)  # for calibration: measured beside "triton", never picked by "auto"
 register_backend(cuda.BACKEND, auto=("cuda",))
 register_backend(cpu.BACKEND, auto=("cpu",))
 register_backend(pytorch.BACKEND, auto=("cuda", "cpu"))

@@ -8,8 +8,10 @@ ptxas reports: registers, spill bytes, shared memory, compile time.
     python -m ost_kernels.triton.aot --all --jobs 2 --write-table   # what `make triton-aot` runs
     python -m ost_kernels.triton.aot --sample                      # the CI compile gate's subset
 
-Variants: kernel (forward, forward-relaxed: weights and reg_m, weights) x dtype (fp32, bf16, fp16) x T in {8, 16, 32} x N in
-{4, 8} x each candidate tile config (configs.candidates), at d = 512. Masks and normalize are
+Variants: the fused kernels (forward, forward-relaxed: weights and reg_m, weights) x dtype (fp32,
+bf16, fp16) x T in {8, 16, 32} x N in {4, 8} x each candidate tile config (configs.candidates),
+at d = 512; and the two-phase path's kernels (sinkhorn: every launch kind, SINKHORN_FLAGS, with
+the tile the launcher picks; chunk-weights: every dtype) for the same (T, N). Masks and normalize are
 runtime inputs of one kernel variant (masks are always passed; the inverse norms are ones
 without normalization), so they add no variants. The sample compiles every code path: each
 kernel, dtype and architecture, a d that is not a multiple of the K block, TF32, each (T, N),
@@ -53,6 +55,13 @@ class Variant(NamedTuple):
     fixed: bool = False  # the forward's tol = 0 specialization (kernels.py, FIXED)
     log_domain: bool = True  # False: the forward without its log-domain path (LOG_DOMAIN)
     weighted: bool = False  # the balanced forward with frame / descriptor weights (WEIGHTED)
+    # The two-phase path's Sinkhorn kernel (kernel "sinkhorn", sinkhorn.py): its launch flags,
+    # and the lanes a pair spreads over (cfg.BA: classes a program, cfg.num_warps).
+    relaxed: bool = False
+    masked: bool = False
+    dense: bool = False
+    potentials: bool = True
+    t_lo: int = 0
 
     @property
     def key(self) -> str:
@@ -62,14 +71,52 @@ class Variant(NamedTuple):
     def label(self) -> str:
         extra = (("" if self.even_k else " d%64!=0") + ("" if self.precision == "ieee" else f" {self.precision}")
                  + (" tol=0" if self.fixed else "") + ("" if self.log_domain else " no-log")
-                 + (" weights" if self.weighted else ""))
+                 + (" weights" if self.weighted else "") + (" reg_m" if self.relaxed else "")
+                 + (" masks" if self.masked else "") + (" dense" if self.dense else "")
+                 + ("" if self.potentials else " scores-only") + (f" T_LO{self.t_lo}" if self.t_lo else ""))
         return f"{self.key}{extra}"
+
+
+# The two-phase path's kernels ("sinkhorn": the forward over a chunk's stored sims; "chunk-weights":
+# the backward's weights), compiled with the tile ops.program_tile gives each launch.
+TWO_PHASE_KERNELS = ("sinkhorn", "chunk-weights")
+# The Sinkhorn kernel's launches: (log_domain, weighted, relaxed, masked, dense, fixed, potentials).
+SINKHORN_FLAGS = {
+    "dense": (False, False, False, False, True, False, True),       # the key case: default eps, no masks
+    "scores-only": (False, False, False, False, True, False, False),
+    "fixed": (False, False, False, False, True, True, True),
+    "masked": (False, False, False, True, False, False, True),
+    "log-domain": (True, False, False, True, False, False, True),
+    "weighted": (False, True, False, True, False, False, True),
+    "relaxed": (True, True, True, True, False, False, True),
+    "relaxed-fixed": (True, True, True, False, False, True, True),
+}
+
+
+def two_phase_variants(archs=configs.ARCHS, shapes=SHAPES, flags=tuple(SINKHORN_FLAGS)) -> list[Variant]:
+    """The Sinkhorn kernel for every (T, N) and launch kind, and the weights kernel for every
+    input dtype, with the tiles the launcher picks at a large class count."""
+    from .ops import NUM_WARPS, WEIGHTS_ENTRIES, program_tile
+
+    out = []
+    for arch in archs:
+        for TP, NP in shapes:
+            for name in flags:
+                log, weighted, relaxed, masked, dense, fixed, potentials = SINKHORN_FLAGS[name]
+                t_lo, ba = program_tile(TP, NP, 1 << 16, lean=dense and not log, interpreted=False)
+                out.append(Variant(arch, "sinkhorn", "fp32", TP, NP, configs.TileConfig(1, ba, NUM_WARPS, 1),
+                                   fixed=fixed, log_domain=log, weighted=weighted, relaxed=relaxed, masked=masked,
+                                   dense=dense, potentials=potentials, t_lo=t_lo))
+            for dtype in configs.DTYPES:
+                out.append(Variant(arch, "chunk-weights", dtype, TP, NP,
+                                   configs.TileConfig(1, max(16, WEIGHTS_ENTRIES // TP), NUM_WARPS, 1)))
+    return out
 
 
 def all_variants(archs=configs.ARCHS) -> list[Variant]:
     return [Variant(arch, kernel, dtype, TP, NP, cfg)
             for arch in archs for kernel in configs.KERNELS for dtype in configs.DTYPES
-            for TP, NP in SHAPES for cfg in configs.candidates(TP, NP, dtype)]
+            for TP, NP in SHAPES for cfg in configs.candidates(TP, NP, dtype)] + two_phase_variants(archs)
 
 
 def sample_variants(archs=configs.ARCHS) -> list[Variant]:
@@ -94,6 +141,10 @@ def sample_variants(archs=configs.ARCHS) -> list[Variant]:
         out.append(Variant(arch, "forward", "fp16", TP, NP, cfg, log_domain=False))
         out.append(Variant(arch, "forward", "fp32", TP, NP, cfg, weighted=True))
         out.append(Variant(arch, "forward-relaxed", "bf16", TP, NP, cfg, fixed=True))
+    # The two-phase kernels: every launch kind on sm_90 at the key shape, the lean one and the
+    # relaxed one on sm_80, the weights kernel in every dtype.
+    for arch in archs:
+        out += two_phase_variants((arch,), [(32, 4)], tuple(SINKHORN_FLAGS) if arch == 90 else ("dense", "relaxed"))
     return out
 
 
@@ -104,10 +155,47 @@ _FLOATS = {"scale2", "eps_ln2", "tol", "tau_f", "tau_d"}
 _DIVISIBLE = {"d", "svb", "svt", "sda", "sdn", "swr"}
 
 
+_TWO_PHASE_PTR = {"S": "fp32", "VS": "fp32", "DS": "fp32", "FM": "i8", "DM": "i8", "FW": "fp32", "DW": "fp32",
+                  "SCORES": "fp32", "F": "fp32", "G": "fp32", "ITERS": "i32", "ERR": "fp32", "GO": "fp32", "W": "x"}
+
+
+def _two_phase_source(v: Variant):
+    """The sinkhorn / chunk-weights kernel of a variant, as the launcher (ops.py) calls it at
+    the key shape's strides: N = NP, the chunk's row length a multiple of 16."""
+    from triton.compiler import ASTSource
+
+    from .sinkhorn import od_chunk_weights_kernel, od_sinkhorn_kernel
+
+    if v.kernel == "sinkhorn":
+        fn = od_sinkhorn_kernel
+        from .ops import T_LO_FIRST
+
+        consts = dict(N=v.NP, INTERPRETED=False, FIXED=v.fixed, LOG_DOMAIN=v.log_domain, WEIGHTED=v.weighted,
+                      RELAXED=v.relaxed, POTENTIALS=v.potentials, MASKED=v.masked, DENSE=v.dense, TP=v.TP, NP=v.NP,
+                      BA=v.cfg.BA, T_LO=v.t_lo, T_LO_FIRST=T_LO_FIRST)
+    else:
+        fn = od_chunk_weights_kernel
+        consts = dict(N=v.NP, TP=v.TP, BC=v.cfg.BA, MASKED=False)
+    sig = {}
+    for name in fn.arg_names:
+        if name in consts:
+            sig[name] = "constexpr"
+        elif name in _TWO_PHASE_PTR:
+            sig[name] = "*" + (v.dtype if _TWO_PHASE_PTR[name] == "x" else _TWO_PHASE_PTR[name])
+        else:
+            sig[name] = "fp32" if name in _FLOATS else "i32"
+    divisible = {n for n in fn.arg_names if sig[n].startswith("*") or n == "ld"}
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in divisible}
+    return ASTSource(fn, sig, consts, attrs)
+
+
 def _source(v: Variant):
     from triton.compiler import ASTSource
 
     from .kernels import od_forward_kernel, od_weights_kernel
+
+    if v.kernel in TWO_PHASE_KERNELS:
+        return _two_phase_source(v)
 
     forward = v.kernel.startswith("forward")
     fn = od_forward_kernel if forward else od_weights_kernel
@@ -211,7 +299,7 @@ def main(argv=None) -> int:
     parser.add_argument("--archs", default=",".join(map(str, configs.ARCHS)))
     parser.add_argument("--dtypes", default=",".join(configs.DTYPES),
                         help="input dtypes to compile; with --write-table, the other dtypes' rows are kept")
-    parser.add_argument("--kernels", default=",".join(configs.KERNELS),
+    parser.add_argument("--kernels", default=",".join(configs.KERNELS + TWO_PHASE_KERNELS),
                         help="kernels to compile; with --write-table, the other kernels' rows are kept")
     parser.add_argument("--jobs", type=int, default=max(1, min(8, os.cpu_count() or 1)))
     parser.add_argument("--out", default=os.path.join("benchmarks", "out", "triton_resources.md"))
@@ -221,7 +309,7 @@ def main(argv=None) -> int:
     dtypes = tuple(args.dtypes.split(","))
     kernels = tuple(args.kernels.split(","))
     variants = [v for v in (all_variants(archs) if args.all else sample_variants(archs))
-                if v.dtype in dtypes and v.kernel in kernels]
+                if (v.dtype in dtypes or v.kernel == "sinkhorn") and v.kernel in kernels]
     results = run(variants, args.jobs)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:
@@ -233,7 +321,7 @@ def main(argv=None) -> int:
         table = kept | {v.key: {k: r[k] for k in ("registers", "spill_bytes", "shared_bytes", "compile_s")}
                         for v, r in results.items()
                         if "error" not in r and v.even_k and v.precision == "ieee" and not v.fixed and v.log_domain
-                        and not v.weighted}
+                        and not v.weighted and v.kernel in configs.KERNELS}
         with open(configs.RESOURCES_PATH, "w") as fh:
             json.dump(dict(sorted(table.items())), fh, indent=0)
             fh.write("\n")

@@ -290,31 +290,25 @@ def _any_per_pair(x):
 
 
 @triton.jit
-def od_forward_kernel(
-    V, D, VS, DS, FM, DM, FW, DW, SCORES, F, G, ITERS, ERR,
-    B, A, T, N, d,
-    svb, svt, svd, sda, sdn, sdd,
-    scale2, eps_ln2, max_iter, tol, tau_f, tau_d,
-    B_KEY, A_KEY,  # size buckets for the autotuner's key; not read
-    EVEN_K: tl.constexpr, INTERPRETED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    FIXED: tl.constexpr, LOG_DOMAIN: tl.constexpr, WEIGHTED: tl.constexpr, RELAXED: tl.constexpr,
-    TP: tl.constexpr, NP: tl.constexpr, BB: tl.constexpr, BA: tl.constexpr, BD: tl.constexpr,
-    NW: tl.constexpr,  # the launch's num_warps: the accumulator layout the pairs are mapped onto
-):
-    # Relaxed pairs may fall back to the log domain after their scaling-form solve.
-    tl.static_assert(LOG_DOMAIN or not RELAXED)
-    # Class tiles on grid axis 0 (up to 2^31 - 1 programs), video tiles on axis 1.
-    pid_a = tl.program_id(0)
-    pid_b = tl.program_id(1)
-    sim, rows, cols, ti, nj, pb, pa, wt, wn = _tile_pairs(V, D, VS, DS, FM, DM, FW, DW, pid_b, pid_a, B, A, T, N, d,
-                                                          svb, svt, svd, sda, sdn, sdd,
-                                                          BD, EVEN_K, INTERPRETED, INPUT_PRECISION, WEIGHTED,
-                                                          TP, NP, BB, BA, NW)
-    # Everything below is 4-D, (TP, NP, BB, BA) with size-1 dimensions where a quantity does
-    # not vary (keep_dims reductions): every tensor then shares X's layout, so broadcasting
-    # costs nothing and no layout conversion runs inside the loops.
+def _solve_pairs(sim, rows, cols, wt, wn, pair_ok, scale2, max_iter, tol, tau_f, tau_d,
+                 TP: tl.constexpr, NP: tl.constexpr, BB: tl.constexpr, BA: tl.constexpr,
+                 FIXED: tl.constexpr, LOG_DOMAIN: tl.constexpr, WEIGHTED: tl.constexpr, RELAXED: tl.constexpr,
+                 SIMS_FROM_K: tl.constexpr, INTERPRETED: tl.constexpr):
+    """The Sinkhorn of a tile's pairs (the module doc's forward), shared by the fused forward and
+    the two-phase path's kernel (ost_kernels/triton/sinkhorn.py).
+
+    Everything is 4-D, (TP, NP, BB, BA) with size-1 dimensions where a quantity does not vary
+    (keep_dims reductions): every tensor then shares the sims' layout, so broadcasting costs
+    nothing and no layout conversion runs inside the loops. sim (TP, NP, BB, BA); rows
+    (TP, 1, BB, BA), cols (1, NP, BB, BA) the valid frames and descriptors; wt, wn their weights
+    (with WEIGHTED); pair_ok (1, 1, BB, BA) the pairs that exist. SIMS_FROM_K: the caller keeps
+    no sims and recovers them from K (the fused kernel), so pairs above SCALING_MAX_EPS run in
+    the log domain and L = log2(K) is returned. Returns plan (TP, NP, BB, BA), L, the base-2
+    potentials a (TP, 1, BB, BA) and b (1, NP, BB, BA) relative to hi (f = a eps ln 2 + 1 - hi,
+    g = b eps ln 2), hi (1, 1, BB, BA), iterations and errors (1, 1, BB, BA), and the scaling
+    form's X (K for safe pairs), r (TP, 1, BB, BA), c (1, NP, BB, BA) and which pairs are safe
+    (a caller that knows every pair is safe may use them instead of the plan)."""
     valid = rows & cols
-    pair_ok = (pb < B) & (pa < A)                                    # (1, 1, BB, BA)
     if WEIGHTED:  # mu = w / sum w over the valid entries: (TP, 1, BB, BA), nu (1, NP, BB, BA)
         mu = wt / tl.maximum(tl.sum(wt, axis=0, keep_dims=True), 1e-30)
         nu = wn / tl.maximum(tl.sum(wn, axis=1, keep_dims=True), 1e-30)
@@ -324,19 +318,28 @@ def od_forward_kernel(
     log2_mu = tl.log2(mu)  # -inf where masked (every use is behind a validity select)
     log2_nu = tl.log2(nu)
 
-    # The pair's range of sims decides its form.
-    hi = tl.max(tl.max(tl.where(valid, sim, float("-inf")), axis=0, keep_dims=True), axis=1, keep_dims=True)
-    has = hi > float("-inf")
-    hi = tl.where(has, hi, 0.0)                                      # (1, 1, BB, BA)
+    # The pair's range of sims decides its form. Where every pair is safe and the sims need
+    # not come back from K (LOG_DOMAIN and SIMS_FROM_K off: cosines, eps >= ALWAYS_SAFE_EPS),
+    # the shift is the cosines' bound 1 instead of each pair's largest sim: K = exp2((sim - 1)
+    # scale2) spans the same [2^-92, 1], one multiply-add an entry, no reduction.
+    if LOG_DOMAIN or SIMS_FROM_K:
+        hi = tl.max(tl.max(tl.where(valid, sim, float("-inf")), axis=0, keep_dims=True), axis=1, keep_dims=True)
+        has = hi > float("-inf")
+        hi = tl.where(has, hi, 0.0)                                  # (1, 1, BB, BA)
+        z = tl.where(valid, (sim - hi) * scale2, float("-inf"))
+    else:
+        hi = tl.full((1, 1, BB, BA), 1.0, tl.float32)
+        z = tl.where(valid, sim * scale2 - scale2, float("-inf"))
     if LOG_DOMAIN:
         lo = tl.min(tl.min(tl.where(valid, sim, float("inf")), axis=0, keep_dims=True), axis=1, keep_dims=True)
         lo = tl.where(has, lo, 0.0)
-    z = tl.where(valid, (sim - hi) * scale2, float("-inf"))
     # A relaxed row update carries the factor 2^lift of the shift hi (a = log2 r with
     # r = exp((f + hi - 1) / eps)); lift = 0 for an exact frame side.
     lift = (1.0 - tau_f) * (hi - 1.0) * scale2                       # (1, 1, BB, BA)
     if LOG_DOMAIN:
-        safe = ((hi - lo) * scale2 <= SAFE_RANGE2) & (scale2 >= MIN_SCALE2)
+        safe = (hi - lo) * scale2 <= SAFE_RANGE2
+        if SIMS_FROM_K:
+            safe = safe & (scale2 >= MIN_SCALE2)
         if RELAXED:
             safe = safe & (tl.abs(lift) <= SAFE_RANGE2)
         X = tl.where(safe, tl.exp2(z), z)
@@ -450,18 +453,57 @@ def od_forward_kernel(
                 active = active & ((e > tol) | (tol <= 0.0))
                 it += 1
 
-    # Plans, scores and potentials. log2(K) is the exponent z of safe pairs; a safe pair's
-    # plan is r K c whether or not its tile holds log-domain pairs.
+    # Plans and potentials. A safe pair's plan is r K c whether or not its tile holds
+    # log-domain pairs. With SIMS_FROM_K, L = log2(K), the exponent z of safe pairs (the caller
+    # recovers sims from it); otherwise L is X and carries nothing for safe pairs.
+    # The potentials come from lg2.approx (~2^-22 relative): they serve outputs and the
+    # backward's plans, whose float32 tolerance that meets (a GPU run confirms it; the
+    # interpreter's log2 is exact).
     if any_log:
-        L = tl.where(safe, _fast_log2(X, INTERPRETED), X)
-        a = tl.where(safe, tl.log2(r), a)
-        b = tl.where(safe, tl.log2(c), b)
+        if SIMS_FROM_K:
+            L = tl.where(safe, _fast_log2(X, INTERPRETED), X)
+        else:
+            L = X
+        a = tl.where(safe, _fast_log2(r, INTERPRETED), a)
+        b = tl.where(safe, _fast_log2(c, INTERPRETED), b)
         plan = tl.where(safe, r * X * c, tl.exp2(L + a + b))
     else:
-        L = _fast_log2(X, INTERPRETED)
-        a = tl.log2(r)
-        b = tl.log2(c)
+        if SIMS_FROM_K:
+            L = _fast_log2(X, INTERPRETED)
+        else:
+            L = X
+        a = _fast_log2(r, INTERPRETED)
+        b = _fast_log2(c, INTERPRETED)
         plan = r * X * c
+    return plan, L, a, b, hi, iters, err, X, r, c, safe
+
+
+@triton.jit
+def od_forward_kernel(
+    V, D, VS, DS, FM, DM, FW, DW, SCORES, F, G, ITERS, ERR,
+    B, A, T, N, d,
+    svb, svt, svd, sda, sdn, sdd,
+    scale2, eps_ln2, max_iter, tol, tau_f, tau_d,
+    B_KEY, A_KEY,  # size buckets for the autotuner's key; not read
+    EVEN_K: tl.constexpr, INTERPRETED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    FIXED: tl.constexpr, LOG_DOMAIN: tl.constexpr, WEIGHTED: tl.constexpr, RELAXED: tl.constexpr,
+    TP: tl.constexpr, NP: tl.constexpr, BB: tl.constexpr, BA: tl.constexpr, BD: tl.constexpr,
+    NW: tl.constexpr,  # the launch's num_warps: the accumulator layout the pairs are mapped onto
+):
+    # Relaxed pairs may fall back to the log domain after their scaling-form solve.
+    tl.static_assert(LOG_DOMAIN or not RELAXED)
+    # Class tiles on grid axis 0 (up to 2^31 - 1 programs), video tiles on axis 1.
+    pid_a = tl.program_id(0)
+    pid_b = tl.program_id(1)
+    sim, rows, cols, ti, nj, pb, pa, wt, wn = _tile_pairs(V, D, VS, DS, FM, DM, FW, DW, pid_b, pid_a, B, A, T, N, d,
+                                                          svb, svt, svd, sda, sdn, sdd,
+                                                          BD, EVEN_K, INTERPRETED, INPUT_PRECISION, WEIGHTED,
+                                                          TP, NP, BB, BA, NW)
+    pair_ok = (pb < B) & (pa < A)                                    # (1, 1, BB, BA)
+    valid = rows & cols
+    plan, L, a, b, hi, iters, err, _, _, _, _ = _solve_pairs(sim, rows, cols, wt, wn, pair_ok, scale2, max_iter, tol,
+                                                             tau_f, tau_d, TP, NP, BB, BA, FIXED, LOG_DOMAIN, WEIGHTED,
+                                                             RELAXED, True, INTERPRETED)
     # 1 / scale2 = eps * ln 2: the sim is hi + L * eps_ln2 (a multiply, not a division).
     scores = tl.sum(tl.sum(tl.where(valid, plan * (hi + L * eps_ln2), 0.0), axis=0, keep_dims=True), axis=1,
                     keep_dims=True)

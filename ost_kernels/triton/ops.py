@@ -1,24 +1,26 @@
-"""Backend "triton": launchers of the kernels in kernels.py, registered as custom ops
-(torch.library.triton_op) so that torch.compile traces them, with autograd.
+"""Backend "triton", the main GPU path, in two phases per chunk of classes:
 
-Imported the first time backend "triton" is asked for, never at package import. Tiles are
-autotuned on the GPU among configs.candidates, keyed on T, N, d, the input dtype and size
-buckets of B and A (so a first call with a small batch does not fix the tile for later large
-ones); configs that spill or overflow shared memory are pruned from the resources measured
-ahead of time (configs.py). OST_KERNELS_TRITON_AUTOTUNE=0 skips tuning (one compile per shape
-instead of one per candidate: configs.default_config); OST_KERNELS_TRITON_TILE=<name> uses
-that one tile. Under TRITON_INTERPRET=1 one small fixed tile is used instead.
+  1. one GEMM of the raw inputs with float32 output, S (B * T, na * N) = video rows @ the
+     chunk's descriptor rows^T (cuBLAS through torch.mm: bf16 / fp16 operands on tensor cores),
+     into a buffer reused by every chunk; nothing is normalized, cast or masked ahead of it;
+  2. one Triton launch (sinkhorn.py's od_sinkhorn_kernel) that solves every (video, class)
+     pair of the chunk from S: inverse norms applied on load, masks, weights, relaxed
+     marginals, per-pair stop, scores, potentials, iterations, errors.
 
-Forward: the inverse norms (or ones) and int8 masks are prepared once per call, then one
-kernel computes sims, the Sinkhorn of every pair and its outputs. Backward: a kernel writes
-the weights W = grad_scores * P for a chunk of classes at a time (in the input dtype), and
-tensor-core GEMMs with float32 accumulation turn them into gradients: W @ unit(desc) for the
-videos, W^T @ unit(video) for the classes, only the sides asked for. Chunks are summed in a
-fixed order: results are deterministic.
+The chunk holds the classes whose float32 sims fit chunk_mb MiB (od_solve's chunk_mb, else the
+environment variable OST_KERNELS_CHUNK_MB, else options.DEFAULT_CHUNK_MB = 24: about half of
+an H100 / H200's 50 MB L2, so the sims the GEMM writes are still in L2 when the kernel reads
+them; the backward, whose op takes no chunk size, uses the variable or the default). The extra memory is that buffer, whatever A is. The backward redoes phase 1 chunk by
+chunk, writes the weights grad_scores * P in the input dtype (od_chunk_weights_kernel) and turns
+them into gradients with two GEMMs (float32 output), only the sides asked for.
+
+Registered as custom ops (torch.library.triton_op) with the contract's schema, so that
+torch.compile traces them, with the contract's autograd. Imported the first time backend
+"triton" is asked for, never at package import. Under TRITON_INTERPRET=1 the kernels run on CPU
+tensors (the GEMM in float32 on the CPU), which is how the tests run them.
 """
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
@@ -27,219 +29,118 @@ from torch.library import triton_op, wrap_triton
 
 from .._cosine import unit, unit_backward
 from .._env import triton_interpreting as interpreting
-from ..constants import LN2, LOG2E, NORM_EPS, SCALING_MAX_EPS
 from .._plan import damping
+from ..constants import LN2, LOG2E
+from ..options import CHUNK_ENV, DEFAULT_CHUNK_MB, resolve_chunk_mb  # noqa: F401 (the tests read them here)
 from ..contract import (BACKWARD_SCHEMA, FORWARD_SCHEMA, OpScalars, check_forward_args, check_op_scalars,
                         empty_forward_outputs, not_requested, register_autograd)
 from . import configs
-from .kernels import od_forward_kernel, od_weights_kernel
+from .launch import (device_guard, mask_bytes, matmul_f32, mm_f32_into, scales, specializations,
+                     weight_rows)
+from .sinkhorn import od_chunk_weights_kernel, od_sinkhorn_kernel
 
-BD = 64  # the d-chunk of the tiles' matmul
-AUTOTUNE_ENV = "OST_KERNELS_TRITON_AUTOTUNE"
-# A tile config by name (configs.TileConfig.name, e.g. BB1_BA32_w4_s3) for every launch, no
-# autotuning: to time one tile (benchmarks/gpu_check.py), pin one, or run one under the
-# interpreter (tests/kernels/test_triton_tiles.py).
-TILE_ENV = "OST_KERNELS_TRITON_TILE"
-# Elements of one chunk of backward weights (B * T x classes * N): 128 MiB in bfloat16.
-WEIGHTS_CHUNK_ELEMENTS = 1 << 26
-# Normalized sims are cosines, so a pair's spread hi - lo is at most 2 (plus rounding, << 1%):
-# from this eps on, 2 / eps <= 64 / 1.01 and every pair is safe for the scaling form, so the
-# forward is compiled without its log-domain path (kernels.py, LOG_DOMAIN).
-ALWAYS_SAFE_EPS = 2 * 1.01 / 64
-_DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+# Entries of a pair's block a lane holds at most (registers: 64 of X, 64 of the sims).
+ENTRIES_PER_LANE = 64
+MAX_CLASSES_PER_PROGRAM = 1024
+MAX_CLASSES_PER_LANE = 8
+INTERPRETER_CLASSES_PER_PROGRAM = 4  # small, so the tests' problems span several programs
+NUM_WARPS = 4
+# The backward's weights kernel: a video's TP frames x BC columns a program, this many entries.
+WEIGHTS_ENTRIES = 4096
+INTERPRETER_WEIGHTS_COLUMNS = 8
 
 
-def size_bucket(n: int, cap: int) -> int:
-    """Autotuning key for a size: its power of two, capped (tiles stop mattering above)."""
-    return configs.pow2(min(n, cap))
+def _t_lo_first() -> bool:
+    """Which 5-D order of the Sinkhorn kernel's block puts its pairs' frames on few lanes with
+    the installed Triton (sinkhorn._pairs): Triton 3.6 gives the first dimensions of no
+    contiguity the lanes first, 3.8 the last ones (both read from their compiled layouts)."""
+    major, minor = (int(x) for x in triton.__version__.split(".")[:2])
+    return (major, minor) < (3, 7)
 
 
-def _prune(kernel: str):
-    """The autotuner's pruning: configs.candidates for the shape that configs.fits on this
-    GPU (all candidates when none does, rather than none)."""
-
-    def prune(candidate_configs, named_args, **kwargs):
-        TP, NP = kwargs["TP"], kwargs["NP"]
-        rows = configs.forward_resources(kwargs.get("WEIGHTED", False), kwargs.get("RELAXED", False)) \
-            if kernel == "forward" else kernel
-        major, minor = torch.cuda.get_device_capability(named_args["V"].device)
-        dtype = _DTYPE_NAMES[named_args["V"].dtype]
-        allowed = (configs.usable_configs(10 * major + minor, rows, dtype, TP, NP)
-                   or configs.candidates(TP, NP, dtype))
-        allowed = set(allowed)
-        return [c for c in candidate_configs
-                if configs.TileConfig(c.kwargs["BB"], c.kwargs["BA"], c.num_warps, c.num_stages) in allowed]
-
-    return prune
+T_LO_FIRST = _t_lo_first()
 
 
-def _autotune_configs(kernel: str) -> list:
-    # The forward maps its pairs onto the accumulator's warps: it reads num_warps as NW too.
-    extra = (lambda c: dict(NW=c.num_warps)) if kernel == "forward" else (lambda c: {})
-    return [triton.Config(dict(BB=c.BB, BA=c.BA, **extra(c)), num_warps=c.num_warps, num_stages=c.num_stages)
-            for c in configs.CANDIDATES]
+def weights_columns(TP: int) -> int:
+    """BC: the columns (a * N + j) a program of the weights kernel writes, a power of two."""
+    if interpreting():
+        return INTERPRETER_WEIGHTS_COLUMNS
+    return max(16, WEIGHTS_ENTRIES // TP)
 
 
-# The forward's variants (kernels.py flags) keep live different values: each is tuned on its own.
-_KEY = ["T", "N", "d", "B_KEY", "A_KEY", "FIXED", "LOG_DOMAIN", "WEIGHTED", "RELAXED"]
+def chunk_classes(B: int, T: int, N: int, A: int, mb: float) -> int:
+    """Classes per chunk: as many as keep B * T * classes * N float32 sims within mb MiB (at
+    least one, at most A)."""
+    return max(1, min(A, int(mb * 2**20) // (4 * B * T * N)))
 
 
-def _autotuning() -> bool:
-    return not interpreting() and os.environ.get(AUTOTUNE_ENV, "1") != "0" and not os.environ.get(TILE_ENV)
-
-
-def _kernels():
-    """(forward, weights), autotuned unless interpreting or told not to. Built on first use."""
-    return _kernel_pair(_autotuning())
-
-
-@functools.cache
-def _kernel_pair(autotune: bool):
-    if not autotune:
-        return od_forward_kernel, od_weights_kernel
-
-    def tune(kernel, name):
-        return triton.autotune(configs=_autotune_configs(name), key=_KEY,
-                               prune_configs_by={"early_config_prune": _prune(name)})(kernel)
-
-    return tune(od_forward_kernel, "forward"), tune(od_weights_kernel, "weights")
-
-
-def _meta(kernel: str, x: torch.Tensor, T: int, N: int, d: int, rows: str | None = None) -> dict:
-    """The launch's tile (unless autotuned): OST_KERNELS_TRITON_TILE's, else the interpreter's
-    small one, else configs.default_config."""
-    TP, NP = configs.pow2(T), configs.pow2(N)
-    meta = dict(TP=TP, NP=NP, BD=BD, EVEN_K=d % BD == 0)
-    if _autotuning():
-        return meta
-    if os.environ.get(TILE_ENV):
-        try:
-            tile = configs.by_name(os.environ[TILE_ENV], TP, NP)
-        except ValueError as exc:
-            raise ValueError(f"{TILE_ENV}: {exc}") from None
-    elif interpreting():
-        tile = configs.interpreter_tile(TP, NP)
-    else:
-        major, minor = torch.cuda.get_device_capability(x.device)
-        tile = configs.default_config(10 * major + minor, rows or kernel, _DTYPE_NAMES[x.dtype], TP, NP)
-    meta.update(BB=tile.BB, BA=tile.BA, **({"NW": tile.num_warps} if kernel == "forward" else {}))
-    if not interpreting():  # the interpreter takes no launch options
-        meta.update(num_warps=tile.num_warps, num_stages=tile.num_stages)
-    return meta
-
-
-def specializations(eps: float, tol: float, normalize: bool, weighted: bool = False, relaxed: bool = False) -> dict:
-    """The forward's compile-time specializations for a call (kernels.py): FIXED when tol = 0
-    (every pair runs max_iter iterations: no stop rule in the loop), LOG_DOMAIN unless every
-    pair is known to be safe for the scaling form (cosines with ALWAYS_SAFE_EPS <= eps <=
-    SCALING_MAX_EPS; always with a relaxed side: its pairs may
-    fall back to the log domain), WEIGHTED with frame or descriptor weights, RELAXED with a
-    relaxed side (reg_m). FIXED and LOG_DOMAIN give results bitwise equal to the general
-    kernel's (tests/kernels/test_triton_tiles.py); the weights and the damping are runtime
-    values, so these four flags are all the kernel's variants."""
-    scaling_only = normalize and ALWAYS_SAFE_EPS <= eps <= SCALING_MAX_EPS
-    return dict(FIXED=tol <= 0, LOG_DOMAIN=relaxed or not scaling_only,
-                WEIGHTED=weighted, RELAXED=relaxed)
-
-
-def _kernel_options(dtype: torch.dtype) -> dict:
-    # float32 keeps full precision unless the user opted in to TF32 the PyTorch way.
-    precision = "tf32" if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 else "ieee"
-    return dict(INTERPRETED=interpreting(), INPUT_PRECISION=precision)
-
-
-def _scales(x: torch.Tensor, normalize: bool) -> torch.Tensor:
-    """(rows,) float32 factors that turn the rows of x (..., d) into what the sims use:
-    1 / max(||x||, NORM_EPS) when normalizing (once per call, not per tile), else 1."""
-    rows = x.shape[0] * x.shape[1]
-    if not normalize:
-        return torch.ones(rows, dtype=torch.float32, device=x.device)
-    norms = torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32)
-    return (1.0 / norms.clamp_min(NORM_EPS)).reshape(rows)
-
-
-def _mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    # The kernels read masks as contiguous int8 (1 = valid); without a mask, all ones.
-    if mask is None:
-        return torch.ones(like.shape[0] * like.shape[1], dtype=torch.int8, device=like.device)
-    return mask.to(torch.int8).reshape(-1).contiguous()
-
-
-def _weights(weights: torch.Tensor | None, like: torch.Tensor, weighted: bool) -> torch.Tensor:
-    """The kernels read weights as contiguous float32 (rows,). A side without weights, when the
-    other has them (WEIGHTED reads both sides), gets ones, one per row of `like`; without
-    weights on either side a one-element placeholder that WEIGHTED = False never reads."""
-    if weights is None:
-        rows = like.shape[0] * like.shape[1] if weighted else 1
-        return torch.ones(rows, dtype=torch.float32, device=like.device)
-    return weights.to(torch.float32).reshape(-1).contiguous()
-
-
-def _grid(B: int, A: int):
-    # Class tiles on axis 0 (up to 2^31 - 1), video tiles on axis 1 (up to configs.MAX_VIDEO_TILES:
-    # backend "triton" refuses larger B before a launch).
-    return lambda meta: (triton.cdiv(A, meta["BA"]), triton.cdiv(B, meta["BB"]))
-
-
-def _device_guard(t: torch.Tensor):
-    # Launch on the inputs' GPU, whichever is current.
-    return torch.cuda.device(t.device) if t.is_cuda else _NoGuard()
-
-
-class _NoGuard:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
+def program_tile(TP: int, NP: int, na: int, lean: bool = True, interpreted: bool | None = None) -> tuple[int, int]:
+    """(T_LO, BA): the lanes a pair's frames spread over and the classes a program solves.
+    A lane holds up to ENTRIES_PER_LANE of a pair's TP x NP block: 64 on the lean path (no
+    masks, weights or log domain: `lean`), 32 where the kernel keeps more per entry (the log
+    domain keeps the sims beside X, and spilled at 64); T_LO = 2 lanes at the key shape, more
+    for larger blocks, up to a warp (a log-domain pair of more than 32 x 32 entries then holds
+    more than 32 a lane, and spills registers: slower, still exact). BA fills NUM_WARPS warps
+    with pairs (a power of two, fewer where the chunk has fewer classes). SASS per pair at the
+    key shape: benchmarks/triton_cost.py."""
+    per_lane = ENTRIES_PER_LANE if lean else ENTRIES_PER_LANE // 2
+    t_lo = min(TP, 32, max(2, TP * NP // per_lane))
+    if interpreting() if interpreted is None else interpreted:
+        return t_lo, min(INTERPRETER_CLASSES_PER_PROGRAM, configs.pow2(na))
+    # Each class a lane holds keeps its own per-pair values too: at most MAX_CLASSES_PER_LANE.
+    classes_per_lane = max(1, min(MAX_CLASSES_PER_LANE, per_lane // max(1, TP * NP // t_lo)))
+    return t_lo, max(1, min(MAX_CLASSES_PER_PROGRAM, configs.pow2(na), classes_per_lane * (32 // t_lo) * NUM_WARPS))
 
 
 @triton_op("ost_kernels::od_forward_triton", mutates_args=(), schema=FORWARD_SCHEMA)
 def od_forward_triton(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, *scalars):
     """Same contract as ost_kernels::od_forward: scores (B, A), f (B, A, T), g (B, A, N),
-    iterations (B, A) int32, error (B, A), all float32, and an empty cache (the backward
-    recomputes the sims inside its weights kernel). frame_weights (B, T) / desc_weights (A, N)
-    or None, with zero-weight entries already folded into the masks (od_solve does); the
-    solver scalars in the contract's order (reg_frames / reg_desc: rho of each side, inf =
-    exact)."""
+    iterations (B, A) int32, error (B, A), all float32, and an empty cache (the backward redoes
+    the GEMM). Weights with zero-weight entries folded into the masks (od_solve does)."""
     s = OpScalars(*scalars)
     check_forward_args(s, frame_mask, desc_mask, "ost_kernels::od_forward_triton")
-    eps, max_iter, tol, normalize = s.eps, s.max_iter, s.tol, s.normalize
     B, T, d = video.shape
     A, N, _ = desc.shape
     scores, f, g, iterations, error, cache = empty_forward_outputs(video, desc)
-    tau_f, tau_d = damping(eps, s.reg_frames), damping(eps, s.reg_desc)
-    flags = specializations(eps, tol, normalize, weighted=frame_weights is not None or desc_weights is not None,
+    tau_f, tau_d = damping(s.eps, s.reg_frames), damping(s.eps, s.reg_desc)
+    weighted = frame_weights is not None or desc_weights is not None
+    flags = specializations(s.eps, s.tol, s.normalize, sims_from_k=False, weighted=weighted,
                             relaxed=(tau_f, tau_d) != (1.0, 1.0))
-    forward, _ = _kernels()
-    with _device_guard(video):
-        wrap_triton(forward)[_grid(B, A)](
-            video, desc, _scales(video, normalize), _scales(desc, normalize),
-            _mask(frame_mask, video), _mask(desc_mask, desc),
-            _weights(frame_weights, video, flags["WEIGHTED"]), _weights(desc_weights, desc, flags["WEIGHTED"]),
-            scores, f, g, iterations, error,
-            B, A, T, N, d,
-            *video.stride(), *desc.stride(),
-            LOG2E / eps, eps * LN2, max_iter, tol, tau_f, tau_d,
-            size_bucket(B, 1024), size_bucket(A, 1 << 16),
-            **flags, **_kernel_options(video.dtype), **_meta("forward", video, T, N, d, configs.forward_resources(flags["WEIGHTED"], flags["RELAXED"])),
-        )
+    TP, NP = configs.pow2(T), configs.pow2(N)
+    v2, d2 = video.reshape(B * T, d), desc.reshape(A * N, d)
+    vs, ds = scales(video, s.normalize), scales(desc, s.normalize)
+    fm, dm = mask_bytes(frame_mask, video), mask_bytes(desc_mask, desc)
+    fw, dw = weight_rows(frame_weights, video, weighted), weight_rows(desc_weights, desc, weighted)
+    step = chunk_classes(B, T, N, A, resolve_chunk_mb(s.chunk_mb))
+    buffer = torch.empty(B * T * step * N, dtype=torch.float32, device=video.device)
+    masked = frame_mask is not None or desc_mask is not None
+    dense = not (masked or weighted) and (T, N) == (TP, NP)
+    launch = dict(N=N, INTERPRETED=interpreting(), POTENTIALS=True, MASKED=masked, DENSE=dense, TP=TP, NP=NP,
+                  T_LO_FIRST=T_LO_FIRST, **flags)
+    if not interpreting():
+        launch["num_warps"] = NUM_WARPS
+    with device_guard(video):
+        for a0 in range(0, A, step):
+            na = min(step, A - a0)
+            sims = buffer[: B * T * na * N].view(B * T, na * N)
+            mm_f32_into(sims, v2, d2[a0 * N:(a0 + na) * N].t())
+            t_lo, BA = program_tile(TP, NP, na, lean=dense and not flags["LOG_DOMAIN"])
+            a_tiles = triton.cdiv(na, BA)
+            wrap_triton(od_sinkhorn_kernel)[(B, a_tiles)](
+                sims, na * N, vs, ds, fm, dm, fw, dw, scores, f, g, iterations, error,
+                A, T, na, a0,
+                LOG2E / s.eps, s.eps * LN2, s.max_iter, s.tol, tau_f, tau_d,
+                BA=BA, T_LO=t_lo, **launch,
+            )
     return scores, f, g, iterations, error, cache
-
-
-def _matmul_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a @ b with float32 results: low-precision operands on tensor cores where the device
-    has them (float32 accumulation), float32 math elsewhere."""
-    if a.is_cuda and a.dtype != torch.float32:
-        return torch.mm(a, b, out_dtype=torch.float32)
-    return a.float() @ b.float()
 
 
 @triton_op("ost_kernels::od_backward_triton", mutates_args=(), schema=BACKWARD_SCHEMA)
 def od_backward_triton(grad_scores, video, desc, frame_mask, desc_mask, f, g, cache, eps, normalize, video_grad,
                        desc_grad):
     """Gradients of video (B, T, d) and desc (A, N, d) with the plan held constant; a side not
-    asked for is not computed (zero-size result). See the module doc for the scheme."""
+    asked for is not computed (zero-size result). Chunks of classes as the forward's (module
+    doc), summed in a fixed order: results are deterministic."""
     check_op_scalars(eps, None, None, "ost_kernels::od_backward_triton")
     B, T, d = video.shape
     A, N, _ = desc.shape
@@ -248,32 +149,36 @@ def od_backward_triton(grad_scores, video, desc, frame_mask, desc_mask, f, g, ca
         return grad_video, grad_desc
     grad_scores = grad_scores.to(torch.float32).contiguous()
     f, g = f.contiguous(), g.contiguous()
-    fm, dm = _mask(frame_mask, video), _mask(desc_mask, desc)
-    vs, ds = _scales(video, normalize), _scales(desc, normalize)
-    # Unit rows in the input dtype (the GEMM operands), zero where masked.
+    fm, dm = mask_bytes(frame_mask, video), mask_bytes(desc_mask, desc)
+    vs, ds = scales(video, normalize), scales(desc, normalize)
+    v2, d2 = video.reshape(B * T, d), desc.reshape(A * N, d)
+    # Unit rows in the input dtype (the gradient GEMMs' operands), zero where masked.
     vn = unit(video, normalize).masked_fill(fm.view(B, T, 1) == 0, 0).to(video.dtype).reshape(B * T, d)
     dn = unit(desc, normalize).masked_fill(dm.view(A, N, 1) == 0, 0).to(desc.dtype).reshape(A * N, d)
     grad_vn = torch.zeros(B * T, d, dtype=torch.float32, device=video.device) if video_grad else None
     grad_dn = torch.empty(A * N, d, dtype=torch.float32, device=video.device) if desc_grad else None
-    _, weights = _kernels()
-    chunk = max(1, min(A, WEIGHTS_CHUNK_ELEMENTS // max(1, B * T * N)))
-    with _device_guard(video):
-        for a0 in range(0, A, chunk):
-            na = min(chunk, A - a0)
-            w = torch.empty(B * T, na * N, dtype=video.dtype, device=video.device)
-            wrap_triton(weights)[_grid(B, na)](
-                video, desc, vs, ds, fm, dm, grad_scores, f, g, w,
-                B, A, T, N, d, a0, na,
-                *video.stride(), *desc.stride(), w.stride(0),
-                LOG2E / eps,
-                size_bucket(B, 1024), size_bucket(na, 1 << 16),
-                **_kernel_options(video.dtype), **_meta("weights", video, T, N, d),
-            )
+    step = chunk_classes(B, T, N, A, resolve_chunk_mb())
+    buffer = torch.empty(B * T * step * N, dtype=torch.float32, device=video.device)
+    weights = torch.empty(B * T * step * N, dtype=video.dtype, device=video.device)
+    TP = configs.pow2(T)
+    BC = weights_columns(TP)
+    launch = {} if interpreting() else dict(num_warps=NUM_WARPS)
+    with device_guard(video):
+        for a0 in range(0, A, step):
+            na = min(step, A - a0)
             cols = slice(a0 * N, (a0 + na) * N)
+            sims = buffer[: B * T * na * N].view(B * T, na * N)
+            w = weights[: B * T * na * N].view(B * T, na * N)
+            mm_f32_into(sims, v2, d2[cols].t())
+            wrap_triton(od_chunk_weights_kernel)[(B, triton.cdiv(na * N, BC))](
+                sims, na * N, vs, ds, fm, dm, grad_scores, f, g, w,
+                A, T, na, a0, LOG2E / eps,
+                N=N, TP=TP, BC=BC, MASKED=frame_mask is not None or desc_mask is not None, **launch,
+            )
             if video_grad:
-                grad_vn += _matmul_f32(w, dn[cols])
+                grad_vn += matmul_f32(w, dn[cols])
             if desc_grad:
-                grad_dn[cols] = _matmul_f32(w.t(), vn)
+                grad_dn[cols] = matmul_f32(w.t(), vn)
     if video_grad:
         grad_video = unit_backward(video, grad_vn.view(B, T, d), normalize)
     if desc_grad:

@@ -22,9 +22,10 @@ from cuda_emulation.backend import BACKEND as EMULATED
 if EMULATED.name not in REGISTRY:
     register_backend(EMULATED)
 
-# Triton runs under its interpreter here (tests/conftest.py sets TRITON_INTERPRET=1), and the
-# CUDA fallback's code as "cuda-emulated" (tests/helpers/cuda_emulation/: on CPU threads).
-BACKENDS = ["torch", "cpu", "triton", EMULATED.name]
+# Triton runs under its interpreter here (tests/conftest.py sets TRITON_INTERPRET=1): the
+# two-phase path "triton" and the fused kernel "triton-fused"; the CUDA fallback's code runs as
+# "cuda-emulated" (tests/helpers/cuda_emulation/: on CPU threads).
+BACKENDS = ["torch", "cpu", "triton", "triton-fused", EMULATED.name]
 
 EXTENSION_EXPECTED = (os.environ.get(DISABLE_ENV, "0") != "1"
                       and os.environ.get("OST_KERNELS_SKIP_EXTENSION", "0") != "1")
@@ -42,7 +43,7 @@ def _should_run(backend: str, device: torch.device) -> bool:
         return True
     if backend in ("cpu", EMULATED.name):  # both need only the C++ compiler
         return EXTENSION_EXPECTED
-    if backend == "triton":
+    if backend in ("triton", "triton-fused"):
         return triton_interpreting() and importlib.util.find_spec("triton") is not None
     return False
 

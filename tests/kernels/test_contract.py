@@ -51,9 +51,11 @@ def test_solver_scalars_are_listed_in_cpp_once_more_in_the_same_order():
 def test_solver_options_give_the_scalars_in_op_order():
     from ost_kernels import SolverOptions
 
-    options = SolverOptions(eps=0.2, max_iter=7, tol=0.01, normalize=False, reg_m=(0.5, float("inf")))
-    assert options.op_args() == (0.2, 7, 0.01, 0.5, float("inf"), False)
+    options = SolverOptions(eps=0.2, max_iter=7, tol=0.01, normalize=False, reg_m=(0.5, float("inf")), chunk_mb=3)
+    assert options.op_args() == (0.2, 7, 0.01, 0.5, float("inf"), False, 3.0)
     assert contract.OpScalars(*options.op_args()) == (*options.op_args(), False)
+    # chunk_mb left unset: the default, resolved once for every backend.
+    assert SolverOptions().op_args()[-1] == 24.0
 
 
 def _registered_ops(backend: str):

@@ -101,9 +101,14 @@ def test_triton_limits_make_auto_fall_back(monkeypatch):
 
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     cpu = torch.device("cpu")
-    assert unavailable_reason("triton", cpu, torch.float32, ProblemShape(2, 200, 3, 4, 8)).startswith(
-        "the Triton kernels take T and N up to 128")
-    assert "split the batch" in unavailable_reason("triton", cpu, torch.float32, ProblemShape(70_000, 8, 3, 4, 8))
+    assert unavailable_reason("triton-fused", cpu, torch.float32, ProblemShape(2, 200, 3, 4, 8)).startswith(
+        "the fused Triton kernels take T and N up to 128")
+    assert "split the batch" in unavailable_reason("triton-fused", cpu, torch.float32,
+                                                   ProblemShape(70_000, 8, 3, 4, 8))
+    # The two-phase path: a pair's block up to 4096 entries, any B.
+    assert unavailable_reason("triton", cpu, torch.float32, ProblemShape(70_000, 8, 3, 4, 8)) is None
+    assert unavailable_reason("triton", cpu, torch.float32, ProblemShape(2, 200, 3, 32, 8)).startswith(
+        "the Triton kernels take a pair's T x N block up to 4096 entries")
 
 
 def test_cuda_kernel_limits_are_a_reason(monkeypatch):

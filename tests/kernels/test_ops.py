@@ -18,7 +18,7 @@ from ost_kernels.backends.base import op
 # The ops of every backend that runs on CPU tensors here but Triton (see the module doc), from
 # their Backend records; "cuda-emulated" is the CUDA fallback's code on the CPU
 # (tests/helpers/cuda_emulation/).
-OPCHECKED = [name for name in BACKENDS if name != "triton"]
+OPCHECKED = [name for name in BACKENDS if not name.startswith("triton")]
 FORWARD_OPS = {name: REGISTRY[name].ops[0] for name in OPCHECKED}
 BACKWARD_OPS = {name: REGISTRY[name].ops[1] for name in OPCHECKED}
 
@@ -56,8 +56,8 @@ def test_opcheck_forward(backend, dtype, masks, gen):
     fw = torch.rand(3, 7, generator=gen, dtype=dtype) + 0.1
     dw = torch.rand(5, 3, generator=gen, dtype=torch.float32) + 0.1  # any float dtype
     for keep_cache in (False, True):
-        torch.library.opcheck(op, (video, desc, fm, dm, None, None, 0.1, 50, 1e-3, INF, INF, True, keep_cache))
-        torch.library.opcheck(op, (video, desc, fm, dm, fw, dw, 0.1, 50, 1e-3, 0.5, INF, True, keep_cache))
+        torch.library.opcheck(op, (video, desc, fm, dm, None, None, 0.1, 50, 1e-3, INF, INF, True, 0.0, keep_cache))
+        torch.library.opcheck(op, (video, desc, fm, dm, fw, dw, 0.1, 50, 1e-3, 0.5, INF, True, 1.0, keep_cache))
 
 
 @pytest.mark.parametrize("keep_cache", [False, True], ids=["recompute", "cache"])
@@ -69,7 +69,7 @@ def test_opcheck_backward(backend, dtype, masks, sides, keep_cache, gen):
     require(backend, dtype=dtype)
     video, desc, fm, dm = _op_args(gen, dtype, masks)
     forward = _op(FORWARD_OPS[backend])
-    _, f, g, _, _, cache = forward(video, desc, fm, dm, None, None, 0.1, 50, 1e-3, INF, INF, True, keep_cache)
+    _, f, g, _, _, cache = forward(video, desc, fm, dm, None, None, 0.1, 50, 1e-3, INF, INF, True, 0.0, keep_cache)
     grad = torch.randn(3, 5, generator=gen, dtype=f.dtype)
     op = _op(BACKWARD_OPS[backend]).default
     torch.library.opcheck(op, (grad, video, desc, fm, dm, f, g, cache, 0.1, True, *sides))
@@ -191,12 +191,12 @@ def test_direct_op_call_checks_its_inputs():
     (0.1, 0, 1e-3, "max_iter must be >= 1, got 0"),
     (0.1, 10, -1.0, "tol must be finite and >= 0, got -1"),
 ])
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", ["torch", "triton", "triton-fused"])
 def test_direct_python_op_calls_check_their_scalars(backend, eps, max_iter, tol, match):
     """The Python ops refuse what the C++ ops refuse (they ran with eps=-1, crashed on
     max_iter=0)."""
     require(backend)
-    op = getattr(torch.ops.ost_kernels, f"od_forward_{backend}")
+    op = getattr(torch.ops.ost_kernels, REGISTRY[backend].ops[0].split("::")[1])
     with pytest.raises(ValueError, match=match):
         op(torch.randn(2, 3, 8), torch.randn(4, 2, 8), None, None, None, None, eps, max_iter, tol, INF, INF, True)
 

@@ -52,17 +52,36 @@ struct EmulatedExchange {
 };
 
 // One warp of sinkhorn_groups_kernel (csrc/cuda/od_cuda.cu), lanes as threads.
-template <int NMAX>
-void run_warp(const PairTile& t, const PairOutputs& out, int G, int64_t warp_index) {
+template <int NMAX, int G>
+void run_warp(const PairTile& t, const PairOutputs& out, int64_t warp_index) {
   EmulatedWarp warp;
   std::vector<std::thread> lanes;
   for (int lane32 = 0; lane32 < 32; ++lane32)
     lanes.emplace_back([&, lane32] {
       EmulatedExchange exchange{warp, lane32};
-      GroupLanes<EmulatedExchange> group{exchange, lane32, G};
+      GroupLanes<EmulatedExchange, G> group{exchange, lane32};
       solve_pair<NMAX>(t, out, group, warp_index * (32 / G) + lane32 / G);
     });
   for (auto& lane : lanes) lane.join();
+}
+
+// The warps of a tile, G and NMAX dispatched as sinkhorn_groups_kernel's instances are.
+template <int NMAX, int G>
+void run_warps(const PairTile& t, const PairOutputs& out) {
+  const int64_t warps = (t.nb * t.na + 32 / G - 1) / (32 / G);
+  for (int64_t w = 0; w < warps; ++w) run_warp<NMAX, G>(t, out, w);
+}
+
+template <int NMAX>
+void run_nmax(const PairTile& t, const PairOutputs& out) {
+  switch (group_size_for(t.T)) {
+    case 1: return run_warps<NMAX, 1>(t, out);
+    case 2: return run_warps<NMAX, 2>(t, out);
+    case 4: return run_warps<NMAX, 4>(t, out);
+    case 8: return run_warps<NMAX, 8>(t, out);
+    case 16: return run_warps<NMAX, 16>(t, out);
+    default: return run_warps<NMAX, 32>(t, out);
+  }
 }
 
 struct EmulatedDevice {
@@ -87,13 +106,11 @@ struct EmulatedDevice {
   }
 
   static void sinkhorn(const PairTile& t, const PairOutputs& out) {
-    const int G = group_size_for(t.T);
-    const int64_t warps = (t.nb * t.na + 32 / G - 1) / (32 / G);
-    for (int64_t w = 0; w < warps; ++w) switch (nmax_for(t.N)) {
-        case 4: run_warp<4>(t, out, G, w); break;
-        case 8: run_warp<8>(t, out, G, w); break;
-        default: run_warp<16>(t, out, G, w);
-      }
+    switch (nmax_for(t.N)) {
+      case 4: return run_nmax<4>(t, out);
+      case 8: return run_nmax<8>(t, out);
+      default: return run_nmax<16>(t, out);
+    }
   }
 
   // plan_weights_kernel: a block per row, 256 threads striding over its columns.
