@@ -9,25 +9,44 @@ import os
 
 import torch
 
-from .._env import constant_for_compile, load_once
+from .._env import constant_for_compile
 from ..contract import register_autograd, register_fakes
 
 DISABLE_ENV = "OST_KERNELS_DISABLE_EXTENSION"
 
 
-@load_once
+_loaded: list = []  # [None] once ost_kernels._C is loaded
+_failed: dict = {}  # the last failure's reason, and the extension files it saw
+
+
+def _extension_files() -> tuple:
+    """The built extension files beside the package, with their times: a build that finishes
+    after a failed import (benchmarks/gpu_check.sh builds in the background) changes this."""
+    folder = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return tuple(sorted((f, os.stat(os.path.join(folder, f)).st_mtime_ns) for f in os.listdir(folder)
+                        if f.startswith("_C.") and f.endswith((".so", ".pyd"))))
+
+
+@constant_for_compile
 def unavailable_reason() -> str | None:
-    """None once ost_kernels._C is loaded and its ops registered; else why it is not."""
+    """None once ost_kernels._C is loaded and its ops registered; else why it is not. A success
+    is kept; a failure only until an extension file appears or changes, so a build that
+    finishes later is picked up in the same process."""
+    if _loaded:
+        return None
     if os.environ.get(DISABLE_ENV, "0") == "1":
         return f"the C++ extension is disabled by {DISABLE_ENV}=1"
+    files = _extension_files()
+    if _failed.get("files") == files:
+        return _failed["reason"]
     try:
         importlib.import_module("ost_kernels._C")
     except ImportError as exc:
-        return (
-            f"the C++ extension ost_kernels._C is not built ({exc}); "
-            "build it with `pip install -e . --no-build-isolation` (see README)"
-        )
+        _failed.update(files=files, reason=(f"the C++ extension ost_kernels._C is not built ({exc}); "
+                                            "build it with `pip install -e . --no-build-isolation` (see README)"))
+        return _failed["reason"]
     register_op_library("ost_kernels")
+    _loaded.append(None)
     return None
 
 
@@ -38,9 +57,11 @@ _kernels: dict[tuple[str, str], bool] = {}
 def has_kernel(op: str, dispatch_key: str) -> bool:
     """Whether ost_kernels::<op> has a kernel for the dispatch key ("CPU", "CUDA"); looked up
     once (every od_solve call asks)."""
+    if unavailable_reason() is not None:
+        return False  # not kept: the extension may load later
     if (op, dispatch_key) not in _kernels:
-        _kernels[(op, dispatch_key)] = unavailable_reason() is None and \
-            torch._C._dispatch_has_kernel_for_dispatch_key(f"ost_kernels::{op}", dispatch_key)
+        _kernels[(op, dispatch_key)] = torch._C._dispatch_has_kernel_for_dispatch_key(f"ost_kernels::{op}",
+                                                                                      dispatch_key)
     return _kernels[(op, dispatch_key)]
 
 

@@ -43,3 +43,30 @@ def test_torch_backend_works_without_the_extension():
     backend, message = out.strip().split(" | ")
     assert backend == "torch"
     assert "backend 'cpu' is not available: the C++ extension is disabled by OST_KERNELS_DISABLE_EXTENSION=1" in message
+
+
+def test_a_failed_extension_load_is_retried_once_a_build_lands(monkeypatch):
+    """benchmarks/gpu_check.sh builds the extension in the background: a probe before the
+    build finished must not keep its failure for the process (it did: load_once)."""
+    import importlib
+
+    from ost_kernels.backends import _cpp
+
+    monkeypatch.setattr(_cpp, "_loaded", [])
+    monkeypatch.setattr(_cpp, "_failed", {})
+    files = [("_C.so", 1)]
+    monkeypatch.setattr(_cpp, "_extension_files", lambda: tuple(files))
+    real = importlib.import_module
+
+    def not_yet(name, *args):
+        if name == "ost_kernels._C":
+            raise ImportError("no module named ost_kernels._C")
+        return real(name, *args)
+
+    monkeypatch.setattr(_cpp.importlib, "import_module", not_yet)
+    assert "is not built" in _cpp.unavailable_reason()
+    assert "is not built" in _cpp.unavailable_reason()  # the same files: the same answer, no retry
+    monkeypatch.setattr(_cpp.importlib, "import_module", real)
+    assert "is not built" in _cpp.unavailable_reason()
+    files.append(("_C.so", 2))  # the build landed
+    assert _cpp.unavailable_reason() is None
