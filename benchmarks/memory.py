@@ -58,3 +58,49 @@ def peak_extra_bytes(fn, device: torch.device):
         fh.write("5")
     out = fn()
     return out, max(0, _status_kib("VmHWM") - base) * 1024
+
+
+def main(argv=None) -> int:
+    """Peak extra memory of one od_solve forward under torch.no_grad() (scores only: no
+    potentials kept), against the same forward with gradients on (potentials kept):
+
+        python benchmarks/memory.py --batch 8 --frames 32 --descriptors 4 --dim 64 --classes 100000
+    """
+    import argparse
+
+    from ost_kernels import clip_like_inputs, od_solve
+
+    parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--descriptors", type=int, default=4)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--classes", type=int, default=100_000)
+    parser.add_argument("--backend", default="cpu")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    B, T, N, d, A = args.batch, args.frames, args.descriptors, args.dim, args.classes
+    video, desc, _ = clip_like_inputs(B, A, T, N, d, device=device)
+    outputs = B * A * (4 + 4 + 4)  # scores, iterations, error
+    potentials = B * A * (T + N) * 4
+    print(f"od_solve forward, backend {args.backend}, B={B}, T={T}, N={N}, d={d}, A={A:,}, float32, {device}; "
+          f"the (B, A) outputs are {outputs / 2**20:.1f} MiB, the potentials would be {potentials / 2**20:.1f} MiB")
+    for label, grad in (("no_grad (scores only)", False), ("with gradients (potentials kept)", True)):
+        v = video.detach().requires_grad_(grad)
+
+        def call():
+            with torch.set_grad_enabled(grad):
+                return od_solve(v, desc, backend=args.backend)
+
+        od_solve(video[:1], desc[:8], backend=args.backend)  # load the extension outside the measurement
+        scores, peak = peak_extra_bytes(call, device)
+        del scores
+        print(f"| {label} | peak extra {peak / 2**20:.1f} MiB |" if peak is not None else f"| {label} | not measurable |")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -31,7 +31,7 @@ namespace ost_kernels {
 constexpr const char* kForwardSchema =
     "od_forward(Tensor video, Tensor desc, Tensor? frame_mask, Tensor? desc_mask, Tensor? frame_weights, "
     "Tensor? desc_weights, float eps, int max_iter, float tol, float reg_frames, float reg_desc, bool normalize, "
-    "float chunk_mb=0., bool keep_cache=False) "
+    "float chunk_mb=0., bool keep_cache=False, bool potentials=True) "
     "-> (Tensor scores, Tensor f, Tensor g, Tensor iterations, Tensor error, Tensor cache)";
 constexpr const char* kBackwardSchema =
     "od_backward(Tensor grad_scores, Tensor video, Tensor desc, Tensor? frame_mask, "
@@ -51,9 +51,11 @@ struct SolverScalars {
 };
 
 using ForwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+// forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, scalars, keep_cache,
+// potentials): with potentials false, f and g come back zero-size and are never written.
 using ForwardFn = ForwardResult (*)(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
                                     const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-                                    const std::optional<at::Tensor>&, const SolverScalars&, bool);
+                                    const std::optional<at::Tensor>&, const SolverScalars&, bool, bool);
 
 // The od_forward kernel registered for a backend whose implementation is Impl:
 // m.impl("od_forward", &forward_entry<&my_forward>).
@@ -62,9 +64,10 @@ ForwardResult forward_entry(const at::Tensor& video, const at::Tensor& desc,
                             const std::optional<at::Tensor>& frame_mask, const std::optional<at::Tensor>& desc_mask,
                             const std::optional<at::Tensor>& frame_weights,
                             const std::optional<at::Tensor>& desc_weights, double eps, int64_t max_iter, double tol,
-                            double reg_frames, double reg_desc, bool normalize, double chunk_mb, bool keep_cache) {
+                            double reg_frames, double reg_desc, bool normalize, double chunk_mb, bool keep_cache,
+                            bool potentials) {
   return Impl(video, desc, frame_mask, desc_mask, frame_weights, desc_weights,
-              SolverScalars{eps, max_iter, tol, reg_frames, reg_desc, normalize, chunk_mb}, keep_cache);
+              SolverScalars{eps, max_iter, tol, reg_frames, reg_desc, normalize, chunk_mb}, keep_cache, potentials);
 }
 
 }  // namespace ost_kernels

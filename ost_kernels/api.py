@@ -7,6 +7,7 @@ from typing import NamedTuple
 import torch
 
 from . import backends
+from .backends import auto
 from ._convergence import check_convergence
 from ._cosine import compute_dtype
 from ._magnitudes import check_ranges, rescaled_rows
@@ -25,6 +26,8 @@ class ODInfo(NamedTuple):
     backend: str  # the backend that ran
     mass: torch.Tensor | None = None  # (B, A): sum_ij P_ij, the mass transported (1 unless the descriptor
     #                                   side is relaxed; from the potentials, no plan is rebuilt)
+    choice: str = ""  # why that backend: "asked for", "fixed order", "pinned by OST_KERNELS_BACKEND=...",
+    #                   or "measured (...)" with the times ("auto" on CUDA tensors: backends/auto.py)
 
 
 class _Marginals(NamedTuple):
@@ -66,16 +69,48 @@ def _unit_rows(weights: torch.Tensor | None, mask: torch.Tensor | None, dtype: t
     return (kept / top).to(dtype)
 
 
-def _run(video, desc, m: _Marginals, options: SolverOptions, backend: str, *, rescaled: bool = False):
-    """(backend name, its forward's outputs). rescaled: the caller already passed video and
-    desc through _in_range (it reuses them in PyTorch arithmetic afterwards); otherwise that
-    happens here, unless the backend's kernels rescale huge rows themselves."""
+class _Ran(NamedTuple):
+    name: str  # the backend that ran
+    choice: str  # why it (ODInfo.choice)
+    outputs: tuple  # its forward's (scores, f, g, iterations, error, cache)
+
+
+def _run(video, desc, m: _Marginals, options: SolverOptions, backend: str, *, rescaled: bool = False,
+         potentials: bool = True) -> _Ran:
+    """Runs the backend asked for, or for "auto" the one backends/auto.py chooses. rescaled: the
+    caller already passed video and desc through _in_range (it reuses them in PyTorch
+    arithmetic afterwards); otherwise that happens here, unless the backend's kernels rescale
+    huge rows themselves. potentials=False: f and g come back zero-size (scores only)."""
     shape = backends.ProblemShape.of(video, desc, m.needs(options))
-    chosen = backends.resolve(backend, video.device, video.dtype, shape)
-    if not (rescaled or chosen.scales_huge_rows):
-        video, desc = _in_range(video, desc, options)
-    return chosen.name, chosen.forward(video, desc, m.frame_mask, m.desc_mask, m.frame_weights, m.desc_weights,
-                                       options)
+    grad = torch.is_grad_enabled() and (video.requires_grad or desc.requires_grad)
+
+    def forward(chosen, v, d):
+        if not (rescaled or chosen.scales_huge_rows):
+            v, d = _in_range(v, d, options)
+        return chosen.forward(v, d, m.frame_mask, m.desc_mask, m.frame_weights, m.desc_weights, options, potentials)
+
+    if backend != "auto":
+        chosen = backends.resolve(backend, video.device, video.dtype, shape)
+        return _Ran(chosen.name, "asked for", forward(chosen, video, desc))
+    candidates = backends.auto_candidates(video.device, video.dtype, shape)
+    fixed = backends.resolve("auto", video.device, video.dtype, shape).name
+
+    def trial(name):
+        def run():  # the call on its own inputs, forward and (when gradients are needed) backward
+            v, d = video.detach().requires_grad_(grad), desc.detach().requires_grad_(grad)
+            with torch.set_grad_enabled(grad):
+                scores = forward(backends.REGISTRY[name], v, d)[0]
+                if grad:
+                    scores.sum().backward()
+        return run
+
+    name, choice = auto.choose(candidates, video.device,
+                               lambda: auto.call_key(video, desc, shape.needs, options.tol <= 0, grad), trial, fixed)
+    if name not in backends.REGISTRY:
+        raise ValueError(f"{auto.PIN_ENV}={name!r} names no backend; expected one of "
+                         f"{', '.join(map(repr, backends.REGISTRY))}")
+    chosen = backends.resolve(name, video.device, video.dtype, shape)  # a pinned one that cannot run says why
+    return _Ran(chosen.name, choice, forward(chosen, video, desc))
 
 
 def _checked(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, eps, max_iter, tol, normalize,
@@ -88,14 +123,15 @@ def _checked(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, ep
     return options, _Marginals.of(frame_mask, desc_mask, frame_weights, desc_weights, compute_dtype(video.dtype))
 
 
-def _mass(m: _Marginals, g: torch.Tensor, options: SolverOptions) -> torch.Tensor:
+def _mass(m: _Marginals, scores: torch.Tensor, g: torch.Tensor, options: SolverOptions) -> torch.Tensor:
     """sum_ij P_ij per pair (B, A), from what the solve already holds. Every iteration ends with
     the column update, so the columns sum to what it set: nu with an exact descriptor side (the
     mass is 1), and nu_j exp(-g_j / rho_d) with a relaxed one (the damped update's fixed
     relation c_j = nu_j^tau (K^T r)_j^(1 - tau), in the potentials): O(B * A * N), no plan."""
-    B, A, N = g.shape
-    if options.reg_desc == float("inf"):
-        return torch.ones((B, A), dtype=g.dtype, device=g.device)
+    B, A = scores.shape
+    if options.reg_desc == float("inf"):  # (then g may be zero-size: scores only)
+        return torch.ones((B, A), dtype=scores.dtype, device=scores.device)
+    N = g.shape[-1]
     valid = m.desc_mask if m.desc_mask is not None else torch.ones((A, N), dtype=torch.bool, device=g.device)
     w = valid.to(g.dtype) if m.desc_weights is None else torch.where(valid, m.desc_weights.detach().to(g.dtype), 0.0)
     nu = w / w.sum(-1, keepdim=True)                                  # (A, N), 0 where not valid
@@ -159,15 +195,16 @@ def _implicit(video, desc, m: _Marginals, options: SolverOptions, backend: str, 
                                                        for w in (m.frame_weights, m.desc_weights)))
     # Run with video / desc as given (not detached): a backend that keeps its sims for a
     # backward keeps them, and the implicit backward reuses the cpu kernel's instead of a GEMM. The op's own graph is dropped (its outputs detached).
-    name, outs = _run(video, desc, detached, options, backend, rescaled=True)
-    scores, f, g, iterations, error, cache = (t.detach() for t in outs)
+    ran = _run(video, desc, detached, options, backend, rescaled=True)
+    name = ran.name
+    scores, f, g, iterations, error, cache = (t.detach() for t in ran.outputs)
     check_convergence(iterations, error, options, return_info)
     # A cache of the (B * T, A * N) cosines is what the implicit backward would compute again.
     sims = cache if backends.REGISTRY[name].cache == "cosines" and cache.numel() else None
     scores = implicit_scores(video, desc, m.frame_mask, m.desc_mask, m.frame_weights, m.desc_weights, scores, f, g,
                              options, sims)
     if return_info:
-        return scores, ODInfo(iterations, error, name, _mass(m, g, options))
+        return scores, ODInfo(iterations, error, name, _mass(m, scores, g, options), ran.choice)
     return scores
 
 
@@ -228,7 +265,9 @@ def od_solve(
     Returns:
         (B, A) scores, float64 for float64 inputs and float32 otherwise; differentiable with
         respect to video and desc with the plan held constant (d score / d sim = P); only the
-        gradients of inputs that require grad are computed. Forward mode (torch.func.jvp,
+        gradients of inputs that require grad are computed. When no input requires grad (or
+        under torch.no_grad()) the backend keeps no potentials: memory is the (B, A) outputs
+        and one chunk, whatever A is. Forward mode (torch.func.jvp,
         torch.autograd.forward_ad) gives the matching tangent sum_ij P_ij dsim_ij, through the
         materialized plans. Second derivatives raise. With return_info=True, (scores, ODInfo).
     """
@@ -239,12 +278,17 @@ def od_solve(
     forward_mode = _forward_mode(video, desc)
     if forward_mode:  # the tangent is computed in PyTorch from video and desc
         video, desc = _in_range(video, desc, options)
-    name, (scores, f, g, iterations, error, _cache) = _run(video, desc, m, options, backend, rescaled=forward_mode)
+    # The potentials f (B, A, T) and g (B, A, N) serve a backward, the tangent and a relaxed
+    # side's mass; without any of those the forward neither allocates nor writes them.
+    potentials = (forward_mode or (torch.is_grad_enabled() and (video.requires_grad or desc.requires_grad))
+                  or (return_info and options.reg_desc != float("inf")))
+    ran = _run(video, desc, m, options, backend, rescaled=forward_mode, potentials=potentials)
+    scores, f, g, iterations, error, _cache = ran.outputs
     check_convergence(iterations, error, options, return_info)
     if forward_mode:
         scores = _with_tangent(scores, video, desc, m.frame_mask, m.desc_mask, f, g, options)
     if return_info:
-        return scores, ODInfo(iterations, error, name, _mass(m, g, options))
+        return scores, ODInfo(iterations, error, ran.name, _mass(m, scores, g, options), ran.choice)
     return scores
 
 
@@ -297,9 +341,10 @@ def od_plan(
     _check_plan_budget(video, desc)
     video, desc = _in_range(video, desc, options)  # the plans are rebuilt in PyTorch from them
     with torch.no_grad():
-        name, (_scores, f, g, iterations, error, _cache) = _run(video, desc, m, options, backend, rescaled=True)
+        ran = _run(video, desc, m, options, backend, rescaled=True)
+        _scores, f, g, iterations, error, _cache = ran.outputs
         plan = plan_from_potentials(video, desc, m.frame_mask, m.desc_mask, f, g, options.eps, options.normalize)
     check_convergence(iterations, error, options, return_info, "od_plan")
     if return_info:
-        return plan, ODInfo(iterations, error, name, plan.sum((-1, -2)))
+        return plan, ODInfo(iterations, error, ran.name, plan.sum((-1, -2)), ran.choice)
     return plan

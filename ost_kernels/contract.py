@@ -10,13 +10,14 @@ Every backend registers a forward op
                keep_cache) -> (scores, f, g, iterations, error, cache)
 
 (the solver scalars eps, max_iter, tol, reg_frames, reg_desc, normalize, chunk_mb:
-SOLVER_SCALARS below is their one definition)
+SOLVER_SCALARS below is their one definition; then keep_cache and potentials)
 
 with video (B, T, d), desc (A, N, d), frame_mask (B, T) / desc_mask (A, N) bool or None;
 frame_weights (B, T) / desc_weights (A, N) or None (uniform), finite, >= 0, float; reg_frames /
 reg_desc the KL penalties rho of the relaxed marginals, inf for an exact side (balanced: both);
 scores (B, A), the Sinkhorn potentials f (B, A, T) and g (B, A, N) with
-P_ij = exp((f_i + g_j - C_ij) / eps), iterations (B, A) int32, the final row-marginal error
+P_ij = exp((f_i + g_j - C_ij) / eps) (with potentials=False zero-size: neither allocated nor
+written, for scores without gradients: at 100,000 classes f alone would be B * A * T floats), iterations (B, A) int32, the final row-marginal error
 (B, A), and cache: whatever else the backend keeps for its backward (zero-size when nothing);
 float64 for float64 inputs, float32 otherwise. And a backward op
 
@@ -63,16 +64,17 @@ SOLVER_SCALARS = (("eps", "float"), ("max_iter", "int"), ("tol", "float"), ("reg
                   ("reg_desc", "float"), ("normalize", "bool"), ("chunk_mb", "float"))
 SCALAR_NAMES = tuple(name for name, _ in SOLVER_SCALARS)
 FORWARD_TENSORS = ("video", "desc", "frame_mask", "desc_mask", "frame_weights", "desc_weights")
-FORWARD_ARGS = FORWARD_TENSORS + SCALAR_NAMES + ("keep_cache",)
+FORWARD_ARGS = FORWARD_TENSORS + SCALAR_NAMES + ("keep_cache", "potentials")
 FORWARD_OUTPUTS = ("scores", "f", "g", "iterations", "error", "cache")
 BACKWARD_ARGS = ("grad_scores", "video", "desc", "frame_mask", "desc_mask", "f", "g", "cache", "eps", "normalize",
                  "video_grad", "desc_grad")
 BACKWARD_OUTPUTS = ("grad_video", "grad_desc")
 _OPTIONAL = {"frame_mask", "desc_mask", "frame_weights", "desc_weights"}
-_TYPES = {**dict(SOLVER_SCALARS), "keep_cache": "bool", "video_grad": "bool", "desc_grad": "bool"}
+_TYPES = {**dict(SOLVER_SCALARS), "keep_cache": "bool", "potentials": "bool", "video_grad": "bool",
+          "desc_grad": "bool"}
 # chunk_mb: MiB of float32 sims a GPU path computes per chunk of classes; 0 = the backend's
 # default (what results do not depend on beyond a GEMM's rounding; the CPU paths tile their own).
-_DEFAULTS = {"chunk_mb": "0.", "keep_cache": "False"}
+_DEFAULTS = {"chunk_mb": "0.", "keep_cache": "False", "potentials": "True"}
 
 
 def _schema(args, outputs) -> str:
@@ -87,9 +89,10 @@ FORWARD_SCHEMA = _schema(FORWARD_ARGS, FORWARD_OUTPUTS)
 BACKWARD_SCHEMA = _schema(BACKWARD_ARGS, BACKWARD_OUTPUTS)
 
 # An op's scalar arguments by name: OpScalars(*scalars) inside an op whose Python function
-# takes (video, desc, frame_mask, desc_mask, frame_weights, desc_weights, *scalars); chunk_mb
-# and keep_cache may be left out (their defaults).
-OpScalars = collections.namedtuple("OpScalars", SCALAR_NAMES + ("keep_cache",), defaults=(0.0, False))
+# takes (video, desc, frame_mask, desc_mask, frame_weights, desc_weights, *scalars); chunk_mb,
+# keep_cache and potentials may be left out (their defaults).
+OpScalars = collections.namedtuple("OpScalars", SCALAR_NAMES + ("keep_cache", "potentials"),
+                                   defaults=(0.0, False, True))
 
 
 # ---- input rules ------------------------------------------------------------------------
@@ -138,17 +141,19 @@ def check_forward_args(s: "OpScalars", frame_mask, desc_mask, caller: str) -> No
 
 # ---- outputs ----------------------------------------------------------------------------
 
-def empty_forward_outputs(video: torch.Tensor, desc: torch.Tensor, keep_cache: bool = False):
-    """Uninitialized scores (B, A), f (B, A, T), g (B, A, N), iterations (B, A) int32, error
-    (B, A) and the backward's cache (B * T, A * N) (zero-size unless keep_cache) for video
-    (B, T, d) and desc (A, N, d); float64 for float64 inputs, else float32."""
+def empty_forward_outputs(video: torch.Tensor, desc: torch.Tensor, keep_cache: bool = False,
+                          potentials: bool = True):
+    """Uninitialized scores (B, A), f (B, A, T), g (B, A, N) (zero-size unless potentials),
+    iterations (B, A) int32, error (B, A) and the backward's cache (B * T, A * N) (zero-size
+    unless keep_cache) for video (B, T, d) and desc (A, N, d); float64 for float64 inputs, else
+    float32."""
     B, T, _ = video.shape
     A, N, _ = desc.shape
     dtype = compute_dtype(video.dtype)
     return (
         video.new_empty((B, A), dtype=dtype),
-        video.new_empty((B, A, T), dtype=dtype),
-        video.new_empty((B, A, N), dtype=dtype),
+        video.new_empty((B, A, T) if potentials else (0,), dtype=dtype),
+        video.new_empty((B, A, N) if potentials else (0,), dtype=dtype),
         video.new_empty((B, A), dtype=torch.int32),
         video.new_empty((B, A), dtype=dtype),
         video.new_empty((B * T, A * N), dtype=dtype) if keep_cache else no_cache(video),
@@ -180,7 +185,8 @@ def register_fakes(namespace: str) -> None:
 
 
 def fake_forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, *scalars):
-    return empty_forward_outputs(video, desc, OpScalars(*scalars).keep_cache)
+    s = OpScalars(*scalars)
+    return empty_forward_outputs(video, desc, s.keep_cache, s.potentials)
 
 
 def fake_backward(grad_scores, video, desc, frame_mask, desc_mask, f, g, cache, eps, normalize, video_grad,
@@ -245,6 +251,9 @@ def register_autograd(forward_op, backward_op) -> None:
 
     def backward(ctx, grad_scores, _grad_f, _grad_g, _grad_iterations, _grad_error, _grad_cache):
         video, desc, frame_mask, desc_mask, f, g, cache = ctx.saved_tensors
+        if f.numel() == 0 and grad_scores.numel():
+            raise RuntimeError("od_solve: this forward ran with potentials=False (scores only), so its gradient "
+                               "cannot be computed; od_solve asks for them whenever an input requires grad")
         video_grad, desc_grad = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         with torch.no_grad():
             grad_video, grad_desc = backward_op(grad_scores, video, desc, frame_mask, desc_mask, f, g, cache,

@@ -101,10 +101,12 @@ def test_names_are_imported_from_the_module_that_defines_them():
 def test_backend_modules_are_imported_only_by_the_registry():
     """Shared plan math lives in ost_kernels/_plan.py, not in a backend: no module of
     ost_kernels outside ost_kernels/backends/ imports a backend module (the registry package
-    ost_kernels.backends and the record ost_kernels.backends.base are not backend modules)."""
+    ost_kernels.backends, the record ost_kernels.backends.base and the "auto" choice
+    ost_kernels.backends.auto are not backend modules)."""
     files = sorted((ROOT / "ost_kernels").rglob("*.py"))
     modules = {_module_name(f) for f in files}
-    backend_modules = {m for m in modules if m.startswith("ost_kernels.backends.") and m != "ost_kernels.backends.base"}
+    backend_modules = {m for m in modules if m.startswith("ost_kernels.backends.")
+                       and m not in ("ost_kernels.backends.base", "ost_kernels.backends.auto")}
     bad = [f"{_module_name(f)} imports {', '.join(sorted(_imports(f, 'ost_kernels', modules) & backend_modules))}"
            for f in files if not _module_name(f).startswith("ost_kernels.backends")
            and _imports(f, "ost_kernels", modules) & backend_modules]

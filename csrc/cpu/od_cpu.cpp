@@ -86,7 +86,7 @@ void keep_sims(const scalar_t* sim, int64_t rows, int64_t N, int64_t sub, int64_
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> od_forward_cpu(
     const at::Tensor& video, const at::Tensor& desc, const std::optional<at::Tensor>& frame_mask_in,
     const std::optional<at::Tensor>& desc_mask_in, const std::optional<at::Tensor>& frame_weights_in,
-    const std::optional<at::Tensor>& desc_weights_in, const SolverScalars& scalars, bool keep_cache) {
+    const std::optional<at::Tensor>& desc_weights_in, const SolverScalars& scalars, bool keep_cache, bool potentials) {
   check_embeddings(video, desc, frame_mask_in, desc_mask_in);
   check_solver_args(scalars);
   const bool normalize = scalars.normalize;
@@ -98,8 +98,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const int64_t B = video.size(0), T = video.size(1), A = desc.size(0), N = desc.size(1);
   const auto opts = video.options().dtype(compute_type(video.scalar_type()));
   at::Tensor scores = at::empty({B, A}, opts);
-  at::Tensor f = at::empty({B, A, T}, opts);
-  at::Tensor g = at::empty({B, A, N}, opts);
+  // Without potentials (scores only) f and g are neither allocated nor written.
+  at::Tensor f = potentials ? at::empty({B, A, T}, opts) : at::empty({0}, opts);
+  at::Tensor g = potentials ? at::empty({B, A, N}, opts) : at::empty({0}, opts);
   at::Tensor iterations = at::empty({B, A}, video.options().dtype(at::kInt));
   at::Tensor error = at::empty({B, A}, opts);
   // The sims, kept for the backward when asked (the caller decides: when gradients will be
@@ -152,7 +153,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
         t.frame_w = frame_weights ? frame_weights->data_ptr<scalar_t>() : nullptr;
         t.desc_w = weight_buf.data_ptr<scalar_t>();
         t.s = scalars;
-        t.scores = scores.data_ptr<scalar_t>(), t.f = f.data_ptr<scalar_t>(), t.g = g.data_ptr<scalar_t>();
+        t.scores = scores.data_ptr<scalar_t>();
+        t.f = potentials ? f.data_ptr<scalar_t>() : nullptr, t.g = potentials ? g.data_ptr<scalar_t>() : nullptr;
         t.error = error.data_ptr<scalar_t>(), t.iterations = iterations.data_ptr<int32_t>();
         run_forward(t, 0, nb * ceil_div(nc, kLanes));
         if (keep_cache)

@@ -77,7 +77,7 @@ struct Tile {
     return w > 0 ? w : scalar_t(0);
   }
   // forward outputs, full (B, A, ...) tensors
-  scalar_t *scores, *f, *g, *error;
+  scalar_t *scores, *f, *g, *error;  // f, g null: scores only (the potentials are not written)
   int32_t* iterations;
 
   int64_t ld() const { return N * na_pad; }
@@ -158,8 +158,10 @@ void solve_log_domain(const Tile<scalar_t>& t, int64_t pair, const scalar_t* s, 
   for (int64_t j = 0; j < N; ++j)
     for (int64_t i = 0; i < T; ++i)
       if (nu[j] > 0 && mu[i] > 0) score += std::exp(z[j * T + i] + alpha[i] + beta[j]) * s[j * T + i];
-  for (int64_t i = 0; i < T; ++i) t.f[pair * T + i] = eps * alpha[i];
-  for (int64_t j = 0; j < N; ++j) t.g[pair * N + j] = eps * beta[j];
+  if (t.f) {  // (null: scores only)
+    for (int64_t i = 0; i < T; ++i) t.f[pair * T + i] = eps * alpha[i];
+    for (int64_t j = 0; j < N; ++j) t.g[pair * N + j] = eps * beta[j];
+  }
   t.scores[pair] = score;
   t.iterations[pair] = static_cast<int32_t>(it);
   t.error[pair] = err;
@@ -434,12 +436,12 @@ OST_INLINE void solve_group(const Tile<scalar_t>& t, int64_t b, int64_t a_first,
     const scalar_t *cj = c + j * kLanes, *accj = acc + j * kLanes;
     OST_LANES { score[l] += cj[l] * accj[l]; }
   }
-  for (int64_t i = 0; i < T; ++i) {
+  for (int64_t i = 0; t.f && i < T; ++i) {  // (no potentials asked for: no logs either)
     scalar_t* ri = r + i * kLanes;
     const bool row = mu[i] > 0;
     OST_LANES { ri[l] = row ? eps * fast_log(ri[l]) + (scalar_t(1) - hi[l]) : scalar_t(0); }  // f, in place
   }
-  for (int64_t j = 0; j < N; ++j) {
+  for (int64_t j = 0; t.f && j < N; ++j) {
     scalar_t* cj = c + j * kLanes;
     const scalar_t* nuj = nu + j * kLanes;
     OST_LANES { cj[l] = nuj[l] > 0 ? eps * fast_log(cj[l]) : scalar_t(0); }  // g, in place
@@ -447,11 +449,11 @@ OST_INLINE void solve_group(const Tile<scalar_t>& t, int64_t b, int64_t a_first,
   // The group's pairs are consecutive classes of one video, so their outputs are contiguous:
   // f is one (lanes, T) block, g one (lanes, N) block. Written as such (a small transpose).
   const int64_t pair0 = (t.b0 + b) * t.A + (t.a0 + a_first);
-  scalar_t* __restrict f_out = t.f + pair0 * T;
-  scalar_t* __restrict g_out = t.g + pair0 * N;
   for (int64_t l = 0; l < lanes; ++l) {
-    for (int64_t i = 0; i < T; ++i) f_out[l * T + i] = r[i * kLanes + l];
-    for (int64_t j = 0; j < N; ++j) g_out[l * N + j] = c[j * kLanes + l];
+    if (t.f) {  // (null: scores only)
+      for (int64_t i = 0; i < T; ++i) t.f[(pair0 + l) * T + i] = r[i * kLanes + l];
+      for (int64_t j = 0; j < N; ++j) t.g[(pair0 + l) * N + j] = c[j * kLanes + l];
+    }
     t.scores[pair0 + l] = score[l];
     t.iterations[pair0 + l] = iters[l];
     t.error[pair0 + l] = err[l];

@@ -116,9 +116,9 @@ ForwardResult od_forward_cuda(const at::Tensor& video, const at::Tensor& desc,
                               const std::optional<at::Tensor>& frame_mask, const std::optional<at::Tensor>& desc_mask,
                               const std::optional<at::Tensor>& frame_weights,
                               const std::optional<at::Tensor>& desc_weights, const SolverScalars& scalars,
-                              bool keep_cache) {
+                              bool keep_cache, bool potentials) {
   return od_forward_impl<Gpu>(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, scalars, keep_cache,
-                              tile_elements_for(scalars));
+                              potentials, tile_elements_for(scalars));
 }
 
 std::tuple<at::Tensor, at::Tensor> od_backward_cuda(const at::Tensor& grad_scores, const at::Tensor& video,

@@ -96,7 +96,7 @@ template <class Device>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> od_forward_impl(
     const at::Tensor& video, const at::Tensor& desc, const std::optional<at::Tensor>& frame_mask_in,
     const std::optional<at::Tensor>& desc_mask_in, const std::optional<at::Tensor>& frame_weights,
-    const std::optional<at::Tensor>& desc_weights, const SolverScalars& scalars, bool keep_cache,
+    const std::optional<at::Tensor>& desc_weights, const SolverScalars& scalars, bool keep_cache, bool potentials,
     int64_t tile_elements) {
   check_embeddings(video, desc, frame_mask_in, desc_mask_in);
   check_solver_args(scalars);
@@ -109,7 +109,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   check_mask_rows(desc_mask_in, "desc_mask");
   const int64_t B = video.size(0), T = video.size(1), d = video.size(2), A = desc.size(0), N = desc.size(1);
   const auto opts = video.options().dtype(at::kFloat);
-  at::Tensor scores = at::empty({B, A}, opts), f = at::empty({B, A, T}, opts), g = at::empty({B, A, N}, opts);
+  // Without potentials (scores only) f and g are neither allocated nor written.
+  at::Tensor scores = at::empty({B, A}, opts);
+  at::Tensor f = potentials ? at::empty({B, A, T}, opts) : at::empty({0}, opts);
+  at::Tensor g = potentials ? at::empty({B, A, N}, opts) : at::empty({0}, opts);
   at::Tensor iterations = at::empty({B, A}, video.options().dtype(at::kInt)), error = at::empty({B, A}, opts);
   const auto frame_mask = contiguous_mask(frame_mask_in);
   const auto desc_mask = contiguous_mask(desc_mask_in);
@@ -124,8 +127,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   // else a tile's worth reused by every tile.
   at::Tensor cache = keep_cache ? at::empty({B * T, A * N}, opts) : at::empty({0}, opts);
   at::Tensor sim_buf = keep_cache ? cache.view({-1}) : at::empty({nb_max * T * na_max * N}, opts);
-  const PairOutputs out{scores.data_ptr<float>(), f.data_ptr<float>(), g.data_ptr<float>(),
-                        iterations.data_ptr<int32_t>(), error.data_ptr<float>()};
+  const PairOutputs out{scores.data_ptr<float>(), potentials ? f.data_ptr<float>() : nullptr,
+                        potentials ? g.data_ptr<float>() : nullptr, iterations.data_ptr<int32_t>(),
+                        error.data_ptr<float>()};
   for (int64_t a0 = 0; a0 < A; a0 += na_max) {
     const int64_t na = std::min(na_max, A - a0);
     const at::Tensor d_tile = d2.narrow(0, a0 * N, na * N).t();

@@ -107,8 +107,8 @@ struct GroupLanes {
 
 struct PairOutputs {
   float* scores;  // (B, A)
-  float* f;       // (B, A, T)
-  float* g;       // (B, A, N)
+  float* f;       // (B, A, T), or null: scores only
+  float* g;       // (B, A, N), or null
   int32_t* iterations;
   float* error;
 };
@@ -368,8 +368,8 @@ OST_HD void solve_pair(const PairTile& t, const PairOutputs& out, Lanes& lanes, 
       score += (row_ok[k] && col_ok[j]) ? p * (hi + z * t.eps_ln2) : 0.f;  // 1 / scale2 = eps ln 2
     }
   score = lanes.group_sum(score);
-  // From here on u, v are base-2 log potentials for every pair.
-  if (safe) {
+  // From here on u, v are base-2 log potentials for every pair (only where they are written).
+  if (safe && out.f) {
 #pragma unroll
     for (int k = 0; k < R; ++k) u[k] = ost_log2(u[k]);
 #pragma unroll
@@ -377,14 +377,16 @@ OST_HD void solve_pair(const PairTile& t, const PairOutputs& out, Lanes& lanes, 
   }
   if (!have) return;
   const int64_t pair_index = vb * t.A + ca;
+  if (out.f) {  // (null: scores only, the potentials are not written)
 #pragma unroll
-  for (int k = 0; k < R; ++k) {
-    const int i = l + k * G;
-    if (i < T) out.f[pair_index * T + i] = row_ok[k] ? u[k] * t.eps_ln2 + (1.f - hi) : 0.f;
+    for (int k = 0; k < R; ++k) {
+      const int i = l + k * G;
+      if (i < T) out.f[pair_index * T + i] = row_ok[k] ? u[k] * t.eps_ln2 + (1.f - hi) : 0.f;
+    }
+#pragma unroll
+    for (int j = 0; j < NMAX; ++j)
+      if (j < N && j % G == l) out.g[pair_index * N + j] = col_ok[j] ? v[j] * t.eps_ln2 : 0.f;
   }
-#pragma unroll
-  for (int j = 0; j < NMAX; ++j)
-    if (j < N && j % G == l) out.g[pair_index * N + j] = col_ok[j] ? v[j] * t.eps_ln2 : 0.f;
   if (l == 0) {
     out.scores[pair_index] = score;
     out.iterations[pair_index] = iters;

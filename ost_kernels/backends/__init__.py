@@ -21,7 +21,7 @@ AUTO_ORDER: dict[str, list[str]] = {}  # device type -> the names "auto" tries, 
 FALLBACK = "torch"  # for device types no backend was registered for
 
 __all__ = ["Backend", "BackendUnavailableError", "ProblemShape", "REGISTRY", "register_backend", "backend_names",
-           "resolve", "unavailable_reason", "available_backends"]
+           "resolve", "unavailable_reason", "available_backends", "auto_candidates"]
 
 
 def register_backend(backend: Backend, *, auto: tuple[str, ...] = ()) -> Backend:
@@ -68,6 +68,12 @@ def resolve(name: str, device: torch.device, dtype: torch.dtype, shape: ProblemS
     if why is not None:
         raise BackendUnavailableError(f"od_solve: backend {name!r} is not available: {why}")
     return REGISTRY[name]
+
+
+def auto_candidates(device: torch.device, dtype: torch.dtype, shape: ProblemShape | None = None) -> list[str]:
+    """The backends "auto" may run on this device for this problem, in the fixed order."""
+    device = torch.device(device)
+    return [n for n in AUTO_ORDER.get(device.type, ()) if REGISTRY[n].why_not(device, dtype, shape) is None]
 
 
 def available_backends(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, str | None]:

@@ -77,10 +77,12 @@ class Backend:
     scales_huge_rows: bool = False
     features: frozenset = frozenset()
 
-    def forward(self, video, desc, frame_mask, desc_mask, frame_weights, desc_weights, options):
-        """Its forward op on these inputs: (scores, f, g, iterations, error, cache)."""
+    def forward(self, video, desc, frame_mask, desc_mask, frame_weights, desc_weights, options,
+                potentials: bool = True):
+        """Its forward op on these inputs: (scores, f, g, iterations, error, cache); without
+        potentials f and g are zero-size (scores only: no gradient will be asked for)."""
         return op(self.ops[0])(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, *options.op_args(),
-                               self.keeps_cache(video, desc))
+                               self.keeps_cache(video, desc), potentials)
 
     def backward(self, *args):
         """Its backward op (ost_kernels.contract.BACKWARD_ARGS)."""

@@ -148,7 +148,10 @@ def od_forward_op(video, desc, frame_mask, desc_mask, frame_weights, desc_weight
     s = OpScalars(*scalars)
     check_forward_args(s, frame_mask, desc_mask, "ost_kernels::od_forward_torch")
     # The reference keeps no cache: its backward recomputes what it needs.
-    return (*od_forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, s), no_cache(video))
+    scores, f, g, iterations, error = od_forward(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, s)
+    if not s.potentials:
+        f, g = f.new_empty((0,)), g.new_empty((0,))
+    return scores, f, g, iterations, error, no_cache(video)
 
 
 @torch.library.custom_op("ost_kernels::od_backward_torch", mutates_args=(), schema=BACKWARD_SCHEMA)
@@ -160,7 +163,8 @@ def od_backward_op(grad_scores, video, desc, frame_mask, desc_mask, f, g, cache,
 
 
 # keep_cache or not, this op keeps nothing: its fake says so too.
-od_forward_op.register_fake(lambda video, desc, *rest: empty_forward_outputs(video, desc))
+od_forward_op.register_fake(lambda video, desc, fm, dm, fw, dw, *scalars: empty_forward_outputs(
+    video, desc, potentials=OpScalars(*scalars).potentials))
 od_backward_op.register_fake(fake_backward)
 register_autograd(od_forward_op, od_backward_op)
 

@@ -82,7 +82,7 @@ def _autotune_configs(kernel: str) -> list:
 
 
 # The forward's variants (kernels.py flags) keep live different values: each is tuned on its own.
-_KEY = ["T", "N", "d", "B_KEY", "A_KEY", "FIXED", "LOG_DOMAIN", "WEIGHTED", "RELAXED"]
+_KEY = ["T", "N", "d", "B_KEY", "A_KEY", "FIXED", "LOG_DOMAIN", "WEIGHTED", "RELAXED", "POTENTIALS"]
 
 
 def _autotuning() -> bool:
@@ -154,7 +154,7 @@ def od_forward_fused(video, desc, frame_mask, desc_mask, frame_weights, desc_wei
     eps, max_iter, tol, normalize = s.eps, s.max_iter, s.tol, s.normalize
     B, T, d = video.shape
     A, N, _ = desc.shape
-    scores, f, g, iterations, error, cache = empty_forward_outputs(video, desc)
+    scores, f, g, iterations, error, cache = empty_forward_outputs(video, desc, potentials=s.potentials)
     tau_f, tau_d = damping(eps, s.reg_frames), damping(eps, s.reg_desc)
     flags = specializations(eps, tol, normalize, sims_from_k=True, weighted=frame_weights is not None or desc_weights is not None,
                             relaxed=(tau_f, tau_d) != (1.0, 1.0))
@@ -169,7 +169,7 @@ def od_forward_fused(video, desc, frame_mask, desc_mask, frame_weights, desc_wei
             *video.stride(), *desc.stride(),
             LOG2E / eps, eps * LN2, max_iter, tol, tau_f, tau_d,
             size_bucket(B, 1024), size_bucket(A, 1 << 16),
-            **flags, **_kernel_options(video.dtype), **_meta("forward", video, T, N, d, configs.forward_resources(flags["WEIGHTED"], flags["RELAXED"])),
+            POTENTIALS=s.potentials, **flags, **_kernel_options(video.dtype), **_meta("forward", video, T, N, d, configs.forward_resources(flags["WEIGHTED"], flags["RELAXED"])),
         )
     return scores, f, g, iterations, error, cache
 

@@ -489,6 +489,7 @@ def od_forward_kernel(
     FIXED: tl.constexpr, LOG_DOMAIN: tl.constexpr, WEIGHTED: tl.constexpr, RELAXED: tl.constexpr,
     TP: tl.constexpr, NP: tl.constexpr, BB: tl.constexpr, BA: tl.constexpr, BD: tl.constexpr,
     NW: tl.constexpr,  # the launch's num_warps: the accumulator layout the pairs are mapped onto
+    POTENTIALS: tl.constexpr = True,  # False: f and g are not written (scores only)
 ):
     # Relaxed pairs may fall back to the log domain after their scaling-form solve.
     tl.static_assert(LOG_DOMAIN or not RELAXED)
@@ -514,8 +515,9 @@ def od_forward_kernel(
     tl.store(ERR + pair_idx, err, mask=pair_ok)
     f = tl.where(rows, a * eps_ln2 + (1.0 - hi), 0.0)
     g = tl.where(cols, b * eps_ln2, 0.0)
-    tl.store(F + pair_idx * T + ti, f, mask=pair_ok & (ti < T))
-    tl.store(G + pair_idx * N + nj, g, mask=pair_ok & (nj < N))
+    if POTENTIALS:
+        tl.store(F + pair_idx * T + ti, f, mask=pair_ok & (ti < T))
+        tl.store(G + pair_idx * N + nj, g, mask=pair_ok & (nj < N))
 
 
 @triton.jit

@@ -101,7 +101,7 @@ def od_forward_triton(video, desc, frame_mask, desc_mask, frame_weights, desc_we
     check_forward_args(s, frame_mask, desc_mask, "ost_kernels::od_forward_triton")
     B, T, d = video.shape
     A, N, _ = desc.shape
-    scores, f, g, iterations, error, cache = empty_forward_outputs(video, desc)
+    scores, f, g, iterations, error, cache = empty_forward_outputs(video, desc, potentials=s.potentials)
     tau_f, tau_d = damping(s.eps, s.reg_frames), damping(s.eps, s.reg_desc)
     weighted = frame_weights is not None or desc_weights is not None
     flags = specializations(s.eps, s.tol, s.normalize, sims_from_k=False, weighted=weighted,
@@ -115,7 +115,7 @@ def od_forward_triton(video, desc, frame_mask, desc_mask, frame_weights, desc_we
     buffer = torch.empty(B * T * step * N, dtype=torch.float32, device=video.device)
     masked = frame_mask is not None or desc_mask is not None
     dense = not (masked or weighted) and (T, N) == (TP, NP)
-    launch = dict(N=N, INTERPRETED=interpreting(), POTENTIALS=True, MASKED=masked, DENSE=dense, TP=TP, NP=NP,
+    launch = dict(N=N, INTERPRETED=interpreting(), POTENTIALS=s.potentials, MASKED=masked, DENSE=dense, TP=TP, NP=NP,
                   T_LO_FIRST=T_LO_FIRST, **flags)
     if not interpreting():
         launch["num_warps"] = NUM_WARPS

@@ -53,7 +53,7 @@ def test_solver_options_give_the_scalars_in_op_order():
 
     options = SolverOptions(eps=0.2, max_iter=7, tol=0.01, normalize=False, reg_m=(0.5, float("inf")), chunk_mb=3)
     assert options.op_args() == (0.2, 7, 0.01, 0.5, float("inf"), False, 3.0)
-    assert contract.OpScalars(*options.op_args()) == (*options.op_args(), False)
+    assert contract.OpScalars(*options.op_args()) == (*options.op_args(), False, True)
     # chunk_mb left unset: the default, resolved once for every backend.
     assert SolverOptions().op_args()[-1] == 24.0
 

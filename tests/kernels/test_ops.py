@@ -229,3 +229,37 @@ def test_cpu_backward_with_and_without_kept_sims_over_several_chunks(cache_mb, g
     assert cpu.keeps_sims(video.requires_grad_(True), desc) == (cache_mb != "0")
     for got, want in zip(grads["cpu"], grads["torch"]):
         torch.testing.assert_close(got, want, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_scores_without_potentials(backend, gen):
+    """potentials=False: f and g neither allocated nor written (zero-size), every other output
+    bitwise what it is with them; od_solve asks for it when no gradient can be needed."""
+    require(backend)
+    video, desc, fm, dm = case(3, 5, 6, 4, 16, gen, masks=True)
+    fw = torch.rand(3, 6, generator=gen) + 0.1
+    forward = op(REGISTRY[backend].ops[0])
+    for reg in (INF, 0.5):
+        args = (video, desc, fm, dm, fw, None, 0.1, 50, 1e-3, INF, reg, True, 0.0, False)
+        full = forward(*args, True)
+        lean = forward(*args, False)
+        assert lean[1].numel() == 0 and lean[2].numel() == 0 and full[1].shape == (3, 5, 6)
+        for name, a, b in zip(("scores", "iterations", "error"), (full[0], full[3], full[4]),
+                              (lean[0], lean[3], lean[4])):
+            assert torch.equal(a, b), name
+
+    class Calls(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.potentials = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.namespace.startswith("ost_kernels") and "forward" in func.__name__:
+                self.potentials.append(args[-1] if len(args) > 14 else True)
+            return func(*args, **(kwargs or {}))
+
+    with Calls() as calls, torch.no_grad():
+        od_solve(video.requires_grad_(True), desc, backend=backend)
+    with Calls() as calls_grad:
+        od_solve(video, desc, backend=backend)
+    assert calls.potentials == [False] and calls_grad.potentials == [True]

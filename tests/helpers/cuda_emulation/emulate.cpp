@@ -127,9 +127,9 @@ ForwardResult od_forward_emulated(const at::Tensor& video, const at::Tensor& des
                                   const std::optional<at::Tensor>& desc_mask,
                                   const std::optional<at::Tensor>& frame_weights,
                                   const std::optional<at::Tensor>& desc_weights, const SolverScalars& scalars,
-                                  bool keep_cache) {
+                                  bool keep_cache, bool potentials) {
   return od_forward_impl<EmulatedDevice>(video, desc, frame_mask, desc_mask, frame_weights, desc_weights, scalars,
-                                         keep_cache, tile_elements);
+                                         keep_cache, potentials, tile_elements);
 }
 
 std::tuple<at::Tensor, at::Tensor> od_backward_emulated(const at::Tensor& grad_scores, const at::Tensor& video,
