@@ -29,6 +29,10 @@ $(STAMP): $(BUILD_INPUTS)
 	$(PY) -m pip install --quiet --disable-pip-version-check "setuptools>=77" wheel ninja
 	# --no-build-isolation: the extension must build against the torch installed above.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation -e ".[dev,train]"
+	# The other end of the supported Triton range, for compiling the kernels under it too
+	# (tests/kernels/test_triton_compile.py); not on the import path.
+	test -d $(VENV)/triton-3.6/triton || $(PY) -m pip install --quiet --disable-pip-version-check --no-deps \
+	  --target $(VENV)/triton-3.6 triton==3.6.0
 	$(PY) -c "import ost_kernels, ost_kernels.backends as b; print('ost_kernels backends on cpu:', b.available_backends('cpu'))"
 	touch $(STAMP)
 

@@ -119,6 +119,17 @@ def all_variants(archs=configs.ARCHS) -> list[Variant]:
             for TP, NP in SHAPES for cfg in configs.candidates(TP, NP, dtype)] + two_phase_variants(archs)
 
 
+def one_per_kernel(archs=configs.ARCHS) -> list[Variant]:
+    """One bf16 variant of every kernel at T = 32, N = 4 (the first candidate tile of the fused
+    ones; the two-phase Sinkhorn's general launch, with masks, weights and reg_m)."""
+    out = []
+    for arch in archs:
+        for kernel in configs.KERNELS:
+            out.append(Variant(arch, kernel, "bf16", 32, 4, configs.candidates(32, 4)[0]))
+        out += [v for v in two_phase_variants((arch,), [(32, 4)], ("relaxed",)) if v.dtype in ("fp32", "bf16")]
+    return out
+
+
 def sample_variants(archs=configs.ARCHS) -> list[Variant]:
     """Every code path at least once: each (arch, kernel, dtype), each (T, N), the masked
     d-tail, TF32. Tiles rotate through the candidates."""
@@ -204,7 +215,7 @@ def _source(v: Variant):
     if forward:
         relaxed = v.kernel == "forward-relaxed"  # weights and reg_m, the log domain compiled in
         consts.update(FIXED=v.fixed, LOG_DOMAIN=v.log_domain or relaxed, WEIGHTED=v.weighted or relaxed,
-                      RELAXED=relaxed, NW=v.cfg.num_warps)
+                      RELAXED=relaxed, NW=v.cfg.num_warps, POTENTIALS=v.potentials)
     sig = {}
     for name in fn.arg_names:
         if name in consts:
@@ -296,6 +307,8 @@ def main(argv=None) -> int:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--all", action="store_true", help="every variant (make triton-aot)")
     which.add_argument("--sample", action="store_true", help="the CI subset that covers every code path (default)")
+    which.add_argument("--one-per-kernel", action="store_true",
+                       help="one variant of every kernel at the key shape (the check under a second Triton)")
     parser.add_argument("--archs", default=",".join(map(str, configs.ARCHS)))
     parser.add_argument("--dtypes", default=",".join(configs.DTYPES),
                         help="input dtypes to compile; with --write-table, the other dtypes' rows are kept")
@@ -308,22 +321,30 @@ def main(argv=None) -> int:
     archs = tuple(int(a) for a in args.archs.split(","))
     dtypes = tuple(args.dtypes.split(","))
     kernels = tuple(args.kernels.split(","))
-    variants = [v for v in (all_variants(archs) if args.all else sample_variants(archs))
-                if (v.dtype in dtypes or v.kernel == "sinkhorn") and v.kernel in kernels]
+    variants = all_variants(archs) if args.all else one_per_kernel(archs) if args.one_per_kernel \
+        else sample_variants(archs)
+    variants = [v for v in variants if (v.dtype in dtypes or v.kernel == "sinkhorn") and v.kernel in kernels]
     results = run(variants, args.jobs)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:
-        fh.write(f"# Triton kernels compiled ahead of time\n\n{summary(results)}\n\n{markdown(results)}")
+        import triton
+
+        fh.write(f"# Triton kernels compiled ahead of time (Triton {triton.__version__})\n\n{summary(results)}\n\n"
+                 f"{markdown(results)}")
     if args.write_table:
         # Rows of dtypes (and architectures) not compiled this time are kept.
-        kept = {k: r for k, r in configs._table().items()
-                if not any(k.startswith(f"sm{a}/{kn}/{dt}/") for a in archs for kn in kernels for dt in dtypes)}
+        import triton
+
+        same = configs.measured_version() == triton.__version__  # another Triton's rows are all replaced
+        kept = {k: r for k, r in configs._file().items() if same and k != configs.MEASURED_WITH
+                and not any(k.startswith(f"sm{a}/{kn}/{dt}/") for a in archs for kn in kernels for dt in dtypes)}
         table = kept | {v.key: {k: r[k] for k in ("registers", "spill_bytes", "shared_bytes", "compile_s")}
                         for v, r in results.items()
                         if "error" not in r and v.even_k and v.precision == "ieee" and not v.fixed and v.log_domain
                         and not v.weighted and v.kernel in configs.KERNELS}
         with open(configs.RESOURCES_PATH, "w") as fh:
-            json.dump(dict(sorted(table.items())), fh, indent=0)
+            json.dump({configs.MEASURED_WITH: {"version": triton.__version__}, **dict(sorted(table.items()))}, fh,
+                      indent=0)
             fh.write("\n")
     print(summary(results))
     print(f"table: {args.out}" + (f"; resources: {configs.RESOURCES_PATH}" if args.write_table else ""))

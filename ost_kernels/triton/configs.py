@@ -106,13 +106,37 @@ def by_name(name: str, TP: int, NP: int) -> TileConfig:
                      f"{', '.join(c.name for c in pool)}")
 
 
+# The Triton that measured resources.json: another version compiles the same kernels to other
+# registers (Triton 3.6: a weights tile at 254 where 3.8 uses 183), so its rows do not apply.
+MEASURED_WITH = "triton"
+
+
 @functools.cache
-def _table() -> dict:
+def _file() -> dict:
     try:
         with open(RESOURCES_PATH) as fh:
             return json.load(fh)
     except FileNotFoundError:
         return {}
+
+
+def measured_version() -> str | None:
+    """The Triton version the table was measured with (None: no table)."""
+    return _file().get(MEASURED_WITH, {}).get("version") if _file() else None
+
+
+@functools.cache
+def _table() -> dict:
+    """The resource rows, if the installed Triton is the one that measured them; else none (the
+    geometric rule alone then prunes, and the autotuner times what it keeps)."""
+    import importlib.metadata
+
+    try:
+        installed = importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:
+        installed = None
+    rows = {k: v for k, v in _file().items() if k != MEASURED_WITH}
+    return rows if installed is None or installed == measured_version() else {}
 
 
 def forward_resources(weighted: bool, relaxed: bool) -> str:

@@ -49,3 +49,48 @@ def test_resource_table_leaves_a_fitting_config_everywhere():
                                 if configs.resources(arch, kernel, dtype, TP, NP, c) is not None]
                     assert measured, f"no measurement for sm_{arch} {kernel} {dtype} T{TP} N{NP}"
                     assert usable, f"no config fits for sm_{arch} {kernel} {dtype} T{TP} N{NP}"
+
+
+def test_resources_apply_only_to_the_triton_that_measured_them(monkeypatch):
+    """Another Triton compiles the same kernels to other registers: its pruning falls back to
+    the geometric rule instead of reading rows measured with another compiler."""
+    import importlib.metadata
+
+    version = configs.measured_version()
+    assert version, f"{configs.RESOURCES_PATH} names no Triton version: run `make triton-aot`"
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "3.6.0" if name == "triton" else real(name))
+    configs._table.cache_clear()
+    try:
+        if version != "3.6.0":
+            assert configs._table() == {}
+        cfg = configs.candidates(32, 4)[0]
+        assert configs.usable(90, "forward", "bf16", 32, 4, cfg)  # unmeasured: the geometric rule
+    finally:
+        configs._table.cache_clear()
+
+
+SECOND_TRITON_ENV = "OST_KERNELS_SECOND_TRITON"  # a folder holding another Triton (pip install --target)
+
+
+def test_every_kernel_compiles_for_sm90_under_the_other_supported_triton(tmp_path):
+    """The GPU machines run Triton 3.6, this one 3.8 (pyproject supports both): one variant of
+    every kernel compiles for sm_90 under the other one too (`make install` puts Triton 3.6 in
+    .venv/triton-3.6)."""
+    import subprocess
+    import sys
+
+    folder = os.environ.get(SECOND_TRITON_ENV) or os.path.join(sys.prefix, "triton-3.6")
+    if not os.path.isdir(os.path.join(folder, "triton")):
+        pytest.fail(f"no second Triton in {folder}: `make install` puts Triton 3.6 there ({SECOND_TRITON_ENV} "
+                    "names another folder)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([folder, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    env.pop("TRITON_INTERPRET", None)
+    out = tmp_path / "resources.md"
+    done = subprocess.run([sys.executable, "-m", "ost_kernels.triton.aot", "--one-per-kernel", "--archs", "90",
+                           "--jobs", "2", "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    text = out.read_text()
+    assert "Triton 3.6" in text and "0 failed to compile" in text, text
+    for kernel in (*configs.KERNELS, *aot.TWO_PHASE_KERNELS):
+        assert f"| {kernel} |" in text, kernel
