@@ -44,7 +44,7 @@ def test_od_settings_from_yaml_and_overrides(data, tmp_path):
 
 @pytest.mark.parametrize("override, match", [
     ("od.eps=0", r"`eps` must be a finite number > 0"),
-    ("od.backend=numpy", r"backend must be one of auto, triton, cuda, cpu, torch.*, got 'numpy'"),
+    ("od.backend=numpy", r"backend must be one of auto, triton, triton-fused, cuda, cpu, torch.*, got 'numpy'"),
     ("od.colour=red", r"unknown settings \['colour'\] under 'od'"),
     ("od.use_ot=false", None),
     # infinite weights made -Infinity logits (not JSON) and NaN probabilities
