@@ -4,6 +4,7 @@ no GPU is at hand, and benchmarks/gpu_check.sh prints it beside the measured tim
 
     python benchmarks/triton_cost.py [--out benchmarks/out/triton_cost.md]
     python benchmarks/triton_cost.py --two-phase-only   # backend "triton" and the CUDA fallback only
+    python benchmarks/triton_cost.py --gpu-check        # benchmarks/gpu_check_estimates.json
     PYTHONPATH=<a Triton 3.6 installed with pip --target> python benchmarks/triton_cost.py --two-phase-only
 
 For each forward tile the autotuner keeps at the key shape (B = 256, T = 32, N = 4, d = 512,
@@ -419,6 +420,40 @@ def cuda_section() -> str:
             f"{e['fwd_measured_s'] / e['floor_s']:.2f}x | {_ms(e['fwd_peak_s'])} | {e['fwd_peak_s'] / e['floor_s']:.2f}x |\n")
 
 
+GPU_CHECK_JSON = os.path.join(ROOT, "benchmarks", "gpu_check_estimates.json")
+# The chunk sizes benchmarks/gpu_check.py sweeps backend "triton" over (MiB of float32 sims).
+CHUNK_SWEEP_MB = (8, 16, 24, 32, 64, 128, 256)
+
+
+def gpu_check_estimates() -> dict:
+    """What benchmarks/gpu_check.py prints beside its key-shape timings (ESTIMATES): backend
+    "triton" forward (scores only: no gradient needed) and forward + backward at every chunk size
+    of its sweep; "triton-fused" with the tile the cost model ranks first (its forward at the
+    default tol, its backward with the same tile, as gpu_check pins it); the CUDA fallback's
+    forward. GEMM at the measured H200 rate (790 TFLOP/s)."""
+    import triton
+
+    out = dict(source="python benchmarks/triton_cost.py --gpu-check", triton_version=triton.__version__, key=KEY,
+               gemm_floor_ms=gemm_floor_s() * 1e3, gemm_rate="790 TFLOP/s (measured H200 rate), else the dense peak")
+    chunks = {}
+    for mb in CHUNK_SWEEP_MB:
+        e = two_phase_estimate(KEY["A"], mb)
+        chunks[str(mb)] = dict(fwd_ms=e["scores"]["fwd_measured_s"] * 1e3, fwd_bwd_ms=e["fwd_bwd_measured_s"] * 1e3)
+    out["triton"] = dict(chunks=chunks)
+    TP, NP = configs.pow2(KEY["T"]), configs.pow2(KEY["N"])
+    with open(JSON_PATH) as fh:  # the kept tiles' forward estimates (python benchmarks/triton_cost.py)
+        tiles = json.load(fh)["tiles"]
+    best = min(tiles, key=lambda name: tiles[name]["tol_ms"])
+    bwd = backward_estimate(configs.by_name(best, TP, NP))
+    out["triton-fused"] = dict(tile=best, fwd_ms=tiles[best]["tol_ms"],
+                               fwd_bwd_ms=tiles[best]["tol_ms"] + bwd["total_s"] * 1e3)
+    try:
+        out["cuda"] = dict(fwd_ms=cuda_estimate()["fwd_measured_s"] * 1e3)
+    except (RuntimeError, KeyError, FileNotFoundError) as exc:  # no nvcc here
+        out["cuda"] = dict(error=str(exc))
+    return out
+
+
 def _ms(s: float) -> str:
     return f"{s * 1e3:.2f}"
 
@@ -429,8 +464,17 @@ def main(argv=None) -> int:
     parser.add_argument("--configs", default="", help="comma-separated tile names (default: every kept tile)")
     parser.add_argument("--two-phase-only", action="store_true",
                         help="only the two-phase path and the CUDA fallback (no fused tiles: seconds, not minutes)")
+    parser.add_argument("--gpu-check", action="store_true",
+                        help=f"only the estimates benchmarks/gpu_check.py prints, written to {GPU_CHECK_JSON}")
     args = parser.parse_args(argv)
     os.environ.pop("TRITON_INTERPRET", None)
+    if args.gpu_check:
+        est = gpu_check_estimates()
+        with open(GPU_CHECK_JSON, "w") as fh:
+            json.dump(est, fh, indent=1)
+            fh.write("\n")
+        print(json.dumps(est, indent=1))
+        return 0
     if args.two_phase_only:
         import triton
 
@@ -493,7 +537,7 @@ def main(argv=None) -> int:
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
         fh.write(text)
-    if not args.configs:  # the kept tiles' estimates, for gpu_check.py to print beside its timings
+    if not args.configs:  # the kept tiles' estimates (--gpu-check picks the first of them)
         with open(JSON_PATH, "w") as fh:
             json.dump(dict(source="python benchmarks/triton_cost.py", gemm_floor_ms=floor * 1e3,
                            tiles={e["config"]: dict(sims_ms=e["total_iter1_s"] * 1e3, tol_ms=e["total_tol_s"] * 1e3,
