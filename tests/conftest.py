@@ -5,16 +5,13 @@ import os
 # Triton early), so it is switched on here, before anything else is imported.
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import sys
 import zlib
-from pathlib import Path
 
 import pytest
 import torch
 
-# The shared helpers (naive.py, checks.py, backends_under_test.py, tiny_clip.py, ...) are
-# imported by name from every test folder.
-sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
+# The shared helpers (naive.py, checks.py, backends_under_test.py, tiny_clip.py, ...) are the
+# package tests.helpers: pytest puts the repository root on sys.path (tests/ is a package).
 
 
 @pytest.fixture(autouse=True)

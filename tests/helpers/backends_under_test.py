@@ -15,7 +15,7 @@ from ost_kernels._env import triton_interpreting
 from ost_kernels.backends import REGISTRY, register_backend, unavailable_reason
 from ost_kernels.backends._cpp import DISABLE_ENV
 
-from cuda_emulation.backend import BACKEND as EMULATED
+from .cuda_emulation.backend import BACKEND as EMULATED
 
 # A test-only backend ("auto" never picks it): od_solve(..., backend="cuda-emulated") works in
 # this process.

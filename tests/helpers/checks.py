@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from naive import od_reference
+from .naive import od_reference
 from ost_kernels import od_solve
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from tiny_clip import TEXT, VISION
+from .tiny_clip import TEXT, VISION
 
 
 def write_config(tmp_path, data, **overrides):

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from backends_under_test import require
-from inputs import case
+from tests.helpers.backends_under_test import require
+from tests.helpers.inputs import case
 from ost_kernels import od_solve
 from ost_kernels import backends
 from ost_kernels.backends import auto

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from backends_under_test import BACKENDS, require
-from covering import pairwise, uncovered_pairs
-from inputs import case
-from naive import od_reference
+from tests.helpers.backends_under_test import BACKENDS, require
+from tests.helpers.covering import pairwise, uncovered_pairs
+from tests.helpers.inputs import case
+from tests.helpers.naive import od_reference
 from ost_kernels import od_solve
 from ost_kernels.backends import REGISTRY
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from backends_under_test import BACKENDS, require
+from tests.helpers.backends_under_test import BACKENDS, require
 from ost_kernels import contract
 
 SCHEMA_H = Path(__file__).resolve().parents[2] / "csrc" / "op_schema.h"
@@ -90,7 +90,7 @@ def test_registration_is_read_when_called():
     from ost_kernels import backend_names, register_backend
     from ost_kernels.backends import REGISTRY
 
-    from backends_under_test import EMULATED
+    from tests.helpers.backends_under_test import EMULATED
 
     assert EMULATED.name in backend_names()
     for taken in ("auto", "torch", EMULATED.name):

@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from inputs import case
+from tests.helpers.inputs import case
 from ost_kernels import ConvergenceWarning, od_plan, od_solve
 from ost_kernels import _convergence
 

@@ -3,10 +3,10 @@ matrices do not reach. Its numerics run in those matrices as backend "cuda-emula
 import pytest
 import torch
 
-from backends_under_test import require
-from checks import check_scores
-from cuda_emulation import backend as emulation
-from inputs import case
+from tests.helpers.backends_under_test import require
+from tests.helpers.checks import check_scores
+from tests.helpers.cuda_emulation import backend as emulation
+from tests.helpers.inputs import case
 from ost_kernels import od_solve
 from ost_kernels.backends import cuda
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from backends_under_test import BACKENDS, require
+from tests.helpers.backends_under_test import BACKENDS, require
 from ost_kernels import BackendUnavailableError, od_plan, od_solve
 
 V = torch.randn(2, 3, 8)

@@ -3,10 +3,10 @@ over backend, dtype, shape, masks, eps and tol, then the stop rule's cap and pla
 import pytest
 import torch
 
-from backends_under_test import BACKENDS, require
-from checks import check_scores
-from covering import pairwise, uncovered_pairs
-from inputs import case
+from tests.helpers.backends_under_test import BACKENDS, require
+from tests.helpers.checks import check_scores
+from tests.helpers.covering import pairwise, uncovered_pairs
+from tests.helpers.inputs import case
 from ost_kernels.backends import REGISTRY
 
 # (B, A, T, N, d): deliberately odd sizes; together they cover T in {1, 3, 8, 17, 32},

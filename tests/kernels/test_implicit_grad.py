@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from backends_under_test import BACKENDS, require
-from inputs import case
+from tests.helpers.backends_under_test import BACKENDS, require
+from tests.helpers.inputs import case
 from ost_kernels import od_solve
 
 INF = math.inf

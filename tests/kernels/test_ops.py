@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from backends_under_test import BACKENDS, require
-from inputs import case
+from tests.helpers.backends_under_test import BACKENDS, require
+from tests.helpers.inputs import case
 from ost_kernels import od_solve
 from ost_kernels.backends import REGISTRY
 from ost_kernels.backends.base import op

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from backends_under_test import BACKENDS, require
-from inputs import case
-from naive import od_reference
+from tests.helpers.backends_under_test import BACKENDS, require
+from tests.helpers.inputs import case
+from tests.helpers.naive import od_reference
 from ost_kernels import od_plan, od_solve, od_solve_einops
 
 

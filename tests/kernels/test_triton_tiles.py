@@ -10,10 +10,10 @@ import math
 import pytest
 import torch
 
-from backends_under_test import require
-from checks import check_scores, float32_rtol
-from inputs import case, embeddings
-from naive import od_reference
+from tests.helpers.backends_under_test import require
+from tests.helpers.checks import check_scores, float32_rtol
+from tests.helpers.inputs import case, embeddings
+from tests.helpers.naive import od_reference
 from ost_kernels import od_solve
 from ost_kernels.triton import configs
 

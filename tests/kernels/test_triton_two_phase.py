@@ -5,9 +5,9 @@ rounding across chunkings), and its chunk-size setting."""
 import pytest
 import torch
 
-from backends_under_test import require
-from checks import check_scores, float32_rtol
-from inputs import case
+from tests.helpers.backends_under_test import require
+from tests.helpers.checks import check_scores, float32_rtol
+from tests.helpers.inputs import case
 from ost_kernels import od_solve
 from ost_kernels.triton import ops
 

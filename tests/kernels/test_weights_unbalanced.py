@@ -9,10 +9,10 @@ import ot  # POT, a test dependency (pyproject's dev extra)
 import pytest
 import torch
 
-from backends_under_test import BACKENDS, require
-from covering import pairwise
-from inputs import case
-from naive import od_reference
+from tests.helpers.backends_under_test import BACKENDS, require
+from tests.helpers.covering import pairwise
+from tests.helpers.inputs import case
+from tests.helpers.naive import od_reference
 from ost_kernels import BackendUnavailableError, od_plan, od_solve
 from ost_kernels.backends import REGISTRY
 

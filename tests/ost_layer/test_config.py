@@ -11,7 +11,7 @@ from ost.cli import main
 from ost.run.build import load_model as _load_model
 from ost.run.config import load_config
 from ost.data.synthetic import make_synthetic
-from ost_runs import write_config
+from tests.helpers.ost_runs import write_config
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from ost.model.checkpoint import load_state_dict_file
 from ost.model.convert import convert_official_checkpoint, convert_official_state_dict, load_official_checkpoint
 from ost.descriptors.descriptors import DescriptorSet
 from ost.model.model import OSTModel
-from tiny_clip import tiny_clip
+from tests.helpers.tiny_clip import tiny_clip
 
 
 # -- the official layout ------------------------------------------------------------------------

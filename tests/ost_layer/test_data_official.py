@@ -16,7 +16,7 @@ from ost.data.transforms import (ClipAugmentation, EvalTransform, TrainTransform
                             fixed_crop_offsets, multiscale_crop_box, multiscale_crop_sizes, short_side_shape,
                             three_crop_boxes, train_transform)
 
-from paper_data import PAPER_DATA
+from tests.helpers.paper_data import PAPER_DATA
 
 SPLITS = PAPER_DATA / "splits"
 

@@ -13,7 +13,7 @@ from ost.descriptors.descriptors import DescriptorSet
 from ost.run.evaluate import Split, evaluate, evaluate_split, view_average, view_scores
 from ost.model.model import OSTModel
 from ost.data.synthetic import make_synthetic, write_video
-from tiny_clip import tiny_clip
+from tests.helpers.tiny_clip import tiny_clip
 
 T, S = 4, 16
 

@@ -7,8 +7,8 @@ import pytest
 from ost.descriptors.descriptors import (DescriptorError, DescriptorSet, load_class_names, load_descriptors,
                              parse_descriptor_object, save_descriptors)
 
-from paper_data import PAPER_DATA as DATA
-from paper_data import needs_paper_data as needs_data
+from tests.helpers.paper_data import PAPER_DATA as DATA
+from tests.helpers.paper_data import needs_paper_data as needs_data
 
 # (labels csv, descriptor folder pattern) for every published dataset.
 DATASETS = {

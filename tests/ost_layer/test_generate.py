@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fake_llm import FakeLLM
+from tests.helpers.fake_llm import FakeLLM
 from ost.cli import main
 from ost.descriptors.descriptors import load_descriptors
 from ost.descriptors.generate import GenerationError, MalformedReply, generate_descriptors, make_client, parse_reply
@@ -138,7 +138,7 @@ def test_cli_llm_flags_are_checked_before_any_request(tmp_path, capsys, flag, va
         generate_descriptors(["archery"], "spatio", 2, tmp_path / "o.json", client=object(), temperature=float("nan"))
 
 
-from paper_data import PAPER_DATA  # noqa: E402
+from tests.helpers.paper_data import PAPER_DATA  # noqa: E402
 
 PAPER_PROMPTS = PAPER_DATA / "paper_prompts.json"
 

@@ -14,7 +14,7 @@ import pytest
 from ost.model.checkpoint import load_checkpoint
 from ost.cli import main
 from ost.data.synthetic import make_synthetic
-from ost_runs import write_config
+from tests.helpers.ost_runs import write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

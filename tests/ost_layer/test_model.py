@@ -11,7 +11,7 @@ from ost.model.loss import cross_entropy_loss, same_class_target, symmetric_kl_l
 from ost.model.logits import DescriptorEmbeddings, ODLogitsConfig, od_logits
 from ost.model.model import OSTModel
 from ost_kernels import od_solve
-from tiny_clip import tiny_clip
+from tests.helpers.tiny_clip import tiny_clip
 
 DESCS = DescriptorSet(
     ["archery", "juggling", "surfing"],

@@ -13,8 +13,8 @@ import ost
 from ost.cli import main
 from ost.run.recognizer import CLASS_NAME_BASELINE, Recognizer
 from ost.data.synthetic import make_synthetic
-from ost_runs import write_config
-from tiny_clip import TEXT, VISION
+from tests.helpers.ost_runs import write_config
+from tests.helpers.tiny_clip import TEXT, VISION
 
 MODEL = ["--set", "model=ViT-B-32", "--set", f"model_overrides={json.dumps(dict(embed_dim=32, vision_cfg=VISION, text_cfg=TEXT))}",
          "--set", "frames=4", "--set", "size=32", "--set", "pretrained=null"]
@@ -120,7 +120,7 @@ def test_class_name_baseline_without_descriptors(recognizer, data):
 
 
 def test_generated_descriptors_are_cached_by_class_name(recognizer, tmp_path, data):
-    from fake_llm import FakeLLM
+    from tests.helpers.fake_llm import FakeLLM
     from ost.descriptors.generate import make_client
 
     cache = tmp_path / "cache.json"
@@ -415,7 +415,7 @@ def test_paper_figure_shares_one_scale_and_numbers_source_frames(tmp_path, monke
 
 
 def test_cli_generate_asks_each_class_once(config, data, tmp_path, capsys):
-    from fake_llm import FakeLLM
+    from tests.helpers.fake_llm import FakeLLM
 
     video = sorted(Path(data["labels"]).parent.glob("videos/*.mp4"))[0]
     cache, out = tmp_path / "cache.json", tmp_path / "out.json"

@@ -17,8 +17,8 @@ from ost.run.config import load_config
 from ost.run.presets import PRESETS_DIR, list_presets
 from ost.data.synthetic import make_synthetic
 from ost.run.train import lr_lambda
-from ost_runs import steps
-from tiny_clip import TEXT, VISION
+from tests.helpers.ost_runs import steps
+from tests.helpers.tiny_clip import TEXT, VISION
 
 RUNS = [name for name in list_presets() if not name.startswith("ablation_")]
 ABLATIONS = [name for name in list_presets() if name.startswith("ablation_")]

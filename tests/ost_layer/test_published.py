@@ -11,8 +11,8 @@ import pytest
 from ost.data.published import (DEFAULT_BASE_URL, MANIFEST_PATH, OFFICIAL_COMMIT, build_manifest, download_published,
                            load_manifest)
 
-from paper_data import PAPER_DATA as DATA
-from paper_data import needs_paper_data as needs_data
+from tests.helpers.paper_data import PAPER_DATA as DATA
+from tests.helpers.paper_data import needs_paper_data as needs_data
 PREFIX = "/tomchen-ctj/OST/" + OFFICIAL_COMMIT  # the server mimics raw.githubusercontent.com's layout
 
 

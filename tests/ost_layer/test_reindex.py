@@ -7,7 +7,7 @@ import pytest
 from ost.descriptors.descriptors import DescriptorError, DescriptorSet, load_class_names, load_descriptors
 from ost.descriptors.reindex import reindex_descriptors, subset_to_full_ids
 
-from paper_data import PAPER_DATA as DATA
+from tests.helpers.paper_data import PAPER_DATA as DATA
 
 # Subset label file prefix -> (full label file, descriptor folder, descriptor counts).
 FULL_SETS = {

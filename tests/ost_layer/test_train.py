@@ -12,8 +12,8 @@ import yaml
 
 from ost.cli import main
 from ost.data.synthetic import make_synthetic
-from ost_runs import steps, write_config
-from torchrun import needs_torchrun, torchrun_ost
+from tests.helpers.ost_runs import steps, write_config
+from tests.helpers.torchrun import needs_torchrun, torchrun_ost
 
 ROOT = Path(__file__).resolve().parents[2]
 

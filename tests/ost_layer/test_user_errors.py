@@ -9,7 +9,7 @@ from ost.data.annotations import read_annotations
 from ost.cli import main
 from ost.descriptors.descriptors import DescriptorError, load_class_names, load_descriptors
 from ost.data.synthetic import make_synthetic
-from ost_runs import write_config
+from tests.helpers.ost_runs import write_config
 
 
 @pytest.fixture(scope="module")
