@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 
 import numpy as np
 import torch
@@ -114,6 +115,14 @@ class VideoDataset(torch.utils.data.Dataset):
             return clip, rec.label, index, params
         batched = None if params is None else {k: v[None] for k, v in params.items()}
         return apply_photometric(clip[None], batched, self.normalization)[0], rec.label, index
+
+
+def ignore_ctrl_c(worker_id: int) -> None:
+    """A loader's worker_init_fn: workers ignore SIGINT. A Ctrl-C goes to the whole process
+    group; the main process stops its workers itself, while a worker that takes the signal dies
+    mid-batch and its threads (multiprocessing's resource sharer) can print tracebacks beside
+    the one `ost: interrupted` line."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def collate_skipping(items):

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from ost.model.checkpoint import load_checkpoint
 from ost.cli import main
@@ -94,3 +95,29 @@ def test_ctrl_c_stops_training_with_one_line_and_its_last_checkpoint(data, tmp_p
     assert err.strip().splitlines()[-1] == "ost: interrupted" and "Traceback" not in err, err
     state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert state["step"] >= 2 and state["step"] % 2 == 0
+
+
+class _Pids(torch.utils.data.Dataset):
+    """Item i: (i, the pid of the worker that made it), slowly enough for a signal to land."""
+
+    def __len__(self):
+        return 12
+
+    def __getitem__(self, i):
+        time.sleep(0.05)
+        return i, os.getpid()
+
+
+def test_loader_workers_leave_ctrl_c_to_the_main_process():
+    """ost's loaders start workers with ignore_ctrl_c: a SIGINT that reaches them (it goes to
+    the whole process group) neither kills one mid-batch nor makes it print; the main process
+    stops them when it stops."""
+    from ost.data.data import ignore_ctrl_c
+
+    loader = torch.utils.data.DataLoader(_Pids(), batch_size=2, num_workers=2, worker_init_fn=ignore_ctrl_c)
+    items = iter(loader)
+    started = [next(items), next(items)]  # one batch from each worker
+    for pid in {int(p) for batch in started for p in batch[1]}:
+        os.kill(pid, signal.SIGINT)
+    batches = started + list(items)
+    assert sorted(int(i) for batch in batches for i in batch[0]) == list(range(12))
