@@ -19,7 +19,7 @@ BENCH_HEADLINE := benchmarks/test_bench_od_solve.py --bench-classes 51,400 \
 # is the last thing printed, not pytest-benchmark's own.
 BENCH_FLAGS := --benchmark-only -v --benchmark-quiet
 
-.PHONY: install test bench bench-full clean gpu-wheels triton-aot cuda-resources
+.PHONY: install test test-heavy coverage bench bench-full clean gpu-wheels triton-aot cuda-resources
 
 install: $(STAMP)
 
@@ -36,8 +36,17 @@ $(STAMP): $(BUILD_INPUTS)
 	$(PY) -c "import ost_kernels, ost_kernels.backends as b; print('ost_kernels backends on cpu:', b.available_backends('cpu'))"
 	touch $(STAMP)
 
+# The daily suite (about 7 minutes on 2 cores); test-heavy: the full compile gates, the GPU check's
+# dry run and the longest interpreter cases (about 5 minutes); CI (.ci/run) runs both.
 test: $(STAMP)
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests -m "not heavy" $(PYTEST_ARGS)
+
+test-heavy: $(STAMP)
+	$(PY) -m pytest tests -m heavy $(PYTEST_ARGS)
+
+# Line coverage of ost_kernels/ and ost/ by the daily suite (pytest-cov), as the README states it.
+coverage: $(STAMP)
+	$(PY) -m pytest tests -m "not heavy" --cov=ost_kernels --cov=ost --cov-report=term $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m pytest $(BENCH_HEADLINE) $(BENCH_FLAGS) $(BENCH_ARGS)

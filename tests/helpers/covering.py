@@ -21,9 +21,10 @@ def _id(value) -> str:
     return str(value).removeprefix("torch.")
 
 
-def pairwise(allowed=None, **factors) -> list:
+def pairwise(allowed=None, heavy=None, **factors) -> list:
     """pytest.param rows covering every allowed pair of values of the keyword factors, in the
-    keywords' order."""
+    keywords' order; rows for which heavy(row as a dict) holds are marked heavy (pytest -m heavy,
+    `make test-heavy`)."""
     names = list(factors)
 
     def ok(row):
@@ -39,7 +40,10 @@ def pairwise(allowed=None, **factors) -> list:
             if ok(row):
                 rows.append(row)
                 break
-    return [pytest.param(*row, id="-".join(map(_id, row))) for row in rows]
+    def marks(row):
+        return [pytest.mark.heavy] if heavy is not None and heavy(dict(zip(names, row))) else []
+
+    return [pytest.param(*row, id="-".join(map(_id, row)), marks=marks(row)) for row in rows]
 
 
 def uncovered_pairs(rows, allowed=None, **factors) -> list:

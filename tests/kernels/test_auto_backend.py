@@ -94,3 +94,32 @@ def test_a_backend_that_fails_its_trial_is_not_chosen(measured, gen, monkeypatch
     video, desc, _, _ = case(2, 3, 4, 3, 8, gen)
     _, info = od_solve(video, desc, return_info=True)
     assert info.backend == "cpu" and "triton-fused" not in info.choice
+
+
+def test_a_broken_or_unwritable_cache_costs_a_measurement_never_an_error(measured, gen, monkeypatch, tmp_path):
+    calls, _, folder = measured
+    monkeypatch.setattr(auto, "TIMER", lambda fn, device, name: calls.append(name) or {"cpu": 1.0}.get(name, 2.0))
+    video, desc, _, _ = case(2, 3, 4, 3, 8, gen)
+    (folder / auto.CACHE_FILE).write_text("{not json")
+    _, info = od_solve(video, desc, return_info=True)
+    assert info.backend == "cpu" and len(calls) == 3  # measured again, and the file rewritten whole
+    assert next(iter(json.loads((folder / auto.CACHE_FILE).read_text()).values()))["backend"] == "cpu"
+    # A cache folder that cannot be made (a file stands there): the choice stays in memory.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(auto.CACHE_ENV, str(blocker / "cache"))
+    auto._memory.clear()
+    _, info = od_solve(video, desc, return_info=True)
+    _, again = od_solve(video, desc, return_info=True)
+    assert info.backend == again.backend == "cpu" and len(calls) == 6
+
+
+def test_every_measurement_failing_falls_back_to_the_fixed_order_and_says_why(measured, gen, monkeypatch):
+    def timer(fn, device, name):
+        raise RuntimeError(f"{name} would not launch")
+
+    monkeypatch.setattr(auto, "TIMER", timer)
+    video, desc, _, _ = case(2, 3, 4, 3, 8, gen)
+    _, info = od_solve(video, desc, return_info=True)
+    assert info.backend == "triton" and info.choice.startswith("fixed order (every measurement failed")
+    assert "cpu would not launch" in info.choice

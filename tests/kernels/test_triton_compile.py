@@ -26,6 +26,20 @@ def test_sample_covers_every_code_path():
     assert {(v.TP, v.NP) for v in sample} == set(aot.SHAPES)
 
 
+def test_one_variant_compiles_and_is_reported(tmp_path):
+    """The daily suite's piece of the gate (a few seconds): one variant through the whole
+    command, compile, ptxas resources, the table and its summary line; `make test-heavy` compiles
+    the sample below."""
+    out = tmp_path / "resources.md"
+    assert aot.main(["--one-per-kernel", "--archs", "90", "--kernels", "chunk-weights", "--dtypes", "bf16",
+                     "--jobs", "1", "--out", str(out)]) == 0, out.read_text()
+    text = out.read_text()
+    assert "1 variants: 0 failed to compile, 1 fit" in text, text
+    row = [line for line in text.splitlines() if line.startswith("| sm_90 | chunk-weights | bf16 |")]
+    assert len(row) == 1 and row[0].endswith("| yes |"), text
+
+
+@pytest.mark.heavy  # ~40 s of compiling
 def test_sample_compiles_for_sm80_and_sm90(tmp_path):
     out = tmp_path / "resources.md"
     assert aot.main(["--sample", "--jobs", str(min(2, os.cpu_count() or 1)), "--out", str(out)]) == 0, \
@@ -73,6 +87,7 @@ def test_resources_apply_only_to_the_triton_that_measured_them(monkeypatch):
 SECOND_TRITON_ENV = "OST_KERNELS_SECOND_TRITON"  # a folder holding another Triton (pip install --target)
 
 
+@pytest.mark.heavy  # ~15 s of compiling
 def test_every_kernel_compiles_for_sm90_under_the_other_supported_triton(tmp_path):
     """The GPU machines run Triton 3.6, this one 3.8 (pyproject supports both): one variant of
     every kernel compiles for sm_90 under the other one too (`make install` puts Triton 3.6 in

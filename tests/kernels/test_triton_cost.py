@@ -11,7 +11,8 @@ import pytest
 
 from ost_kernels.triton import aot, configs
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
+pytestmark = [pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed"),
+              pytest.mark.heavy]  # compiles and disassembles four variants: ~20 s
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "benchmarks"))
 
 KEY_TILE = configs.TileConfig(1, 32, 4, 3)

@@ -80,8 +80,14 @@ def _runs(case: dict) -> bool:
     return "backend" not in case or "dtype" not in case or case["dtype"] in REGISTRY[case["backend"]].dtypes
 
 
+def _interpreted_at_small_eps(case: dict) -> bool:
+    # Hundreds of iterations under Triton's interpreter: 5-25 s a case (the other eps run daily).
+    return case["backend"].startswith("triton") and case["eps"] < 0.1
+
+
 @pytest.mark.parametrize("backend, reg, eps, dtype", pairwise(
-    _runs, backend=BACKENDS, reg=[None] + REGS, eps=[0.01, 0.1, 1.0], dtype=[torch.float32, torch.float64]))
+    _runs, _interpreted_at_small_eps, backend=BACKENDS, reg=[None] + REGS, eps=[0.01, 0.1, 1.0],
+    dtype=[torch.float32, torch.float64]))
 def test_weighted_and_relaxed_scores_match_the_reference(backend, reg, eps, dtype, gen):
     """Scores, errors and iterations against tests/helpers/naive.py, odd shapes, masks and
     weights, with the stop rule in play (tol > 0): every pair of backend, reg_m, eps and dtype."""

@@ -86,3 +86,20 @@ def test_truncated_and_missing_files(videos, tmp_path):
     garbage.write_bytes(b"not a video" * 100)
     with pytest.raises(av.error.InvalidDataError):
         read_frames(garbage, lambda n: [0])
+
+
+@pytest.mark.parametrize("gop", [None, 12])
+def test_the_benchmarks_kinetics_like_clip(tmp_path, gop):
+    """The pipeline benchmark's clip (ost.data.synthetic.write_kinetics_like_clip): the Kinetics
+    norm's size and rate, its keyframe interval, and frames that differ (it pans and moves)."""
+    from ost.data.synthetic import write_kinetics_like_clip
+
+    path = write_kinetics_like_clip(tmp_path / "k.mp4", seconds=1.0, gop=gop)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert (stream.width, stream.height, stream.average_rate) == (340, 256, 30)
+        keyframes = [p.is_keyframe for p in container.demux(stream) if p.size]
+    assert len(keyframes) == 30 and keyframes[0]
+    assert sum(keyframes) == (3 if gop else 1)  # frames 0, 12, 24
+    frames = read_frames(path, lambda n: [0, n // 2, n - 1])
+    assert frames.shape == (3, 256, 340, 3) and not np.array_equal(frames[0], frames[2])

@@ -305,3 +305,15 @@ def test_every_output_path_is_checked_before_the_work(tmp_path, capsys):
         line = one_error_line(capsys, argv)
         assert said in line, (argv, line)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "labels.csv"]
+
+
+def test_python_dash_m_ost_is_the_command_line(monkeypatch, capsys):
+    """`python -m ost` (ost/__main__.py) runs the same main: no command is one error line, exit 2."""
+    import runpy
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["ost"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module("ost", run_name="__main__")
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "ost: error: the following arguments are required: command"
