@@ -12,7 +12,7 @@ from tests.helpers.inputs import case
 from ost_kernels import od_solve
 
 INF = math.inf
-CONVERGED = dict(eps=0.3, tol=0.0, max_iter=300)
+CONVERGED = dict(eps=0.3, tol=0.0, max_iter=120)
 
 
 def _weights(gen, shape, dtype=torch.float64):

@@ -148,12 +148,14 @@ def test_relaxed_pairs_leaving_the_scaling_range_are_redone_in_the_log_domain(ba
     rtol = float32_rtol(RELAXED_EPS)
     torch.testing.assert_close(scores.double(), torch.from_numpy(ref), rtol=rtol, atol=rtol * 0.1)
     torch.testing.assert_close(info.marginal_error.double(), torch.from_numpy(ref_err), rtol=0, atol=rtol * 10)
+    if backend != "triton-fused":
+        return  # two-phase: a GEMM of another shape may round the sims apart (test_triton_two_phase
+        # checks its pairs' independence at a fixed chunking)
     for kind in (kept, redone, log):
         b, a = (int(x) for x in kind.nonzero()[0])
         alone, alone_info = od_solve(video[b:b + 1], desc[a:a + 1], backend=backend, return_info=True, **kw)
-        if backend == "triton-fused":  # (two-phase: a GEMM of another shape may round the sims apart)
-            assert alone_info.iterations.item() == info.iterations[b, a].item()
-            _same_pair(backend, alone[0, 0], scores[b, a], RELAXED_EPS)
+        assert alone_info.iterations.item() == info.iterations[b, a].item()
+        _same_pair(backend, alone[0, 0], scores[b, a], RELAXED_EPS)
 
 
 def _forward_outputs(backend, video, desc, fm, dm, eps, max_iter, tol, normalize, weights=(None, None),
