@@ -32,12 +32,11 @@ from torch.library import triton_op, wrap_triton
 from .._cosine import unit, unit_backward
 from .._env import triton_interpreting as interpreting
 from ..constants import LN2, LOG2E
-from .._plan import damping
 from ..contract import (BACKWARD_SCHEMA, FORWARD_SCHEMA, OpScalars, check_forward_args, check_op_scalars,
                         empty_forward_outputs, not_requested, register_autograd)
 from . import configs
 from .kernels import od_forward_kernel, od_weights_kernel
-from .launch import device_guard, mask_bytes, matmul_f32, scales, specializations, weight_rows
+from .launch import KernelScalars, device_guard, mask_bytes, matmul_f32, scales, specializations, weight_rows
 
 BD = 64  # the d-chunk of the tiles' matmul
 AUTOTUNE_ENV = "OST_KERNELS_TRITON_AUTOTUNE"
@@ -151,13 +150,13 @@ def od_forward_fused(video, desc, frame_mask, desc_mask, frame_weights, desc_wei
     exact)."""
     s = OpScalars(*scalars)
     check_forward_args(s, frame_mask, desc_mask, "ost_kernels::od_forward_triton_fused")
-    eps, max_iter, tol, normalize = s.eps, s.max_iter, s.tol, s.normalize
+    eps, tol, normalize = s.eps, s.tol, s.normalize
     B, T, d = video.shape
     A, N, _ = desc.shape
     scores, f, g, iterations, error, cache = empty_forward_outputs(video, desc, potentials=s.potentials)
-    tau_f, tau_d = damping(eps, s.reg_frames), damping(eps, s.reg_desc)
+    k = KernelScalars.of(s)
     flags = specializations(eps, tol, normalize, sims_from_k=True, weighted=frame_weights is not None or desc_weights is not None,
-                            relaxed=(tau_f, tau_d) != (1.0, 1.0))
+                            relaxed=k.relaxed)
     forward, _ = _kernels()
     with device_guard(video):
         wrap_triton(forward)[_grid(B, A)](
@@ -167,7 +166,7 @@ def od_forward_fused(video, desc, frame_mask, desc_mask, frame_weights, desc_wei
             scores, f, g, iterations, error,
             B, A, T, N, d,
             *video.stride(), *desc.stride(),
-            LOG2E / eps, eps * LN2, max_iter, tol, tau_f, tau_d,
+            *k,
             size_bucket(B, 1024), size_bucket(A, 1 << 16),
             POTENTIALS=s.potentials, **flags, **_kernel_options(video.dtype), **_meta("forward", video, T, N, d, configs.forward_resources(flags["WEIGHTED"], flags["RELAXED"])),
         )

@@ -3,14 +3,40 @@ the per-row inverse norms, masks and weights as the kernels read them, the launc
 and float32-output GEMMs."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
-from ..constants import NORM_EPS, SCALING_MAX_EPS
+from .._plan import damping
+from ..constants import LN2, LOG2E, NORM_EPS, SCALING_MAX_EPS
 
 # Normalized sims are cosines, so a pair's spread hi - lo is at most 2 (plus rounding, << 1%):
 # from this eps on, 2 / eps <= 64 / 1.01 and every pair is safe for the scaling form, so the
 # forward is compiled without its log-domain path (kernels.py, LOG_DOMAIN).
 ALWAYS_SAFE_EPS = 2 * 1.01 / 64
+
+
+class KernelScalars(NamedTuple):
+    """The solver scalars both Sinkhorn kernels take after their tensors, in their order
+    (kernels.py's od_forward_kernel, sinkhorn.py's od_sinkhorn_kernel): written here once for
+    both launchers, so a new solver scalar touches one launch file."""
+
+    scale2: float   # log2(e) / eps: exponents in base 2
+    eps_ln2: float  # eps ln 2: potentials back in natural units
+    max_iter: int
+    tol: float
+    tau_f: float    # each side's damping rho / (rho + eps); 1 = exact marginal
+    tau_d: float
+
+    @classmethod
+    def of(cls, s) -> "KernelScalars":
+        """From an op's OpScalars (contract.py)."""
+        return cls(LOG2E / s.eps, s.eps * LN2, s.max_iter, s.tol, damping(s.eps, s.reg_frames),
+                   damping(s.eps, s.reg_desc))
+
+    @property
+    def relaxed(self) -> bool:
+        return (self.tau_f, self.tau_d) != (1.0, 1.0)
 
 
 def scales(x: torch.Tensor, normalize: bool) -> torch.Tensor:

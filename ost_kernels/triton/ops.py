@@ -29,13 +29,12 @@ from torch.library import triton_op, wrap_triton
 
 from .._cosine import unit, unit_backward
 from .._env import triton_interpreting as interpreting
-from .._plan import damping
 from ..constants import LN2, LOG2E
 from ..options import CHUNK_ENV, DEFAULT_CHUNK_MB, resolve_chunk_mb  # noqa: F401 (the tests read them here)
 from ..contract import (BACKWARD_SCHEMA, FORWARD_SCHEMA, OpScalars, check_forward_args, check_op_scalars,
                         empty_forward_outputs, not_requested, register_autograd)
 from . import configs
-from .launch import (device_guard, mask_bytes, matmul_f32, mm_f32_into, scales, specializations,
+from .launch import (KernelScalars, device_guard, mask_bytes, matmul_f32, mm_f32_into, scales, specializations,
                      weight_rows)
 from .sinkhorn import od_chunk_weights_kernel, od_sinkhorn_kernel
 
@@ -102,10 +101,9 @@ def od_forward_triton(video, desc, frame_mask, desc_mask, frame_weights, desc_we
     B, T, d = video.shape
     A, N, _ = desc.shape
     scores, f, g, iterations, error, cache = empty_forward_outputs(video, desc, potentials=s.potentials)
-    tau_f, tau_d = damping(s.eps, s.reg_frames), damping(s.eps, s.reg_desc)
+    k = KernelScalars.of(s)
     weighted = frame_weights is not None or desc_weights is not None
-    flags = specializations(s.eps, s.tol, s.normalize, sims_from_k=False, weighted=weighted,
-                            relaxed=(tau_f, tau_d) != (1.0, 1.0))
+    flags = specializations(s.eps, s.tol, s.normalize, sims_from_k=False, weighted=weighted, relaxed=k.relaxed)
     TP, NP = configs.pow2(T), configs.pow2(N)
     v2, d2 = video.reshape(B * T, d), desc.reshape(A * N, d)
     vs, ds = scales(video, s.normalize), scales(desc, s.normalize)
@@ -128,8 +126,7 @@ def od_forward_triton(video, desc, frame_mask, desc_mask, frame_weights, desc_we
             a_tiles = triton.cdiv(na, BA)
             wrap_triton(od_sinkhorn_kernel)[(B, a_tiles)](
                 sims, na * N, vs, ds, fm, dm, fw, dw, scores, f, g, iterations, error,
-                A, T, na, a0,
-                LOG2E / s.eps, s.eps * LN2, s.max_iter, s.tol, tau_f, tau_d,
+                A, T, na, a0, *k,
                 BA=BA, T_LO=t_lo, **launch,
             )
     return scores, f, g, iterations, error, cache
