@@ -71,7 +71,8 @@ def _spreads(video, desc):
     return sims.amax((-1, -2)) - sims.amin((-1, -2))
 
 
-@pytest.mark.parametrize("backend", TRITON)
+# The fused kernel (calibration only) in make test-heavy: 7-8 s under the interpreter.
+@pytest.mark.parametrize("backend", ["triton", pytest.param("triton-fused", marks=pytest.mark.heavy)])
 def test_tile_mixing_scaling_and_log_domain_pairs(backend, gen):
     video, desc = _mixed_inputs(gen)
     spread = _spreads(video, desc)
