@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import signal
+import sys
 
 import numpy as np
 import torch
@@ -117,12 +118,25 @@ class VideoDataset(torch.utils.data.Dataset):
         return apply_photometric(clip[None], batched, self.normalization)[0], rec.label, index
 
 
-def ignore_ctrl_c(worker_id: int) -> None:
-    """A loader's worker_init_fn: workers ignore SIGINT. A Ctrl-C goes to the whole process
-    group; the main process stops its workers itself, while a worker that takes the signal dies
-    mid-batch and its threads (multiprocessing's resource sharer) can print tracebacks beside
-    the one `ost: interrupted` line."""
+def loader_worker_init(worker_id: int) -> None:
+    """A loader's worker_init_fn, so that a Ctrl-C prints one line, `ost: interrupted`:
+
+    - Workers ignore SIGINT. A Ctrl-C goes to the whole process group; the main process stops
+      its workers itself, while a worker that takes the signal dies mid-batch.
+    - A worker hands batches over through multiprocessing's resource sharer, a thread that
+      prints any error it meets through sys.excepthook. When the main process is interrupted
+      while it fetches a batch, that thread's connection is reset, and it would print a
+      traceback after the line. A worker's only peer is the main process, so a connection it
+      loses means the run is ending: such errors are not printed. Every other error still is
+      (the dataset's own errors travel to the main process, not through this hook)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    printed = sys.excepthook
+
+    def hook(kind, value, traceback):
+        if not issubclass(kind, (ConnectionError, EOFError)):
+            printed(kind, value, traceback)
+
+    sys.excepthook = hook
 
 
 def collate_skipping(items):

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from ..data.annotations import read_annotations
 from ..data.augment import finish_batch
 from .distributed import loader_workers
-from ..data.data import VideoDataset, collate_skipping, ignore_ctrl_c
+from ..data.data import VideoDataset, collate_skipping, loader_worker_init
 from ..data.augment import check_normalization
 from ..data.transforms import check_views
 from ..descriptors.descriptors import DescriptorSet
@@ -136,7 +136,7 @@ def evaluate_split(model: OSTModel, split: Split, frames: int, size: int, batch_
     workers = loader_workers(num_workers, 1)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                                          collate_fn=collate_skipping, pin_memory=device.type == "cuda",
-                                         worker_init_fn=ignore_ctrl_c)
+                                         worker_init_fn=loader_worker_init)
     desc = model.descriptor_embeddings(progress=progress)
     k5 = min(5, model.descriptors.num_classes)
     hit1 = hit5 = seen = skipped = 0

@@ -30,7 +30,7 @@ from .build import descriptor_set, load_model, model_with_weights
 from ..model.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import RunConfig, config_dict
 from ..data.annotations import few_shot, read_annotations
-from ..data.data import VideoDataset, collate_skipping, ignore_ctrl_c
+from ..data.data import VideoDataset, collate_skipping, loader_worker_init
 from ..data.augment import finish_batch
 from .distributed import Distributed, EpochSampler, loader_workers
 from ..files import atomic_write, check_output_folder
@@ -125,7 +125,7 @@ def _train(cfg: RunConfig, env: Distributed, resume: bool, progress: bool) -> di
     # touched by it.
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=local_bs, sampler=sampler, num_workers=workers, collate_fn=collate_skipping,
-        worker_init_fn=ignore_ctrl_c,
+        worker_init_fn=loader_worker_init,
         persistent_workers=workers > 0, pin_memory=env.device.type == "cuda",
         prefetch_factor=cfg.prefetch if workers > 0 else None,
         generator=torch.Generator().manual_seed(cfg.seed))

@@ -109,15 +109,34 @@ class _Pids(torch.utils.data.Dataset):
 
 
 def test_loader_workers_leave_ctrl_c_to_the_main_process():
-    """ost's loaders start workers with ignore_ctrl_c: a SIGINT that reaches them (it goes to
+    """ost's loaders start workers with loader_worker_init: a SIGINT that reaches them (it goes to
     the whole process group) neither kills one mid-batch nor makes it print; the main process
     stops them when it stops."""
-    from ost.data.data import ignore_ctrl_c
+    from ost.data.data import loader_worker_init
 
-    loader = torch.utils.data.DataLoader(_Pids(), batch_size=2, num_workers=2, worker_init_fn=ignore_ctrl_c)
+    loader = torch.utils.data.DataLoader(_Pids(), batch_size=2, num_workers=2, worker_init_fn=loader_worker_init)
     items = iter(loader)
     started = [next(items), next(items)]  # one batch from each worker
     for pid in {int(p) for batch in started for p in batch[1]}:
         os.kill(pid, signal.SIGINT)
     batches = started + list(items)
     assert sorted(int(i) for batch in batches for i in batch[0]) == list(range(12))
+
+
+def test_a_worker_does_not_print_the_connection_an_interrupted_main_process_dropped(monkeypatch):
+    """The resource sharer's thread in a worker reports errors through sys.excepthook: a
+    connection reset by the main process (interrupted while it fetched a batch) is not printed
+    after `ost: interrupted`; any other error still is."""
+    from ost.data.data import loader_worker_init
+
+    printed = []
+    monkeypatch.setattr(sys, "excepthook", lambda kind, value, tb: printed.append(kind))
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        loader_worker_init(0)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        for kind in (ConnectionResetError, BrokenPipeError, EOFError, ValueError, OSError):
+            sys.excepthook(kind, kind("x"), None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert printed == [ValueError, OSError]
