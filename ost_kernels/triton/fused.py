@@ -29,14 +29,13 @@ import torch
 import triton
 from torch.library import triton_op, wrap_triton
 
-from .._cosine import unit, unit_backward
 from .._env import triton_interpreting as interpreting
-from ..constants import LN2, LOG2E
+from ..constants import LOG2E
 from ..contract import (BACKWARD_SCHEMA, FORWARD_SCHEMA, OpScalars, check_forward_args, check_op_scalars,
                         empty_forward_outputs, not_requested, register_autograd)
 from . import configs
 from .kernels import od_forward_kernel, od_weights_kernel
-from .launch import KernelScalars, device_guard, mask_bytes, matmul_f32, scales, specializations, weight_rows
+from .launch import KernelScalars, PlanGradients, device_guard, mask_bytes, scales, specializations, weight_rows
 
 BD = 64  # the d-chunk of the tiles' matmul
 AUTOTUNE_ENV = "OST_KERNELS_TRITON_AUTOTUNE"
@@ -181,18 +180,13 @@ def od_backward_fused(grad_scores, video, desc, frame_mask, desc_mask, f, g, cac
     check_op_scalars(eps, None, None, "ost_kernels::od_backward_triton_fused")
     B, T, d = video.shape
     A, N, _ = desc.shape
-    grad_video, grad_desc = not_requested(video), not_requested(desc)
     if not (video_grad or desc_grad):
-        return grad_video, grad_desc
+        return not_requested(video), not_requested(desc)
     grad_scores = grad_scores.to(torch.float32).contiguous()
     f, g = f.contiguous(), g.contiguous()
     fm, dm = mask_bytes(frame_mask, video), mask_bytes(desc_mask, desc)
     vs, ds = scales(video, normalize), scales(desc, normalize)
-    # Unit rows in the input dtype (the GEMM operands), zero where masked.
-    vn = unit(video, normalize).masked_fill(fm.view(B, T, 1) == 0, 0).to(video.dtype).reshape(B * T, d)
-    dn = unit(desc, normalize).masked_fill(dm.view(A, N, 1) == 0, 0).to(desc.dtype).reshape(A * N, d)
-    grad_vn = torch.zeros(B * T, d, dtype=torch.float32, device=video.device) if video_grad else None
-    grad_dn = torch.empty(A * N, d, dtype=torch.float32, device=video.device) if desc_grad else None
+    grads = PlanGradients(video, desc, fm, dm, normalize, video_grad, desc_grad)
     _, weights = _kernels()
     chunk = max(1, min(A, WEIGHTS_CHUNK_ELEMENTS // max(1, B * T * N)))
     with device_guard(video):
@@ -207,16 +201,8 @@ def od_backward_fused(grad_scores, video, desc, frame_mask, desc_mask, f, g, cac
                 size_bucket(B, 1024), size_bucket(na, 1 << 16),
                 **_kernel_options(video.dtype), **_meta("weights", video, T, N, d),
             )
-            cols = slice(a0 * N, (a0 + na) * N)
-            if video_grad:
-                grad_vn += matmul_f32(w, dn[cols])
-            if desc_grad:
-                grad_dn[cols] = matmul_f32(w.t(), vn)
-    if video_grad:
-        grad_video = unit_backward(video, grad_vn.view(B, T, d), normalize)
-    if desc_grad:
-        grad_desc = unit_backward(desc, grad_dn.view(A, N, d), normalize)
-    return grad_video, grad_desc
+            grads.add(w, slice(a0 * N, (a0 + na) * N))
+    return grads.result()
 
 
 register_autograd("ost_kernels::od_forward_triton_fused", od_backward_fused)

@@ -7,8 +7,10 @@ from typing import NamedTuple
 
 import torch
 
+from .._cosine import unit, unit_backward
 from .._plan import damping
 from ..constants import LN2, LOG2E, NORM_EPS, SCALING_MAX_EPS
+from ..contract import not_requested
 
 # Normalized sims are cosines, so a pair's spread hi - lo is at most 2 (plus rounding, << 1%):
 # from this eps on, 2 / eps <= 64 / 1.01 and every pair is safe for the scaling form, so the
@@ -110,3 +112,35 @@ def specializations(eps: float, tol: float, normalize: bool, sims_from_k: bool, 
     the damping are runtime values, so these four flags are all of a kernel's variants."""
     scaling_only = normalize and eps >= ALWAYS_SAFE_EPS and (not sims_from_k or eps <= SCALING_MAX_EPS)
     return dict(FIXED=tol <= 0, LOG_DOMAIN=relaxed or not scaling_only, WEIGHTED=weighted, RELAXED=relaxed)
+
+
+class PlanGradients:
+    """The plan backward's GEMMs, shared by both Triton backwards: for each chunk of columns
+    (classes a0..a0 + na, N descriptors each) of the weights W = grad * P (B * T, na * N) in the
+    input dtype, grad unit(video) += W @ unit(desc)[cols] and grad unit(desc)[cols] = W^T @
+    unit(video), float32 accumulation, only the sides asked for; then back through the
+    normalization. The unit rows are in the input dtype (the GEMM operands), zero where masked
+    (fm, dm: mask_bytes)."""
+
+    def __init__(self, video, desc, fm, dm, normalize: bool, video_grad: bool, desc_grad: bool):
+        (B, T, d), (A, N, _) = video.shape, desc.shape
+        self.video, self.desc, self.normalize = video, desc, normalize
+        self.vn = unit(video, normalize).masked_fill(fm.view(B, T, 1) == 0, 0).to(video.dtype).reshape(B * T, d)
+        self.dn = unit(desc, normalize).masked_fill(dm.view(A, N, 1) == 0, 0).to(desc.dtype).reshape(A * N, d)
+        f32 = dict(dtype=torch.float32, device=video.device)
+        self.grad_vn = torch.zeros(B * T, d, **f32) if video_grad else None
+        self.grad_dn = torch.empty(A * N, d, **f32) if desc_grad else None
+
+    def add(self, w: torch.Tensor, cols: slice) -> None:
+        if self.grad_vn is not None:
+            self.grad_vn += matmul_f32(w, self.dn[cols])
+        if self.grad_dn is not None:
+            self.grad_dn[cols] = matmul_f32(w.t(), self.vn)
+
+    def result(self):
+        """(grad video (B, T, d), grad desc (A, N, d)), zero-size where not asked for."""
+        v, dsc = self.video, self.desc
+        return (unit_backward(v, self.grad_vn.view(v.shape), self.normalize) if self.grad_vn is not None
+                else not_requested(v),
+                unit_backward(dsc, self.grad_dn.view(dsc.shape), self.normalize) if self.grad_dn is not None
+                else not_requested(dsc))

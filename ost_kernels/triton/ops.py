@@ -21,20 +21,17 @@ tensors (the GEMM in float32 on the CPU), which is how the tests run them.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 from torch.library import triton_op, wrap_triton
 
-from .._cosine import unit, unit_backward
 from .._env import triton_interpreting as interpreting
-from ..constants import LN2, LOG2E
+from ..constants import LOG2E
 from ..options import CHUNK_ENV, DEFAULT_CHUNK_MB, resolve_chunk_mb  # noqa: F401 (the tests read them here)
 from ..contract import (BACKWARD_SCHEMA, FORWARD_SCHEMA, OpScalars, check_forward_args, check_op_scalars,
                         empty_forward_outputs, not_requested, register_autograd)
 from . import configs
-from .launch import (KernelScalars, device_guard, mask_bytes, matmul_f32, mm_f32_into, scales, specializations,
+from .launch import (KernelScalars, PlanGradients, device_guard, mask_bytes, mm_f32_into, scales, specializations,
                      weight_rows)
 from .sinkhorn import od_chunk_weights_kernel, od_sinkhorn_kernel
 
@@ -141,19 +138,14 @@ def od_backward_triton(grad_scores, video, desc, frame_mask, desc_mask, f, g, ca
     check_op_scalars(eps, None, None, "ost_kernels::od_backward_triton")
     B, T, d = video.shape
     A, N, _ = desc.shape
-    grad_video, grad_desc = not_requested(video), not_requested(desc)
     if not (video_grad or desc_grad):
-        return grad_video, grad_desc
+        return not_requested(video), not_requested(desc)
     grad_scores = grad_scores.to(torch.float32).contiguous()
     f, g = f.contiguous(), g.contiguous()
     fm, dm = mask_bytes(frame_mask, video), mask_bytes(desc_mask, desc)
     vs, ds = scales(video, normalize), scales(desc, normalize)
     v2, d2 = video.reshape(B * T, d), desc.reshape(A * N, d)
-    # Unit rows in the input dtype (the gradient GEMMs' operands), zero where masked.
-    vn = unit(video, normalize).masked_fill(fm.view(B, T, 1) == 0, 0).to(video.dtype).reshape(B * T, d)
-    dn = unit(desc, normalize).masked_fill(dm.view(A, N, 1) == 0, 0).to(desc.dtype).reshape(A * N, d)
-    grad_vn = torch.zeros(B * T, d, dtype=torch.float32, device=video.device) if video_grad else None
-    grad_dn = torch.empty(A * N, d, dtype=torch.float32, device=video.device) if desc_grad else None
+    grads = PlanGradients(video, desc, fm, dm, normalize, video_grad, desc_grad)
     step = chunk_classes(B, T, N, A, resolve_chunk_mb())
     buffer = torch.empty(B * T * step * N, dtype=torch.float32, device=video.device)
     weights = torch.empty(B * T * step * N, dtype=video.dtype, device=video.device)
@@ -172,15 +164,8 @@ def od_backward_triton(grad_scores, video, desc, frame_mask, desc_mask, f, g, ca
                 A, T, na, a0, LOG2E / eps,
                 N=N, TP=TP, BC=BC, MASKED=frame_mask is not None or desc_mask is not None, **launch,
             )
-            if video_grad:
-                grad_vn += matmul_f32(w, dn[cols])
-            if desc_grad:
-                grad_dn[cols] = matmul_f32(w.t(), vn)
-    if video_grad:
-        grad_video = unit_backward(video, grad_vn.view(B, T, d), normalize)
-    if desc_grad:
-        grad_desc = unit_backward(desc, grad_dn.view(A, N, d), normalize)
-    return grad_video, grad_desc
+            grads.add(w, cols)
+    return grads.result()
 
 
 register_autograd("ost_kernels::od_forward_triton", od_backward_triton)
